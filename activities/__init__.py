@@ -1,0 +1,1 @@
+"""Domain work as pure functions, each with a thin @activity.defn wrapper."""

@@ -1,0 +1,1 @@
+"""The provider-neutral execution plane: one module per provider."""

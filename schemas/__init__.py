@@ -1,0 +1,1 @@
+"""Versioned pydantic contracts at every boundary of qloop."""

@@ -1,0 +1,186 @@
+"""Inputs and outputs of the experiment's activities: one model in, one model out.
+
+They carry summaries and artifact URIs; bulky data (circuits, counts) stays in the artifact
+store so that workflow history stays small.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.execution import Capabilities, CircuitBatch, Cost, JobRef, JobState
+from schemas.report import ClassicalBaseline, Estimate, ScaledValue
+from schemas.request import BackendChoice, ExperimentRequest, Observable
+
+
+class PipelineModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Stage(StrEnum):
+    PREPROCESSING = "preprocessing"
+    PREVALIDATING = "prevalidating"
+    PLANNING = "planning"
+    SUBMITTING = "submitting"
+    WAITING = "waiting"
+    FETCHING = "fetching"
+    MITIGATING = "mitigating"
+    POSTPROCESSING = "postprocessing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class ExperimentInput(PipelineModel):
+    request: ExperimentRequest
+
+
+class PreprocessInput(PipelineModel):
+    experiment_id: str
+    request: ExperimentRequest
+
+
+class PreparedExperiment(PipelineModel):
+    """The built, transpiled circuits (in `artifact_uri`) and what the workflow needs to know."""
+
+    artifact_uri: str
+    capabilities: Capabilities
+    num_qubits: int
+    transpiled_depth: int
+    two_qubit_gate_count: int
+    measurement_bases: list[str]
+    logical_circuit_sha256: str
+    transpiled_circuits_sha256: list[str]
+    observable_label: str
+    classical_baseline: ClassicalBaseline | None = None
+
+
+class PrevalidateInput(PipelineModel):
+    experiment_id: str
+    request: ExperimentRequest
+    prepared: PreparedExperiment
+
+
+class Prevalidation(PipelineModel):
+    ideal_value: float
+    estimated_fidelity: float
+    artifact_uri: str
+
+
+class PlanInput(PipelineModel):
+    experiment_id: str
+    request: ExperimentRequest
+    prepared: PreparedExperiment
+
+
+class ExecutionPlan(PipelineModel):
+    """The batch to submit (in `batch_uri`): every basis x scale factor, plus readout calibration."""
+
+    batch_uri: str
+    num_circuits: int
+    executed_circuits_sha256: list[str]
+    cost_estimate: Cost
+
+
+class SubmitInput(PipelineModel):
+    backend: BackendChoice
+    batch_uri: str
+    shots: int
+    seed: int | None
+    client_token: str
+
+
+class JobInput(PipelineModel):
+    backend: BackendChoice
+    job: JobRef
+
+
+class FetchInput(PipelineModel):
+    experiment_id: str
+    backend: BackendChoice
+    job: JobRef
+
+
+class FetchedResult(PipelineModel):
+    counts_uri: str
+    shots: int
+    actual_cost: Cost
+
+
+class MitigateInput(PipelineModel):
+    experiment_id: str
+    request: ExperimentRequest
+    prepared: PreparedExperiment
+    plan: ExecutionPlan
+    counts_uri: str
+
+
+class MitigationOutcome(PipelineModel):
+    raw: Estimate
+    mitigated: Estimate | None
+    points: list[ScaledValue]
+    readout_mitigated: bool
+    plot_uri: str | None
+    artifact_uri: str
+
+
+class PostprocessInput(PipelineModel):
+    experiment_id: str
+    request: ExperimentRequest
+    prepared: PreparedExperiment
+    prevalidation: Prevalidation
+    plan: ExecutionPlan
+    job: JobRef
+    fetched: FetchedResult
+    mitigation: MitigationOutcome
+    timings_seconds: dict[str, float]
+
+
+class Progress(PipelineModel):
+    """What the workflow's `progress` query answers."""
+
+    stage: Stage
+    backend: str
+    job_state: JobState | None = None
+    queue_position: int | None = None
+    polls: int = 0
+    estimated_cost_usd: float | None = None
+    error: str | None = None
+
+
+# --- artifact contents ---------------------------------------------------------------------
+
+
+class MeasurementBasis(PipelineModel):
+    """One measurement setting: `basis` is a label like "XZI" (qubit 0 rightmost, I read as Z);
+    `qasm` is the transpiled circuit on physical qubits, basis rotation included, without
+    measurements."""
+
+    basis: str
+    qasm: str
+
+
+class PreparedCircuits(PipelineModel):
+    """Artifact written by preprocess (`PreparedExperiment.artifact_uri`)."""
+
+    logical_qasm: str
+    observable: Observable
+    bases: list[MeasurementBasis]
+    measured_physical_qubits: list[int]
+
+
+class CircuitRole(PipelineModel):
+    kind: Literal["observable", "readout_calibration"]
+    basis: str | None = None
+    scale_factor: float | None = None
+    prepared_bits: str | None = None
+
+
+class PlannedBatch(PipelineModel):
+    """Artifact written by plan (`ExecutionPlan.batch_uri`): circuits and what each one is for.
+    Every circuit measures logical qubit i into classical bit i."""
+
+    batch: CircuitBatch
+    roles: list[CircuitRole]

@@ -1,0 +1,98 @@
+"""ExperimentReport v1: the answer, how good it is, and exactly how it was produced."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from schemas.execution import Tier
+
+
+class ReportModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Estimate(ReportModel):
+    value: float
+    ci_low: float
+    ci_high: float
+
+
+class ScaledValue(ReportModel):
+    scale_factor: float
+    value: float
+    std_error: float
+
+
+class ZneOutcome(ReportModel):
+    folding: str
+    extrapolation: str
+    points: list[ScaledValue]
+    plot_uri: str | None = None
+
+
+class ClassicalBaseline(ReportModel):
+    """The best answer a classical method gives, in the units of the experiment's objective."""
+
+    method: str
+    value: float
+    detail: str = ""
+
+
+class Objective(ReportModel):
+    """The problem's figure of merit, derived from the observable's value (for example the
+    approximation ratio of QAOA MaxCut), for the raw, mitigated and ideal values."""
+
+    name: str
+    raw: float
+    mitigated: float | None = None
+    ideal: float
+    baseline: float | None = None
+
+
+class CostSummary(ReportModel):
+    estimated_usd: float
+    actual_usd: float
+
+
+class BackendRecord(ReportModel):
+    provider: str
+    device: str
+    tier: Tier
+    noise_profile: str | None = None
+
+
+class Provenance(ReportModel):
+    backend: BackendRecord
+    calibration: dict[str, str] | None = None
+    logical_circuit_sha256: str
+    executed_circuits_sha256: list[str]
+    job_id: str
+    client_token: str
+    shots: int
+    seeds: dict[str, int]
+    sdk_versions: dict[str, str]
+    schema_version: int
+    artifacts: dict[str, str]
+
+
+class ExperimentReport(ReportModel):
+    schema_version: Literal[1] = 1
+    experiment_id: str
+    name: str
+    status: Literal["completed"] = "completed"
+    produced_by: Literal["hardware", "simulator", "classical"]
+    produced_by_reason: str
+    observable: str
+    value: Estimate
+    raw: Estimate
+    mitigated: Estimate | None = None
+    ideal_value: float
+    zne: ZneOutcome | None = None
+    readout_mitigated: bool
+    objective: Objective | None = None
+    classical_baseline: ClassicalBaseline | None = None
+    cost: CostSummary
+    timings_seconds: dict[str, float]
+    provenance: Provenance
