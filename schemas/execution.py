@@ -97,6 +97,7 @@ class JobResult(ContractModel):
     counts: list[dict[str, int]]
     shots: int
     duration_seconds: float | None = None
+    cost_usd: float = 0.0
 
 
 class ErrorClass(StrEnum):

@@ -33,8 +33,16 @@ class Stage(StrEnum):
     FAILED = "failed"
 
 
+class PollingPolicy(PipelineModel):
+    """How often a waiting experiment asks the provider: the interval doubles up to `ceiling`."""
+
+    initial_seconds: float = 1.0
+    ceiling_seconds: float = 300.0
+
+
 class ExperimentInput(PipelineModel):
     request: ExperimentRequest
+    polling: PollingPolicy = PollingPolicy()
 
 
 class PreprocessInput(PipelineModel):

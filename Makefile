@@ -1,0 +1,80 @@
+# qloop — the verbs a newcomer uses. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.qloop-installed
+STACK := temporal-dev/stack.sh
+
+QLOOP_TEMPORAL_PORT ?= 7233
+QLOOP_TEMPORAL_UI_PORT ?= 8233
+export VENV QLOOP_TEMPORAL_PORT QLOOP_TEMPORAL_UI_PORT
+
+# Commands that talk to the local stack; an explicit TEMPORAL_ADDRESS in the environment wins.
+LOCAL := TEMPORAL_ADDRESS="$${TEMPORAL_ADDRESS:-127.0.0.1:$(QLOOP_TEMPORAL_PORT)}"
+
+.PHONY: help venv dev worker worker-start worker-stop worker-restart demo test lint bench down status logs
+
+help: ## list the verbs
+	@echo "usage: make VERB"
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## create .venv and install qloop with its dev tools (again only when pyproject.toml changes)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -e '.[dev]'
+	@touch $@
+
+dev: venv ## start the local stack (Temporal dev server, state in temporal-dev/data) in the background
+	@$(STACK) start
+
+worker: venv ## run the qloop worker in the foreground
+	$(LOCAL) $(BIN)/python worker.py
+
+worker-start: venv ## start the qloop worker in the background (log: temporal-dev/data/worker.log)
+	@$(STACK) worker-start
+
+worker-stop: ## stop the background worker
+	@$(STACK) worker-stop
+
+worker-restart: venv ## restart the background worker (picks up code changes)
+	@$(STACK) worker-restart
+
+demo: venv dev ## stack + worker, then QAOA MaxCut on the noisy profile with ZNE; leaves the stack running
+	@$(STACK) worker-restart
+	$(LOCAL) $(BIN)/qloop run examples/qaoa_maxcut.yaml --wait
+	@echo
+	@echo "Web UI:    http://localhost:$(QLOOP_TEMPORAL_UI_PORT)"
+	@echo "Artifacts: $${QLOOP_HOME:-$(CURDIR)/.qloop}/artifacts/"
+	@echo "The stack is still running: 'make down' stops it."
+
+test: venv ## run the test suite (starts its own Temporal servers; does not touch the dev stack)
+	$(BIN)/pytest -q
+
+lint: venv ## ruff
+	$(BIN)/ruff check .
+
+bench: venv dev ## run every bench/*.py against the local stack (prints ratios)
+	@shopt -s nullglob; status=0; ran=0; \
+	for f in bench/*.py; do \
+	  case "$$(basename "$$f")" in _*) continue ;; esac; \
+	  ran=1; echo "== $$f"; \
+	  $(LOCAL) $(BIN)/python "$$f" || { echo "!! $$f failed"; status=1; }; \
+	done; \
+	[ "$$ran" = 1 ] || echo "no benchmarks in bench/"; \
+	exit $$status
+
+down: ## stop the worker and the Temporal dev server (state is kept)
+	@$(STACK) worker-stop
+	@$(STACK) stop
+
+status: ## is the local stack running?
+	@$(STACK) status || true
+
+logs: ## follow the dev server log (make logs WHAT=worker for the worker's)
+	@$(STACK) logs $(or $(WHAT),server)

