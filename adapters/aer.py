@@ -8,6 +8,7 @@ on disk under qloop_home()/aer-jobs/<client_token>/:
     error.json     why the simulation failed
     cancelled      marker: the job was cancelled, its result is never used
     lock           held (flock) by the process that is simulating the job
+    restarts       how often an orphaned simulation was restarted (gives up after 3)
 
 A job without result, error or marker whose lock nobody holds was orphaned by a process that
 died; `status` restarts it. Local simulation is free and, with the stored seed, deterministic,
@@ -75,7 +76,8 @@ CONTROL_FLOW = frozenset({"if_else", "while_loop", "for_loop", "switch_case", "b
 
 JOBS_DIR = "aer-jobs"
 REQUEST, RESULT, ERROR = "request.json", "result.json", "error.json"
-CANCELLED, LOCK = "cancelled", "lock"
+CANCELLED, LOCK, RESTARTS = "cancelled", "lock", "restarts"
+MAX_RESTARTS = 3
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 # Simulations run off the caller's thread so submit returns at once; Aer parallelises inside.
@@ -173,14 +175,10 @@ class AerAdapter:
             return JobStatus(state=JobState.FAILED, message=_read_json(job_dir / ERROR)["message"])
         future = _in_flight(job_dir)
         if future is not None:
-            state = JobState.RUNNING if future.running() else JobState.QUEUED
-            return JobStatus(state=state, queue_position=None if future.running() else 0)
+            return JobStatus(state=JobState.RUNNING if future.running() else JobState.QUEUED)
         if _locked_elsewhere(job_dir):
             return JobStatus(state=JobState.RUNNING, message="simulating in another process")
-        _start(job_dir, request, None)
-        return JobStatus(
-            state=JobState.RUNNING, message="restarted: the process that ran it had stopped"
-        )
+        return _restart_orphan(job_dir, request)
 
     def result(self, job: JobRef) -> JobResult:
         job_dir, _ = self._job(job)
@@ -349,7 +347,9 @@ def _runs_as_is(circuit: QuantumCircuit, profile: DeviceProfile | None) -> bool:
 def _map_to_device(
     name: str, circuit: QuantumCircuit, profile: DeviceProfile | None
 ) -> QuantumCircuit:
-    """Translate at optimization_level=0: a ZNE fold must survive, so nothing is simplified."""
+    """Translate at optimization_level=0: a ZNE fold must survive, so nothing is simplified.
+    Sabre layout and routing still apply: a trivial layout drags in ancilla qubits through
+    swaps, and every extra active qubit doubles the cost of a noisy simulation."""
     basis = IDEAL_BASIS if profile is None else profile.basis_gates
     coupling = None if profile is None else [list(edge) for edge in profile.coupling_map]
     try:
@@ -358,6 +358,8 @@ def _map_to_device(
             basis_gates=list(basis),
             coupling_map=coupling,
             optimization_level=0,
+            layout_method=None if profile is None else "sabre",
+            routing_method=None if profile is None else "sabre",
             seed_transpiler=0,
         )
     except Exception as exc:
@@ -386,6 +388,21 @@ def _start(job_dir: Path, request: dict[str, Any], circuits: list[QuantumCircuit
         future = _EXECUTOR.submit(_run_job, job_dir, request, circuits)
         _IN_FLIGHT[job_dir] = future
     future.add_done_callback(lambda _: _forget(job_dir))
+
+
+def _restart_orphan(job_dir: Path, request: dict[str, Any]) -> JobStatus:
+    # A job that kills its process (out of memory) would otherwise take every poller down
+    # with it, forever.
+    restarts = int(_read_text(job_dir / RESTARTS) or "0")
+    if restarts >= MAX_RESTARTS:
+        message = f"simulation was interrupted {restarts} times; giving up"
+        _write_atomic(job_dir / ERROR, json.dumps({"message": message}))
+        return JobStatus(state=JobState.FAILED, message=message)
+    _write_atomic(job_dir / RESTARTS, str(restarts + 1))
+    _start(job_dir, request, None)
+    return JobStatus(
+        state=JobState.RUNNING, message="restarted: the process that ran it had stopped"
+    )
 
 
 def _forget(job_dir: Path) -> None:
@@ -418,9 +435,11 @@ def _simulate(request: dict[str, Any], circuits: list[QuantumCircuit] | None) ->
         profile = None if noise.profile is None else load_profile(noise.profile)
         circuits = [_prepare(spec, profile) for spec in batch.circuits]
     started = time.perf_counter()
-    result = _simulator(noise).run(
-        circuits, shots=request["shots"], seed_simulator=request["seed"]
-    ).result()
+    result = (
+        _simulator(noise)
+        .run(circuits, shots=request["shots"], seed_simulator=request["seed"])
+        .result()
+    )
     if not result.success:
         raise RuntimeError(f"Aer reported failure: {result.status}")
     counts = [
@@ -517,6 +536,13 @@ def _job_ref(request: dict[str, Any]) -> JobRef:
 def _read_json(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text())
     return data
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
 
 
 def _write_atomic(path: Path, text: str) -> None:

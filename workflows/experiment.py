@@ -48,7 +48,7 @@ COMPUTE_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=4,
-    non_retryable_error_types=[INVALID_REQUEST],
+    non_retryable_error_types=[INVALID_REQUEST, "BatchTooLargeError", "ExtrapolationFailedError"],
 )
 # Provider calls are idempotent (client token), so they may be retried for as long as it takes
 # a provider to recover from throttling or an outage.

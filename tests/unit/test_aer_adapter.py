@@ -200,6 +200,17 @@ def test_orphan_recovery_reports_running_first(monkeypatch: pytest.MonkeyPatch) 
     assert wait_final(adapter, job) is JobState.DONE
 
 
+def test_a_job_that_keeps_killing_its_process_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aer, "_start", lambda job_dir, request, circuits: None)  # dies at once
+    job = _write_orphan(AerAdapter(), BELL_BATCH, "poison")
+    adapter = AerAdapter()
+    for _ in range(aer.MAX_RESTARTS):
+        assert adapter.status(job).state is JobState.RUNNING
+    assert adapter.status(job).state is JobState.FAILED
+    with pytest.raises(JobFailedError, match="interrupted 3 times"):
+        adapter.result(job)
+
+
 def test_job_held_by_another_live_process_is_not_restarted(simulations: list[str]) -> None:
     job = _write_orphan(AerAdapter(), BELL_BATCH, "held")
     with aer._job_lock(aer._job_dir("held")) as mine:  # stands in for a live runner
@@ -369,7 +380,8 @@ def test_registry_caches_per_choice() -> None:
 @pytest.mark.parametrize(
     ("choice", "message"),
     [
-        (BackendChoice(device="foo"), "unknown device 'foo' for provider aer; allowed: ideal, noisy"),
+        (BackendChoice(device="foo"),
+         "unknown device 'foo' for provider aer; allowed: ideal, noisy"),
         (BackendChoice(device="noisy"), "noisy needs noise_profile; available: ibm_guadalupe"),
         (BackendChoice(device="noisy", noise_profile="x"), "available: ibm_guadalupe"),
         (BackendChoice(device="ideal", noise_profile="ibm_guadalupe"), "use device noisy"),
