@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
-from temporalio.common import TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
 from schemas.loading import RequestError, load_request
@@ -87,10 +87,10 @@ async def start(client: Client, request: ExperimentRequest, workflow_id: str | N
         result_type=ExperimentReport,
         search_attributes=TypedSearchAttributes(
             [
-                attrs.STAGE.value_set(Stage.PREPROCESSING.value),
-                attrs.BACKEND.value_set(describe_backend(backend)),
-                attrs.PROVIDER.value_set(backend.provider),
-                attrs.ACCOUNT.value_set(request.policy.account),
+                SearchAttributePair(attrs.STAGE, Stage.PREPROCESSING.value),
+                SearchAttributePair(attrs.BACKEND, describe_backend(backend)),
+                SearchAttributePair(attrs.PROVIDER, backend.provider),
+                SearchAttributePair(attrs.ACCOUNT, request.policy.account),
             ]
         ),
         static_summary=f"{request.name}: {request.problem.kind} on {describe_backend(backend)}",

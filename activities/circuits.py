@@ -32,9 +32,9 @@ from schemas.request import (
 # understood the same way it was written: the legacy gate set of qelib1.inc plus Qiskit's extras.
 _CUSTOM = qasm2.LEGACY_CUSTOM_INSTRUCTIONS
 _LOCATED = re.compile(r"^(?:<input>:)?L?(\d+)[,:]C?(\d+):\s*(.*)$", re.DOTALL)
-_HEADER = re.compile(r"^\s*OPENQASM\s+(\d+)(?:\.(\d+))?\s*;")
+_HEADER = re.compile(r"^\s*OPENQASM\s+(\d+)(?:\.\d+)?\s*;")
 _COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/", re.DOTALL)
-_IGNORED_AT_END = {"barrier", "measure"}
+_DROPPED = {"barrier", "measure"}
 
 
 class CircuitError(ValueError):
@@ -84,6 +84,8 @@ def _parse_qasm2(text: str) -> QuantumCircuit:
         return qasm2.loads(text, include_path=(), custom_instructions=_CUSTOM)
     except qasm2.QASM2ParseError as error:
         raise CircuitError(_located(error.message)) from None
+    except Exception as error:
+        raise _unreadable(error) from None
 
 
 def _parse_qasm3(text: str) -> QuantumCircuit:
@@ -93,6 +95,14 @@ def _parse_qasm3(text: str) -> QuantumCircuit:
         raise CircuitError(_qasm3_syntax_error(error)) from None
     except QiskitError as error:
         raise CircuitError(_located(str(error.message))) from None
+    except Exception as error:
+        raise _unreadable(error) from None
+
+
+def _unreadable(error: Exception) -> CircuitError:
+    # The importers fail on some malformed input with plain Python errors; untrusted text that
+    # cannot be read is a refused request, never a crashed activity.
+    return CircuitError(f"the program cannot be read: {type(error).__name__}: {error}")
 
 
 def _located(message: str) -> str:
@@ -131,7 +141,7 @@ def to_logical(circuit: QuantumCircuit) -> QuantumCircuit:
     _check_measurements_terminal(circuit)
     logical = QuantumCircuit(circuit.num_qubits, global_phase=circuit.global_phase)
     for instruction in circuit.data:
-        if instruction.operation.name not in _IGNORED_AT_END:
+        if instruction.operation.name not in _DROPPED:
             qubits = [circuit.find_bit(q).index for q in instruction.qubits]
             logical.append(instruction.operation, qubits)
     if not any(inst.operation.name != "id" for inst in logical.data):

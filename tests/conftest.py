@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -146,6 +147,15 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         test_server_existing_path=temporal_test_server_path(),
         test_server_startup_timeout=SERVER_STARTUP_TIMEOUT,
+    )
+    # The test server has no start-up flag for custom search attributes; the operator API does it.
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={
+                key.name: key.indexed_value_type for key in qloop_search_attribute_keys()
+            },
+        )
     )
     try:
         yield env

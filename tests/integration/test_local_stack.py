@@ -10,15 +10,20 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from temporalio import activity, workflow
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACK = REPO_ROOT / "temporal-dev" / "stack.sh"
@@ -243,9 +248,34 @@ async def test_dev_server_fixture_registers_search_attributes(
     assert client.data_converter is pydantic_data_converter
 
 
+@activity.defn
+async def _echo(value: str) -> str:
+    return value
+
+
+@workflow.defn(sandboxed=False)
+class _NapWorkflow:
+    @workflow.run
+    async def run(self, value: str) -> str:
+        await workflow.sleep(timedelta(hours=3))
+        return await workflow.execute_activity(
+            _echo, value, start_to_close_timeout=timedelta(seconds=30)
+        )
+
+
 async def test_time_skipping_env_fixture(time_skipping_env: WorkflowEnvironment) -> None:
+    """Three hours of workflow time pass in seconds, with the pydantic converter in place."""
     assert time_skipping_env.supports_time_skipping
-    assert time_skipping_env.client.data_converter is pydantic_data_converter
+    client = time_skipping_env.client
+    assert client.data_converter is pydantic_data_converter
+    task_queue = f"nap-{uuid.uuid4()}"
+    async with Worker(client, task_queue=task_queue, workflows=[_NapWorkflow], activities=[_echo]):
+        started = time.monotonic()
+        result = await client.execute_workflow(
+            _NapWorkflow.run, "awake", id=f"nap-{uuid.uuid4()}", task_queue=task_queue
+        )
+    assert result == "awake"
+    assert time.monotonic() - started < 60
 
 
 def test_search_attribute_file_matches_the_workflow_keys(

@@ -73,12 +73,12 @@ async def test_hours_in_a_qpu_queue_pass_in_seconds(time_skipping_env: WorkflowE
         )
         report = await handle.result()
         wall = time.monotonic() - started
+        progress = await handle.query("progress", result_type=Progress)
 
     assert wall < 120
     assert report.timings_seconds["waiting"] >= QUEUE_TIME.total_seconds()
     assert report.ideal_value == pytest.approx(1.0)
     assert 0.5 < report.raw.value <= 1.0
-    progress = await handle.query("progress", result_type=Progress)
     assert progress.stage == Stage.COMPLETED
     # Backoff: 1, 2, 4 ... 512 s, then every 600 s: about 26 polls for 3 hours, not thousands.
     assert 15 <= progress.polls <= 40
@@ -118,10 +118,10 @@ async def test_a_request_that_bypassed_the_cli_is_refused_once_without_retries(
         )
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
+        progress = await handle.query("progress", result_type=Progress)
     message = str(failure.value.cause)
     assert "preprocessing failed" in message
     assert "line 4" in message and "frobnicate" in message
-    progress = await handle.query("progress", result_type=Progress)
     assert progress.stage == Stage.FAILED
     attempts = [
         event
