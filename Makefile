@@ -17,7 +17,7 @@ export VENV QLOOP_TEMPORAL_PORT QLOOP_TEMPORAL_UI_PORT
 # Commands that talk to the local stack; an explicit TEMPORAL_ADDRESS in the environment wins.
 LOCAL := TEMPORAL_ADDRESS="$${TEMPORAL_ADDRESS:-127.0.0.1:$(QLOOP_TEMPORAL_PORT)}"
 
-.PHONY: help venv dev worker worker-start worker-stop worker-restart demo test lint bench down status logs
+.PHONY: help venv dev worker worker-start worker-stop worker-restart demo test lint bench down status logs record-histories
 
 help: ## list the verbs
 	@echo "usage: make VERB"
@@ -78,3 +78,6 @@ status: ## is the local stack running?
 
 logs: ## follow the dev server log (make logs WHAT=worker for the worker's)
 	@$(STACK) logs $(or $(WHAT),server)
+
+record-histories: venv ## re-record tests/histories/ from end-to-end runs (for the replay test)
+	QLOOP_RECORD_HISTORIES=1 $(BIN)/pytest -q tests/integration/test_experiment_end_to_end.py

@@ -126,7 +126,9 @@ async def follow(handle: WorkflowHandle, interval: float = 0.3) -> ExperimentRep
                 print(f"[{time.monotonic() - started:7.1f}s] {line}", flush=True)
                 last = line
         await asyncio.wait([result], timeout=interval)
-    return result.result()
+    report = result.result()
+    print(f"[{time.monotonic() - started:7.1f}s] {Stage.COMPLETED.value}", flush=True)
+    return report
 
 
 def format_estimate(estimate: Estimate | None) -> str:
