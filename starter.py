@@ -22,7 +22,7 @@ from temporalio.service import RPCError
 
 from schemas.loading import RequestError, load_request
 from schemas.pipeline import ExperimentInput, Progress, Stage
-from schemas.report import ExperimentReport, Estimate
+from schemas.report import Estimate, ExperimentReport
 from schemas.request import ExperimentRequest
 from workflows import search_attributes as attrs
 from workflows.experiment import describe_backend
@@ -65,18 +65,23 @@ def task_queue() -> str:
 def static_details(request: ExperimentRequest) -> str:
     execution = request.execution
     zne = request.mitigation.zne
-    mitigation = f"ZNE {zne.folding} folding at {zne.scale_factors}, {zne.extrapolation}" if zne else "none"
+    mitigation = (
+        f"ZNE {zne.folding} folding at {zne.scale_factors}, {zne.extrapolation}" if zne else "none"
+    )
+    readout = "on" if request.mitigation.readout else "off"
     return "\n\n".join(
         [
             f"**Problem:** {request.problem.kind}",
             f"**Backend:** {describe_backend(execution.backend)}, {execution.shots} shots",
-            f"**Mitigation:** {mitigation}; readout {'on' if request.mitigation.readout else 'off'}",
+            f"**Mitigation:** {mitigation}; readout {readout}",
             f"**Account:** {request.policy.account}",
         ]
     )
 
 
-async def start(client: Client, request: ExperimentRequest, workflow_id: str | None) -> WorkflowHandle:
+async def start(
+    client: Client, request: ExperimentRequest, workflow_id: str | None
+) -> WorkflowHandle:
     workflow_id = workflow_id or f"{request.name}-{uuid.uuid4().hex[:8]}"
     backend = request.execution.backend
     return await client.start_workflow(
@@ -152,13 +157,20 @@ def format_report(report: ExperimentReport) -> str:
     if report.objective is not None:
         objective = report.objective
         mitigated = "-" if objective.mitigated is None else f"{objective.mitigated:.3f}"
-        baseline_text = "" if objective.baseline is None else f"   classical optimum {objective.baseline:.3f}"
+        baseline_text = (
+            "" if objective.baseline is None else f"   classical optimum {objective.baseline:.3f}"
+        )
         lines.append(
             f"  {objective.name}: raw {objective.raw:.3f}   mitigated {mitigated}   "
             f"ideal {objective.ideal:.3f}{baseline_text}"
         )
-    lines.append(f"  cost            estimated ${report.cost.estimated_usd:.2f}, actual ${report.cost.actual_usd:.2f}")
-    timings = ", ".join(f"{stage} {seconds:.2f}s" for stage, seconds in report.timings_seconds.items())
+    lines.append(
+        f"  cost            estimated ${report.cost.estimated_usd:.2f}, "
+        f"actual ${report.cost.actual_usd:.2f}"
+    )
+    timings = ", ".join(
+        f"{stage} {seconds:.2f}s" for stage, seconds in report.timings_seconds.items()
+    )
     lines.append(f"  timings         {timings}")
     report_uri = report.provenance.artifacts.get("report", "")
     if report_uri.startswith("file://"):
@@ -275,7 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(args.handler(args))
     except RuntimeError as error:
         if "connect" in str(error).lower():
-            print(f"cannot reach Temporal: {error}\n  start the local stack with `make dev`", file=sys.stderr)
+            print(
+                f"cannot reach Temporal: {error}\n  start the local stack with `make dev`",
+                file=sys.stderr,
+            )
             return 1
         raise
 

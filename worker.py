@@ -16,6 +16,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
 
+from activities.mitigate import mitigate_activity
 from activities.observability import (
     ActivityLogContext,
     configure_logging,
@@ -24,9 +25,8 @@ from activities.observability import (
 )
 from activities.plan import plan_activity
 from activities.postprocess import postprocess_activity
-from activities.prevalidate import prevalidate_activity
-from activities.mitigate import mitigate_activity
 from activities.preprocess import preprocess_activity
+from activities.prevalidate import prevalidate_activity
 from activities.provider_calls import (
     cancel_job_activity,
     check_job_activity,

@@ -78,7 +78,9 @@ class _ActivityContextInbound(ActivityInboundInterceptor):
             try:
                 result = await super().execute_activity(input)
             except Exception as error:
-                log.warning("activity failed", error=str(error), seconds=time.perf_counter() - started)
+                log.warning(
+                    "activity failed", error=str(error), seconds=time.perf_counter() - started
+                )
                 raise
             log.info("activity completed", seconds=round(time.perf_counter() - started, 4))
             return result
@@ -112,7 +114,9 @@ def configure_tracing(service_name: str) -> TracingInterceptor:
     traces every workflow and activity (without one, spans are no-ops)."""
     exporter = _span_exporter(os.environ.get("OTEL_TRACES_EXPORTER", "none").strip().lower())
     if exporter is not None:
-        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
+        resource = Resource.create(
+            {"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)}
+        )
         provider = TracerProvider(resource=resource)
         provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
@@ -120,7 +124,7 @@ def configure_tracing(service_name: str) -> TracingInterceptor:
 
 
 def temporal_runtime() -> Runtime | None:
-    """A runtime that serves SDK metrics to Prometheus, when QLOOP_PROMETHEUS_BIND_ADDRESS is set."""
+    """A runtime serving SDK metrics to Prometheus when QLOOP_PROMETHEUS_BIND_ADDRESS is set."""
     address = os.environ.get("QLOOP_PROMETHEUS_BIND_ADDRESS")
     if not address:
         return None

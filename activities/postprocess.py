@@ -22,7 +22,15 @@ from schemas.report import (
 )
 from schemas.request import ExperimentRequest, QaoaMaxcutProblem
 
-SDK_PACKAGES = ("qloop", "temporalio", "qiskit", "qiskit-aer", "mitiq", "amazon-braket-sdk", "numpy")
+SDK_PACKAGES = (
+    "qloop",
+    "temporalio",
+    "qiskit",
+    "qiskit-aer",
+    "mitiq",
+    "amazon-braket-sdk",
+    "numpy",
+)
 
 
 def sdk_versions() -> dict[str, str]:
@@ -44,6 +52,7 @@ def objective_for(input: PostprocessInput) -> Objective | None:
     ideal = input.prevalidation.ideal_value
     baseline = input.prepared.classical_baseline
     if isinstance(problem, QaoaMaxcutProblem) and baseline is not None and baseline.value > 0:
+
         def ratio(cut: float) -> float:
             return cut / baseline.value
 
@@ -55,7 +64,9 @@ def objective_for(input: PostprocessInput) -> Objective | None:
             baseline=1.0,
         )
     if problem.kind in ("ghz", "mirror"):
-        return Objective(name="success_probability", raw=raw, mitigated=mitigated, ideal=ideal, baseline=1.0)
+        return Objective(
+            name="success_probability", raw=raw, mitigated=mitigated, ideal=ideal, baseline=1.0
+        )
     return None
 
 
@@ -86,7 +97,9 @@ def postprocess(input: PostprocessInput) -> ExperimentReport:
     calibration = get_adapter(backend).calibration()
     artifacts = artifact_uris(input)
     if calibration is not None:
-        artifacts["calibration"] = artifact_store.put_json(input.experiment_id, "calibration.json", calibration)
+        artifacts["calibration"] = artifact_store.put_json(
+            input.experiment_id, "calibration.json", calibration
+        )
     report_path = artifact_store.experiment_folder(input.experiment_id) / "report.json"
     artifacts["report"] = report_path.as_uri()
     artifacts["manifest"] = (report_path.parent / "manifest.json").as_uri()
@@ -108,7 +121,9 @@ def postprocess(input: PostprocessInput) -> ExperimentReport:
         readout_mitigated=mitigation.readout_mitigated,
         objective=objective_for(input),
         classical_baseline=input.prepared.classical_baseline,
-        cost=CostSummary(estimated_usd=input.plan.cost_estimate.usd, actual_usd=input.fetched.actual_cost.usd),
+        cost=CostSummary(
+            estimated_usd=input.plan.cost_estimate.usd, actual_usd=input.fetched.actual_cost.usd
+        ),
         timings_seconds=input.timings_seconds,
         provenance=Provenance(
             backend=BackendRecord(

@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
+from floor_workflow import FloorWorkflow, noop  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
 from activities.mitigate import mitigate  # noqa: E402
@@ -29,7 +30,6 @@ from activities.postprocess import postprocess  # noqa: E402
 from activities.preprocess import preprocess  # noqa: E402
 from activities.prevalidate import prevalidate  # noqa: E402
 from activities.provider_calls import check_job, fetch_result, submit  # noqa: E402
-from floor_workflow import FloorWorkflow, noop  # noqa: E402
 from schemas.execution import JobState  # noqa: E402
 from schemas.pipeline import (  # noqa: E402
     ExperimentInput,
@@ -65,8 +65,12 @@ REQUEST = ExperimentRequest.model_validate(
 def run_directly(experiment_id: str) -> ExperimentReport:
     request = REQUEST
     prepared = preprocess(PreprocessInput(experiment_id=experiment_id, request=request))
-    prevalidation = prevalidate(PrevalidateInput(experiment_id=experiment_id, request=request, prepared=prepared))
-    execution_plan = plan(PlanInput(experiment_id=experiment_id, request=request, prepared=prepared))
+    prevalidation = prevalidate(
+        PrevalidateInput(experiment_id=experiment_id, request=request, prepared=prepared)
+    )
+    execution_plan = plan(
+        PlanInput(experiment_id=experiment_id, request=request, prepared=prepared)
+    )
     backend = request.execution.backend
     job = submit(
         SubmitInput(
@@ -118,6 +122,7 @@ async def main() -> None:
         workflows=[*WORKFLOWS, FloorWorkflow],
         activities=[*ACTIVITIES, noop],
     ):
+
         async def qloop_once() -> int:
             handle = await client.start_workflow(
                 "ExperimentWorkflow",
@@ -128,11 +133,16 @@ async def main() -> None:
             )
             await handle.result()
             history = await handle.fetch_history()
-            return sum(1 for e in history.events if e.HasField("activity_task_scheduled_event_attributes"))
+            return sum(
+                1 for e in history.events if e.HasField("activity_task_scheduled_event_attributes")
+            )
 
         async def floor_once(activities: int) -> None:
             await client.execute_workflow(
-                FloorWorkflow.run, activities, id=f"bench-floor-{uuid.uuid4().hex}", task_queue=task_queue
+                FloorWorkflow.run,
+                activities,
+                id=f"bench-floor-{uuid.uuid4().hex}",
+                task_queue=task_queue,
             )
 
         activities = await qloop_once()  # warm-up: imports, transpiler and simulator caches

@@ -34,7 +34,9 @@ def describe_validation_error(error: ValidationError) -> list[str]:
 
 def parse_request(data: Any, source: str = "request") -> ExperimentRequest:
     if not isinstance(data, dict):
-        raise RequestError(source, [f"(request): expected a mapping of fields, got {type(data).__name__}"])
+        raise RequestError(
+            source, [f"(request): expected a mapping of fields, got {type(data).__name__}"]
+        )
     try:
         return ExperimentRequest.model_validate(data)
     except ValidationError as error:
@@ -52,7 +54,9 @@ def load_request(path: str | Path) -> ExperimentRequest:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise RequestError(source, [f"(file): not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}"]) from None
+        raise RequestError(
+            source, [f"(file): not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}"]
+        ) from None
     problem = data.get("problem") if isinstance(data, dict) else None
     if isinstance(problem, dict) and "qasm_file" in problem:
         if "qasm" in problem:
@@ -61,5 +65,7 @@ def load_request(path: str | Path) -> ExperimentRequest:
         try:
             problem["qasm"] = qasm_path.read_text(encoding="utf-8")
         except OSError as error:
-            raise RequestError(source, [f"problem.qasm_file: cannot read {qasm_path}: {error.strerror}"]) from None
+            raise RequestError(
+                source, [f"problem.qasm_file: cannot read {qasm_path}: {error.strerror}"]
+            ) from None
     return parse_request(data, source)

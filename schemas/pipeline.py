@@ -84,7 +84,7 @@ class PlanInput(PipelineModel):
 
 
 class ExecutionPlan(PipelineModel):
-    """The batch to submit (in `batch_uri`): every basis x scale factor, plus readout calibration."""
+    """The batch to submit (in `batch_uri`): each basis x scale factor, plus readout calibration."""
 
     batch_uri: str
     num_circuits: int

@@ -40,7 +40,9 @@ class PauliSumObservable(StrictModel):
     def _same_width(self) -> PauliSumObservable:
         widths = {len(term.pauli) for term in self.terms}
         if len(widths) != 1:
-            raise ValueError(f"all Pauli labels must have the same length, got lengths {sorted(widths)}")
+            raise ValueError(
+                f"all Pauli labels must have the same length, got lengths {sorted(widths)}"
+            )
         return self
 
     @property
@@ -52,13 +54,17 @@ class BitstringProbabilityObservable(StrictModel):
     """Total probability of measuring any of the bitstrings (qubit 0 is the rightmost bit)."""
 
     kind: Literal["bitstring_probability"] = "bitstring_probability"
-    bitstrings: Annotated[list[Annotated[str, Field(pattern=r"^[01]+$", max_length=64)]], Field(min_length=1)]
+    bitstrings: Annotated[
+        list[Annotated[str, Field(pattern=r"^[01]+$", max_length=64)]], Field(min_length=1)
+    ]
 
     @model_validator(mode="after")
     def _same_width(self) -> BitstringProbabilityObservable:
         widths = {len(b) for b in self.bitstrings}
         if len(widths) != 1:
-            raise ValueError(f"all bitstrings must have the same length, got lengths {sorted(widths)}")
+            raise ValueError(
+                f"all bitstrings must have the same length, got lengths {sorted(widths)}"
+            )
         return self
 
     @property
@@ -66,7 +72,9 @@ class BitstringProbabilityObservable(StrictModel):
         return len(self.bitstrings[0])
 
 
-Observable = Annotated[PauliSumObservable | BitstringProbabilityObservable, Field(discriminator="kind")]
+Observable = Annotated[
+    PauliSumObservable | BitstringProbabilityObservable, Field(discriminator="kind")
+]
 
 
 # --- problems ------------------------------------------------------------------------------

@@ -28,8 +28,8 @@ with workflow.unsafe.imports_passed_through():
         PostprocessInput,
         PreparedExperiment,
         PreprocessInput,
-        Prevalidation,
         PrevalidateInput,
+        Prevalidation,
         Progress,
         Stage,
         SubmitInput,
@@ -131,7 +131,9 @@ class ExperimentWorkflow:
             ExecutionPlan,
         )
         self._set_progress(estimated_cost_usd=plan.cost_estimate.usd)
-        workflow.upsert_search_attributes([attrs.ESTIMATED_COST_USD.value_set(plan.cost_estimate.usd)])
+        workflow.upsert_search_attributes(
+            [attrs.ESTIMATED_COST_USD.value_set(plan.cost_estimate.usd)]
+        )
 
         job = await self._submit(experiment_id, request, plan, submission_index=0)
         await self._wait_until_done(job, backend, input)
@@ -196,7 +198,11 @@ class ExperimentWorkflow:
         return result
 
     async def _submit(
-        self, experiment_id: str, request: ExperimentRequest, plan: ExecutionPlan, submission_index: int
+        self,
+        experiment_id: str,
+        request: ExperimentRequest,
+        plan: ExecutionPlan,
+        submission_index: int,
     ) -> JobRef:
         # The token is a pure function of the workflow and the submission index, so a retry after
         # a lost reply finds the first job instead of paying for a second one.
@@ -242,7 +248,8 @@ class ExperimentWorkflow:
                 break
             if status.state.is_final:
                 raise ApplicationError(
-                    f"job {job.job_id} on {job.device} ended {status.state.value}: {status.message or ''}",
+                    f"job {job.job_id} on {job.device} ended {status.state.value}: "
+                    f"{status.message or 'no reason given'}",
                     type="JobFailed",
                     non_retryable=True,
                 )
@@ -262,7 +269,9 @@ class ExperimentWorkflow:
         is reproducible from its manifest."""
         if request.execution.seed is not None:
             return request
-        execution = request.execution.model_copy(update={"seed": workflow.random().randrange(2**32)})
+        execution = request.execution.model_copy(
+            update={"seed": workflow.random().randrange(2**32)}
+        )
         return request.model_copy(update={"execution": execution})
 
     def _record_time(self, name: str, started: datetime) -> None:
@@ -282,10 +291,10 @@ class ExperimentWorkflow:
         if progress.estimated_cost_usd is not None:
             lines.append(f"**Estimated cost:** ${progress.estimated_cost_usd:.2f}")
         if progress.stage == Stage.WAITING:
+            state = progress.job_state.value if progress.job_state else "submitted"
             queue = f", queue position {progress.queue_position}" if progress.queue_position else ""
             lines.append(
-                f"Waiting for the provider: job {progress.job_state.value if progress.job_state else '?'}"
-                f"{queue}, {progress.polls} polls so far."
+                f"Waiting for the provider: job {state}{queue}, {progress.polls} polls so far."
             )
         if progress.error:
             lines.append(f"**Error:** {progress.error}")

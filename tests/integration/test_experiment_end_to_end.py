@@ -91,7 +91,9 @@ async def test_demo_qaoa_with_zne_on_the_noisy_profile(
     )
     assert code == 0, stderr + worker_process.read_text()[-3000:]
 
-    stages = [line.split("] ", 1)[1].split()[0] for line in stdout.splitlines() if line.startswith("[")]
+    stages = [
+        line.split("] ", 1)[1].split()[0] for line in stdout.splitlines() if line.startswith("[")
+    ]
     assert stages[0] in ("preprocessing", "prevalidating")
     assert stages[-1] in ("postprocessing", "completed")
     for later, earlier in [("mitigating", "planning"), ("planning", "prevalidating")]:
@@ -106,7 +108,9 @@ async def test_demo_qaoa_with_zne_on_the_noisy_profile(
     assert 0.5 < report.objective.ideal <= 1.0
     assert report.objective.raw < report.objective.ideal
     assert report.mitigated is not None
-    assert abs(report.mitigated.value - report.ideal_value) < abs(report.raw.value - report.ideal_value)
+    assert abs(report.mitigated.value - report.ideal_value) < abs(
+        report.raw.value - report.ideal_value
+    )
     for uri in report.provenance.artifacts.values():
         assert Path(uri.removeprefix("file://")).exists(), uri
 
@@ -116,9 +120,13 @@ async def test_demo_qaoa_with_zne_on_the_noisy_profile(
     assert description.typed_search_attributes.get(attrs.BACKEND) == "aer/noisy:ibm_guadalupe"
     await record_history(dev_server.client, workflow_id)
 
-    logged = [json.loads(line) for line in worker_process.read_text().splitlines() if line.startswith("{")]
+    logged = [
+        json.loads(line) for line in worker_process.read_text().splitlines() if line.startswith("{")
+    ]
     mine = [entry for entry in logged if entry.get("workflow_id") == workflow_id]
-    assert {"preprocess", "plan", "submit", "mitigate", "postprocess"} <= {e.get("activity") for e in mine}
+    assert {"preprocess", "plan", "submit", "mitigate", "postprocess"} <= {
+        e.get("activity") for e in mine
+    }
     assert all(entry.get("run_id") == description.run_id for entry in mine)
 
     code, stdout, _ = await qloop(stack_env, "status", workflow_id)
@@ -144,7 +152,9 @@ async def test_ghz_on_the_ideal_simulator_without_zne(
         )
     )
     workflow_id = f"ghz-ideal-{uuid.uuid4().hex[:6]}"
-    code, stdout, stderr = await qloop(stack_env, "run", str(request), "--id", workflow_id, "--wait", "--json")
+    code, stdout, stderr = await qloop(
+        stack_env, "run", str(request), "--id", workflow_id, "--wait", "--json"
+    )
     assert code == 0, stderr + worker_process.read_text()[-3000:]
     report = report_from(stdout)
     assert report.raw.value == pytest.approx(1.0)

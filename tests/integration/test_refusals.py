@@ -57,12 +57,24 @@ CASES: list[tuple[str, Any, list[str]]] = [
     ("missing-problem", changed("problem", DELETE), ["problem", "required"]),
     ("unknown-problem-kind", changed("problem.kind", "shor"), ["problem", "qasm", "ghz"]),
     ("shots-as-text", changed("execution.shots", "many"), ["execution.shots", "integer"]),
-    ("negative-shots", changed("execution.shots", -5), ["execution.shots", "greater than or equal to 1"]),
+    (
+        "negative-shots",
+        changed("execution.shots", -5),
+        ["execution.shots", "greater than or equal to 1"],
+    ),
     ("zero-shots", changed("execution.shots", 0), ["execution.shots"]),
     ("huge-shots", changed("execution.shots", 10**9), ["execution.shots", "1000000"]),
     ("fractional-shots", changed("execution.shots", 10.5), ["execution.shots"]),
-    ("unknown-provider", changed("execution.backend.provider", "ionq"), ["execution.backend.provider", "aer"]),
-    ("unknown-device", changed("execution.backend.device", "falcon"), ["device", "falcon", "ideal", "noisy"]),
+    (
+        "unknown-provider",
+        changed("execution.backend.provider", "ionq"),
+        ["execution.backend.provider", "aer"],
+    ),
+    (
+        "unknown-device",
+        changed("execution.backend.device", "falcon"),
+        ["device", "falcon", "ideal", "noisy"],
+    ),
     (
         "noisy-without-profile",
         changed("execution.backend", {"provider": "aer", "device": "noisy"}),
@@ -70,7 +82,10 @@ CASES: list[tuple[str, Any, list[str]]] = [
     ),
     (
         "unknown-noise-profile",
-        changed("execution.backend", {"provider": "aer", "device": "noisy", "noise_profile": "ibm_nowhere"}),
+        changed(
+            "execution.backend",
+            {"provider": "aer", "device": "noisy", "noise_profile": "ibm_nowhere"},
+        ),
         ["ibm_nowhere", "ibm_guadalupe"],
     ),
     ("negative-seed", changed("execution.seed", -1), ["execution.seed"]),
@@ -100,7 +115,11 @@ CASES: list[tuple[str, Any, list[str]]] = [
         changed("problem.observable", {"kind": "pauli_sum", "terms": [{"pauli": "ZZZ"}]}),
         ["observable", "3", "2"],
     ),
-    ("bad-pauli-letter", changed("problem.observable.terms", [{"pauli": "ZQ"}]), ["pauli", "pattern"]),
+    (
+        "bad-pauli-letter",
+        changed("problem.observable.terms", [{"pauli": "ZQ"}]),
+        ["pauli", "pattern"],
+    ),
     ("empty-observable", changed("problem.observable.terms", []), ["terms", "at least 1"]),
     (
         "nan-coefficient",
@@ -112,7 +131,11 @@ CASES: list[tuple[str, Any, list[str]]] = [
         changed("problem.observable", {"kind": "bitstring_probability", "bitstrings": ["0a"]}),
         ["bitstrings", "pattern"],
     ),
-    ("thousand-qubit-ghz", changed("problem", {"kind": "ghz", "num_qubits": 1000}), ["num_qubits", "32"]),
+    (
+        "thousand-qubit-ghz",
+        changed("problem", {"kind": "ghz", "num_qubits": 1000}),
+        ["num_qubits", "32"],
+    ),
     (
         "ghz-wider-than-simulator",
         changed("problem", {"kind": "ghz", "num_qubits": 30}),
@@ -123,29 +146,51 @@ CASES: list[tuple[str, Any, list[str]]] = [
         changed("problem.qasm", 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[1000];\nh q[0];\n'),
         ["1000", "qubits"],
     ),
-    ("mirror-zero-depth", changed("problem", {"kind": "mirror", "num_qubits": 2, "depth": 0}), ["depth"]),
+    (
+        "mirror-zero-depth",
+        changed("problem", {"kind": "mirror", "num_qubits": 2, "depth": 0}),
+        ["depth"],
+    ),
     (
         "qaoa-edge-outside-graph",
-        changed("problem", {"kind": "qaoa_maxcut", "graph": {"nodes": 2, "edges": [{"u": 0, "v": 5}]}}),
+        changed(
+            "problem", {"kind": "qaoa_maxcut", "graph": {"nodes": 2, "edges": [{"u": 0, "v": 5}]}}
+        ),
         ["edge (0, 5)", "nodes"],
     ),
     (
         "qaoa-self-loop",
-        changed("problem", {"kind": "qaoa_maxcut", "graph": {"nodes": 2, "edges": [{"u": 1, "v": 1}]}}),
+        changed(
+            "problem", {"kind": "qaoa_maxcut", "graph": {"nodes": 2, "edges": [{"u": 1, "v": 1}]}}
+        ),
         ["self-loop"],
     ),
     (
         "qaoa-nan-angle",
-        changed("problem", {"kind": "qaoa_maxcut", "graph": GRAPH, "gammas": [float("nan")], "betas": [0.1]}),
+        changed(
+            "problem",
+            {"kind": "qaoa_maxcut", "graph": GRAPH, "gammas": [float("nan")], "betas": [0.1]},
+        ),
         ["gammas"],
     ),
     (
         "qaoa-angles-vs-layers",
-        changed("problem", {"kind": "qaoa_maxcut", "graph": GRAPH, "layers": 2, "gammas": [0.1], "betas": [0.2]}),
+        changed(
+            "problem",
+            {"kind": "qaoa_maxcut", "graph": GRAPH, "layers": 2, "gammas": [0.1], "betas": [0.2]},
+        ),
         ["gammas", "layers=2"],
     ),
-    ("zne-scale-below-one", changed("mitigation", {"zne": {"scale_factors": [0.5, 1.0]}}), ["scale factors"]),
-    ("zne-unsorted-scales", changed("mitigation", {"zne": {"scale_factors": [3.0, 1.0]}}), ["increasing"]),
+    (
+        "zne-scale-below-one",
+        changed("mitigation", {"zne": {"scale_factors": [0.5, 1.0]}}),
+        ["scale factors"],
+    ),
+    (
+        "zne-unsorted-scales",
+        changed("mitigation", {"zne": {"scale_factors": [3.0, 1.0]}}),
+        ["increasing"],
+    ),
     (
         "zne-unknown-extrapolation",
         changed("mitigation", {"zne": {"extrapolation": "magic"}}),
@@ -156,10 +201,18 @@ CASES: list[tuple[str, Any, list[str]]] = [
         changed("mitigation", {"zne": {"extrapolation": "polynomial"}}),
         ["polynomial_order"],
     ),
-    ("confidence-level-above-one", changed("mitigation", {"confidence_level": 1.5}), ["confidence_level"]),
+    (
+        "confidence-level-above-one",
+        changed("mitigation", {"confidence_level": 1.5}),
+        ["confidence_level"],
+    ),
     ("bad-account", changed("policy", {"account": "Team Rocket!"}), ["policy.account"]),
     ("negative-budget", changed("policy", {"max_cost_usd": -1}), ["policy.max_cost_usd"]),
-    ("ghz-with-observable", changed("problem", {**GHZ, "observable": {}}), ["observable", "unknown field"]),
+    (
+        "ghz-with-observable",
+        changed("problem", {**GHZ, "observable": {}}),
+        ["observable", "unknown field"],
+    ),
 ]
 
 
