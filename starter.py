@@ -53,9 +53,10 @@ def admit_or_exit(path: str) -> ExperimentRequest:
 
 
 async def connect() -> Client:
+    from activities.observability import configure_tracing
     from worker import connect as connect_client
 
-    return await connect_client()
+    return await connect_client([configure_tracing("qloop-cli")])
 
 
 def task_queue() -> str:

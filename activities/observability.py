@@ -120,7 +120,8 @@ def configure_tracing(service_name: str) -> TracingInterceptor:
         provider = TracerProvider(resource=resource)
         provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
-    return TracingInterceptor()
+    # Workflows started without a traced client (Web UI, `temporal` CLI, schedules) get spans too.
+    return TracingInterceptor(always_create_workflow_spans=True)
 
 
 def temporal_runtime() -> Runtime | None:
