@@ -133,7 +133,8 @@ async def follow(handle: WorkflowHandle, interval: float = 0.3) -> ExperimentRep
                 last = line
         await asyncio.wait([result], timeout=interval)
     report = result.result()
-    print(f"[{time.monotonic() - started:7.1f}s] {Stage.COMPLETED.value}", flush=True)
+    if not last.startswith(Stage.COMPLETED.value):
+        print(f"[{time.monotonic() - started:7.1f}s] {Stage.COMPLETED.value}", flush=True)
     return report
 
 

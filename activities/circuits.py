@@ -194,9 +194,13 @@ def describe_observable(observable: Observable, max_terms: int = 8) -> str:
     """A short human-readable label (qubit 0 is the rightmost character)."""
     if isinstance(observable, BitstringProbabilityObservable):
         return "P(" + " | ".join(observable.bitstrings) + ")"
-    shown = [f"{term.coefficient:g}*{term.pauli}" for term in observable.terms[:max_terms]]
+    shown = observable.terms[:max_terms]
+    text = f"{shown[0].coefficient:g}*{shown[0].pauli}"
+    for term in shown[1:]:
+        sign = "-" if term.coefficient < 0 else "+"
+        text += f" {sign} {abs(term.coefficient):g}*{term.pauli}"
     hidden = len(observable.terms) - len(shown)
-    return " + ".join(shown) + (f" + ... ({hidden} more terms)" if hidden else "")
+    return text + (f" + ... ({hidden} more terms)" if hidden else "")
 
 
 # --- templates -------------------------------------------------------------------------------

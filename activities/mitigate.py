@@ -218,6 +218,7 @@ def _plot(
         zne.extrapolation,
         zne.polynomial_order,
         (mitigated.value, mitigated.ci_low, mitigated.ci_high),
+        ideal=input.ideal_value,
     )
     return artifact_store.put_bytes(input.experiment_id, PLOT_ARTIFACT, png)
 

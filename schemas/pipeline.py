@@ -36,7 +36,7 @@ class Stage(StrEnum):
 class PollingPolicy(PipelineModel):
     """How often a waiting experiment asks the provider: the interval doubles up to `ceiling`."""
 
-    initial_seconds: float = 1.0
+    initial_seconds: float = 0.25
     ceiling_seconds: float = 300.0
 
 
@@ -123,6 +123,7 @@ class MitigateInput(PipelineModel):
     prepared: PreparedExperiment
     plan: ExecutionPlan
     counts_uri: str
+    ideal_value: float | None = None
 
 
 class MitigationOutcome(PipelineModel):

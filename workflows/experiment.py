@@ -154,6 +154,7 @@ class ExperimentWorkflow:
                 prepared=prepared,
                 plan=plan,
                 counts_uri=fetched.counts_uri,
+                ideal_value=prevalidation.ideal_value,
             ),
             MitigationOutcome,
         )

@@ -222,5 +222,5 @@ def test_qaoa_circuit_expectation_matches_the_classical_simulation() -> None:
 def test_describe_observable_is_short() -> None:
     assert circuits.describe_observable(circuits.ghz(3).observable) == "P(000 | 111)"
     label = circuits.describe_observable(circuits.maxcut_observable(ring(12)))
-    assert label.startswith("6*IIIIIIIIIIII + -0.5*")
+    assert label.startswith("6*IIIIIIIIIIII - 0.5*")
     assert label.endswith("(5 more terms)")
