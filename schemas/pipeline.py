@@ -17,7 +17,9 @@ from schemas.request import BackendChoice, ExperimentRequest, Observable
 
 
 class PipelineModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Ignoring unknown fields lets a worker that is one release behind accept inputs from a
+    # newer workflow during a rolling deploy (user requests, by contrast, forbid them).
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class Stage(StrEnum):

@@ -74,10 +74,16 @@ async def test_traces_metrics_and_logs_of_a_worker(
     assert f'task_queue="{task_queue}"' in metrics
 
     span_text = spans_file.read_text()
-    for name in ("RunWorkflow:ExperimentWorkflow", "RunActivity:preprocess", "RunActivity:postprocess"):
+    for name in (
+        "RunWorkflow:ExperimentWorkflow",
+        "RunActivity:preprocess",
+        "RunActivity:postprocess",
+    ):
         assert name in span_text, f"span {name} not exported"
 
-    entries = [json.loads(line) for line in logs_file.read_text().splitlines() if line.startswith("{")]
+    entries = [
+        json.loads(line) for line in logs_file.read_text().splitlines() if line.startswith("{")
+    ]
     completed = [e for e in entries if e.get("event") == "activity completed"]
     assert {e["activity"] for e in completed} >= {"preprocess", "submit", "postprocess"}
     assert all(e["workflow_id"] == workflow_id and e["run_id"] for e in completed)
