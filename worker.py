@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from datetime import timedelta
 
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -69,6 +70,11 @@ def build_worker(client: Client, task_queue: str = TASK_QUEUE) -> Worker:
         workflows=WORKFLOWS,
         activities=ACTIVITIES,
         interceptors=[ActivityLogContext()],
+        # After a kill -9 the server waits this long before handing a cached workflow's next task
+        # to another worker; a short wait lets a restarted worker resume within one poll interval.
+        sticky_queue_schedule_to_start_timeout=timedelta(
+            seconds=float(os.environ.get("QLOOP_STICKY_TIMEOUT_SECONDS", "3"))
+        ),
         max_concurrent_activities=int(os.environ.get("QLOOP_MAX_CONCURRENT_ACTIVITIES", "8")),
     )
 

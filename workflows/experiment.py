@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
 INVALID_REQUEST = "InvalidRequest"
 
 ResultT = TypeVar("ResultT")
+JOB_STATUS_ATTRIBUTES_PATCH = "job-status-search-attributes"
 
 # Computation stages are pure functions of their input: a few quick retries cover a lost worker.
 COMPUTE_RETRY = RetryPolicy(
@@ -240,6 +241,7 @@ class ExperimentWorkflow:
                 retry_policy=PROVIDER_RETRY,
                 summary="poll",
             )
+            self._publish_job_status(status)
             self._set_progress(
                 job_state=status.state,
                 queue_position=status.queue_position,
@@ -264,6 +266,24 @@ class ExperimentWorkflow:
             await workflow.sleep(interval, summary="wait for provider")
             interval = min(interval * 2, ceiling)
         self._record_time(Stage.WAITING.value, started)
+
+    def _publish_job_status(self, status: JobStatus) -> None:
+        """Provider status and queue position as search attributes, upserted only on change."""
+        if not workflow.patched(JOB_STATUS_ATTRIBUTES_PATCH):
+            return
+        if (status.state, status.queue_position) == (
+            self._progress.job_state,
+            self._progress.queue_position,
+        ) and self._progress.polls > 0:
+            return
+        position = (
+            attrs.QUEUE_POSITION.value_set(status.queue_position)
+            if status.queue_position is not None
+            else attrs.QUEUE_POSITION.value_unset()
+        )
+        workflow.upsert_search_attributes(
+            [attrs.JOB_STATUS.value_set(status.state.value), position]
+        )
 
     def _with_resolved_seed(self, request: ExperimentRequest) -> ExperimentRequest:
         """A request without a seed gets one from the workflow's deterministic RNG, so every run

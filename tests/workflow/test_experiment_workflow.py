@@ -24,6 +24,7 @@ from schemas.pipeline import ExperimentInput, JobInput, PollingPolicy, Progress,
 from schemas.report import ExperimentReport
 from schemas.request import ExperimentRequest
 from worker import ACTIVITIES, WORKFLOWS
+from workflows import search_attributes as attrs
 
 QUEUE_TIME = timedelta(hours=3)
 
@@ -93,6 +94,9 @@ async def test_hours_in_a_qpu_queue_pass_in_seconds(time_skipping_env: WorkflowE
         if event.event_type == EventType.EVENT_TYPE_TIMER_STARTED
     ]
     assert len(timers) == progress.polls - 1
+    found = (await handle.describe()).typed_search_attributes
+    assert found.get(attrs.JOB_STATUS) == "done"
+    assert found.get(attrs.STAGE) == "completed"
 
 
 BAD_QASM = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\nfrobnicate q[0];\n'
