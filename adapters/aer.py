@@ -1,36 +1,18 @@
 """Qiskit Aer as a provider: `ideal` and `noisy` (a device profile's noise model).
 
-Local, but behind the same asynchronous, durable contract as remote hardware. Every job lives
-on disk under qloop_home()/aer-jobs/<client_token>/:
-
-    request.json   what was asked (batch, shots, seed, device); written once, atomically
-    result.json    canonical counts, once the simulation finished
-    error.json     why the simulation failed
-    cancelled      marker: the job was cancelled, its result is never used
-    lock           held (flock) by the process that is simulating the job
-    restarts       how often an orphaned simulation was restarted (gives up after 3)
-
-A job without result, error or marker whose lock nobody holds was orphaned by a process that
-died; `status` restarts it. Local simulation is free and, with the stored seed, deterministic,
-so a restart returns what the first run would have.
+Local, but behind the same asynchronous, durable contract as remote hardware: jobs live in
+the on-disk job store of adapters/local_jobs.py under qloop_home()/aer-jobs/<client_token>/.
+Local simulation is free and, with the stored seed, deterministic, so a restarted orphan returns
+what the first run would have.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
-import os
-import re
 import secrets
-import shutil
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -39,10 +21,12 @@ from typing import Any
 from qiskit import QuantumCircuit, qasm2, transpile
 from qiskit_aer import AerSimulator
 
-from adapters.errors import InvalidRequestError, JobFailedError
+from adapters import local_jobs
+from adapters.errors import InvalidRequestError
+from adapters.local_jobs import MAX_RESTARTS as MAX_RESTARTS
+from adapters.local_jobs import JobStore, NoiseChoice
 from adapters.noise import cached_noise_model
 from adapters.profiles import available_profiles, load_profile
-from adapters.settings import qloop_home
 from schemas.execution import (
     Capabilities,
     CircuitBatch,
@@ -50,7 +34,6 @@ from schemas.execution import (
     Cost,
     JobRef,
     JobResult,
-    JobState,
     JobStatus,
     Pricing,
     Tier,
@@ -75,34 +58,6 @@ CONTROL_FLOW = frozenset({"if_else", "while_loop", "for_loop", "switch_case", "b
                           "continue_loop", "box"})  # fmt: skip
 
 JOBS_DIR = "aer-jobs"
-REQUEST, RESULT, ERROR = "request.json", "result.json", "error.json"
-CANCELLED, LOCK, RESTARTS = "cancelled", "lock", "restarts"
-MAX_RESTARTS = 3
-_SAFE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-# Simulations run off the caller's thread so submit returns at once; Aer parallelises inside.
-_EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qloop-aer")
-_IN_FLIGHT: dict[Path, Future[None]] = {}
-_IN_FLIGHT_LOCK = threading.Lock()
-_SUBMIT_LOCK = threading.Lock()
-
-
-@dataclass(frozen=True)
-class _Noise:
-    """The device configuration a job was submitted to: part of its identity."""
-
-    profile: str | None
-    extra: DepolarizingNoise | None
-
-    def as_json(self) -> dict[str, Any]:
-        extra = None if self.extra is None else self.extra.model_dump(mode="json")
-        return {"noise_profile": self.profile, "extra_depolarizing": extra}
-
-    @classmethod
-    def from_request(cls, request: dict[str, Any]) -> _Noise:
-        extra = request.get("extra_depolarizing")
-        depolarizing = None if extra is None else DepolarizingNoise(**extra)
-        return cls(request.get("noise_profile"), depolarizing)
 
 
 class AerAdapter:
@@ -115,7 +70,7 @@ class AerAdapter:
         extra_depolarizing: DepolarizingNoise | None = None,
     ) -> None:
         self.device = device
-        self._noise = _Noise(noise_profile, extra_depolarizing)
+        self._noise = NoiseChoice(noise_profile, extra_depolarizing)
         self._profile = _check_device(device, noise_profile, extra_depolarizing)
 
     # --- protocol ----------------------------------------------------------------------
@@ -151,56 +106,22 @@ class AerAdapter:
         self, batch: CircuitBatch, shots: int, client_token: str, seed: int | None
     ) -> JobRef:
         self._check_limits(batch, shots)
-        job_dir = _job_dir(client_token)
         fingerprint = self._fingerprint(batch, shots, seed)
-        existing = _read_request(job_dir, client_token)
-        if existing is not None:
-            return self._same_job(existing, fingerprint, client_token)
-        circuits = [_prepare(spec, self._profile) for spec in batch.circuits]
         request = self._new_request(batch, shots, client_token, seed, fingerprint)
-        with _SUBMIT_LOCK:
-            stored = _create_job(job_dir, request)
-        if stored["job_id"] != request["job_id"]:
-            return self._same_job(stored, fingerprint, client_token)
-        _start(job_dir, stored, circuits)
-        return _job_ref(stored)
+        return _STORE.submit(
+            request, lambda: [_prepare(spec, self._profile) for spec in batch.circuits]
+        )
 
     def status(self, job: JobRef) -> JobStatus:
-        job_dir, request = self._job(job)
-        if (job_dir / CANCELLED).exists():
-            return JobStatus(state=JobState.CANCELLED)
-        if (job_dir / RESULT).exists():
-            return JobStatus(state=JobState.DONE)
-        if (job_dir / ERROR).exists():
-            return JobStatus(state=JobState.FAILED, message=_read_json(job_dir / ERROR)["message"])
-        future = _in_flight(job_dir)
-        if future is not None:
-            return JobStatus(state=JobState.RUNNING if future.running() else JobState.QUEUED)
-        if _locked_elsewhere(job_dir):
-            return JobStatus(state=JobState.RUNNING, message="simulating in another process")
-        return _restart_orphan(job_dir, request)
+        return _STORE.status(*self._job(job))
 
     def result(self, job: JobRef) -> JobResult:
         job_dir, _ = self._job(job)
-        if (job_dir / CANCELLED).exists():
-            raise JobFailedError(f"job {job.job_id} was cancelled; it has no result")
-        if (job_dir / RESULT).exists():
-            return JobResult.model_validate(_read_json(job_dir / RESULT))
-        if (job_dir / ERROR).exists():
-            message = _read_json(job_dir / ERROR)["message"]
-            raise JobFailedError(f"job {job.job_id} failed: {message}")
-        raise InvalidRequestError(
-            f"job {job.job_id} has no result yet; poll status until it is done"
-        )
+        return _STORE.result(job_dir, job.job_id)
 
     def cancel(self, job: JobRef) -> None:
         job_dir, _ = self._job(job)
-        if (job_dir / RESULT).exists() or (job_dir / ERROR).exists():
-            return
-        _write_atomic(job_dir / CANCELLED, datetime.now(UTC).isoformat())
-        future = _in_flight(job_dir)
-        if future is not None:
-            future.cancel()
+        _STORE.cancel(job_dir)
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -240,20 +161,9 @@ class AerAdapter:
             "submitted_at": datetime.now(UTC).isoformat(),
         }
 
-    def _same_job(self, stored: dict[str, Any], fingerprint: str, token: str) -> JobRef:
-        if stored.get("fingerprint") != fingerprint:
-            raise InvalidRequestError(
-                f"client token {token!r} was already used for a different job (other circuits, "
-                "shots, seed or device); a new job needs a new token"
-            )
-        return _job_ref(stored)
-
     def _job(self, job: JobRef) -> tuple[Path, dict[str, Any]]:
-        job_dir = _job_dir(job.client_token)
-        request = _read_request(job_dir, job.client_token)
-        if request is None or request["job_id"] != job.job_id:
-            raise InvalidRequestError(f"unknown aer job {job.job_id} (token {job.client_token!r})")
-        if request["device"] != self.device or _Noise.from_request(request) != self._noise:
+        job_dir, request = _STORE.lookup(job)
+        if request["device"] != self.device or NoiseChoice.from_request(request) != self._noise:
             raise InvalidRequestError(
                 f"job {job.job_id} belongs to aer device {request['device']!r} "
                 f"({request.get('noise_profile')}), not to this adapter ({self.device!r})"
@@ -285,7 +195,7 @@ def _check_device(
 
 
 @lru_cache(maxsize=16)
-def _simulator(noise: _Noise) -> AerSimulator:
+def _simulator(noise: NoiseChoice) -> AerSimulator:
     """One simulator per configuration: building a noise model costs far more than a run."""
     if noise.profile is None:
         return AerSimulator()
@@ -381,55 +291,8 @@ def canonical_counts(counts: dict[str, int], num_clbits: int) -> dict[str, int]:
 # --- jobs ------------------------------------------------------------------------------------
 
 
-def _start(job_dir: Path, request: dict[str, Any], circuits: list[QuantumCircuit] | None) -> None:
-    with _IN_FLIGHT_LOCK:
-        if job_dir in _IN_FLIGHT:
-            return
-        future = _EXECUTOR.submit(_run_job, job_dir, request, circuits)
-        _IN_FLIGHT[job_dir] = future
-    future.add_done_callback(lambda _: _forget(job_dir))
-
-
-def _restart_orphan(job_dir: Path, request: dict[str, Any]) -> JobStatus:
-    # A job that kills its process (out of memory) would otherwise take every poller down
-    # with it, forever.
-    restarts = int(_read_text(job_dir / RESTARTS) or "0")
-    if restarts >= MAX_RESTARTS:
-        message = f"simulation was interrupted {restarts} times; giving up"
-        _write_atomic(job_dir / ERROR, json.dumps({"message": message}))
-        return JobStatus(state=JobState.FAILED, message=message)
-    _write_atomic(job_dir / RESTARTS, str(restarts + 1))
-    _start(job_dir, request, None)
-    return JobStatus(
-        state=JobState.RUNNING, message="restarted: the process that ran it had stopped"
-    )
-
-
-def _forget(job_dir: Path) -> None:
-    with _IN_FLIGHT_LOCK:
-        _IN_FLIGHT.pop(job_dir, None)
-
-
-def _in_flight(job_dir: Path) -> Future[None] | None:
-    with _IN_FLIGHT_LOCK:
-        return _IN_FLIGHT.get(job_dir)
-
-
-def _run_job(job_dir: Path, request: dict[str, Any], circuits: list[QuantumCircuit] | None) -> None:
-    with _job_lock(job_dir) as mine:
-        if not mine or _finished(job_dir):
-            return
-        try:
-            payload = _simulate(request, circuits)
-        except Exception as exc:  # any failure is the job's outcome, reported by status
-            _write_atomic(job_dir / ERROR, json.dumps({"message": f"{type(exc).__name__}: {exc}"}))
-            return
-        if not (job_dir / CANCELLED).exists():
-            _write_atomic(job_dir / RESULT, json.dumps(payload))
-
-
 def _simulate(request: dict[str, Any], circuits: list[QuantumCircuit] | None) -> dict[str, Any]:
-    noise = _Noise.from_request(request)
+    noise = NoiseChoice.from_request(request)
     batch = CircuitBatch.model_validate(request["batch"])
     if circuits is None:
         profile = None if noise.profile is None else load_profile(noise.profile)
@@ -453,99 +316,17 @@ def _simulate(request: dict[str, Any], circuits: list[QuantumCircuit] | None) ->
     }
 
 
-def _finished(job_dir: Path) -> bool:
-    return any((job_dir / name).exists() for name in (RESULT, ERROR, CANCELLED))
+def _start(job_dir: Path, request: dict[str, Any], circuits: list[QuantumCircuit] | None) -> None:
+    _STORE.start(job_dir, request, circuits)
 
 
-@contextlib.contextmanager
-def _job_lock(job_dir: Path) -> Iterator[bool]:
-    """An OS lock the kernel releases when the holder dies: a held lock means a live runner."""
-    with open(job_dir / LOCK, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _locked_elsewhere(job_dir: Path) -> bool:
-    with _job_lock(job_dir) as mine:
-        return not mine
-
-
-# --- job store -------------------------------------------------------------------------------
-
-
-def _jobs_root() -> Path:
-    root = qloop_home() / JOBS_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def _job_dir(token: str) -> Path:
-    if not token:
-        raise InvalidRequestError("client_token must not be empty")
-    if _SAFE_TOKEN.fullmatch(token):
-        return _jobs_root() / token
-    # Tokens that are not plain file names (slashes, very long) are stored under their hash.
-    return _jobs_root() / ("t-" + hashlib.sha256(token.encode()).hexdigest())
-
-
-def _read_request(job_dir: Path, token: str) -> dict[str, Any] | None:
-    path = job_dir / REQUEST
-    if not path.exists():
-        return None
-    request = _read_json(path)
-    if request.get("client_token") != token:
-        raise InvalidRequestError(f"job directory {job_dir} belongs to another client token")
-    return request
-
-
-def _create_job(job_dir: Path, request: dict[str, Any]) -> dict[str, Any]:
-    """Publish the job directory with one rename, so no reader ever sees half a job. If another
-    submitter (thread or process) won the race, its request is returned instead."""
-    staging = job_dir.parent / f".staging-{uuid.uuid4().hex}"
-    staging.mkdir()
-    (staging / REQUEST).write_text(json.dumps(request, indent=1))
-    (staging / LOCK).touch()
-    try:
-        os.rename(staging, job_dir)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        existing = _read_request(job_dir, request["client_token"])
-        if existing is None:
-            raise
-        return existing
-    return request
-
-
-def _job_ref(request: dict[str, Any]) -> JobRef:
-    return JobRef(
-        provider=PROVIDER,
-        device=request["device"],
-        job_id=request["job_id"],
-        client_token=request["client_token"],
-        submitted_at=datetime.fromisoformat(request["submitted_at"]),
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
-
-
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+# Looked up at call time, so a test can stand in for a simulation or a process that dies.
+_STORE = JobStore(
+    JOBS_DIR,
+    simulate=lambda request, circuits: _simulate(request, circuits),
+    restart=lambda job_dir, request: _start(job_dir, request, None),
+)
+_job_dir = _STORE.job_dir
+_create_job = _STORE.create
+_job_ref = local_jobs.job_ref
+_job_lock = local_jobs.job_lock

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from adapters.aer import AerAdapter
 from adapters.base import Adapter
+from adapters.braket import braket_adapter
 from adapters.errors import InvalidRequestError
 from schemas.request import BackendChoice
 
@@ -15,7 +16,11 @@ def _aer(choice: BackendChoice) -> Adapter:
     return AerAdapter(choice.device, choice.noise_profile, choice.extra_depolarizing)
 
 
-PROVIDERS: dict[str, Callable[[BackendChoice], Adapter]] = {"aer": _aer}
+def _braket(choice: BackendChoice) -> Adapter:
+    return braket_adapter(choice.device, choice.noise_profile, choice.extra_depolarizing)
+
+
+PROVIDERS: dict[str, Callable[[BackendChoice], Adapter]] = {"aer": _aer, "braket": _braket}
 
 _CACHE: dict[BackendChoice, Adapter] = {}
 _LOCK = threading.Lock()

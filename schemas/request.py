@@ -7,8 +7,9 @@ the rightmost character is qubit (or classical bit) 0.
 from __future__ import annotations
 
 import math
+import re
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -181,13 +182,52 @@ class DepolarizingNoise(StrictModel):
     two_qubit: Annotated[float, Field(ge=0.0, le=0.9375)] = 0.0
 
 
-class BackendChoice(StrictModel):
-    """A backend by provider and device. Aer devices: `ideal`, and `noisy` with a noise profile."""
+BRAKET_LOCAL_DEVICES = ("braket_sv", "braket_dm")
+BRAKET_DEVICE_ARN = re.compile(r"arn:aws:braket:[a-z0-9-]*:[0-9]{0,12}:device/[A-Za-z0-9_./-]+")
 
-    provider: Literal["aer"] = "aer"
+
+class BackendChoice(StrictModel):
+    """A backend by provider and device.
+
+    Aer devices: `ideal`, and `noisy` with a noise profile. Braket devices: the local
+    simulators `braket_sv` (the default) and `braket_dm` (optionally with a noise profile and
+    extra depolarizing noise), or a device ARN (`arn:aws:braket:<region>::device/...`) for the
+    real service.
+    """
+
+    provider: Literal["aer", "braket"] = "aer"
     device: Annotated[str, Field(min_length=1, max_length=200)] = "ideal"
     noise_profile: str | None = None
     extra_depolarizing: DepolarizingNoise | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _braket_default_device(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("provider") == "braket" and "device" not in data:
+            return {**data, "device": BRAKET_LOCAL_DEVICES[0]}
+        return data
+
+    @model_validator(mode="after")
+    def _braket_device(self) -> BackendChoice:
+        if self.provider != "braket":
+            return self
+        is_arn = self.device.startswith("arn:")
+        if is_arn and not BRAKET_DEVICE_ARN.fullmatch(self.device):
+            raise ValueError(
+                f"device {self.device!r} is not a Braket device ARN; expected "
+                "arn:aws:braket:<region>:<account or empty>:device/<type>/<provider>/<name>"
+            )
+        if not is_arn and self.device not in BRAKET_LOCAL_DEVICES:
+            raise ValueError(
+                f"unknown device {self.device!r} for provider braket; allowed: "
+                f"{', '.join(BRAKET_LOCAL_DEVICES)} or a Braket device ARN (arn:aws:braket:...)"
+            )
+        noisy = self.noise_profile is not None or self.extra_depolarizing is not None
+        if noisy and self.device != "braket_dm":
+            raise ValueError(
+                f"noise_profile and extra_depolarizing apply to braket_dm only, not {self.device!r}"
+            )
+        return self
 
 
 class ExecutionSpec(StrictModel):
