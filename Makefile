@@ -30,11 +30,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[dev]'
 	@touch $@
 
-dev: venv ## start the local stack (Temporal dev server, state in temporal-dev/data) in the background
+dev: venv ## start the local stack (Temporal dev server, QPU stand-in + S3; state in temporal-dev/data)
 	@$(STACK) start
 
-worker: venv ## run the qloop worker in the foreground
-	$(LOCAL) $(BIN)/python worker.py
+worker: venv ## run the qloop worker in the foreground (with the QPU stand-in's env when it runs)
+	$(LOCAL) env $$($(STACK) standin-env) $(BIN)/python worker.py
 
 worker-start: venv ## start the qloop worker in the background (log: temporal-dev/data/worker.log)
 	@$(STACK) worker-start
@@ -69,7 +69,7 @@ bench: venv dev ## run every bench/*.py against the local stack (prints ratios)
 	[ "$$ran" = 1 ] || echo "no benchmarks in bench/"; \
 	exit $$status
 
-down: ## stop the worker and the Temporal dev server (state is kept)
+down: ## stop the worker, the QPU stand-in and the Temporal dev server (state is kept)
 	@$(STACK) worker-stop
 	@$(STACK) stop
 

@@ -4,7 +4,11 @@
 #
 #   temporal-dev/stack.sh start | stop | status | restart
 #   temporal-dev/stack.sh worker-start | worker-stop | worker-status | worker-restart
-#   temporal-dev/stack.sh logs [server|worker]
+#   temporal-dev/stack.sh standin-start | standin-stop | standin-status | standin-restart | standin-env
+#   temporal-dev/stack.sh logs [server|worker|standin|s3]
+#
+# `start` and `stop` include the QPU stand-in (temporal-dev/qpu_standin, a local Amazon Braket
+# API) and the moto S3 server it writes results to; QLOOP_STANDIN=0 leaves them out.
 #
 # Environment (all optional):
 #   VENV                      virtualenv holding bin/temporal and bin/python   (<repo>/.venv)
@@ -17,6 +21,11 @@
 #   QLOOP_STACK_TIMEOUT       seconds to wait for the server to answer         (60)
 #   QLOOP_WORKER_SCRIPT       the worker to run                                (<repo>/worker.py)
 #   TEMPORAL_ADDRESS          passed to the worker                             (IP:PORT above)
+#   QLOOP_STANDIN             0 = `start`/`stop` leave the QPU stand-in alone   (1)
+#   QLOOP_STANDIN_PORT        the stand-in's Braket API port                   (9321)
+#   QLOOP_S3_PORT             the moto S3 server's port                        (9322)
+#   QLOOP_BRAKET_S3_BUCKET    results bucket created at start                  (qloop-results)
+#   QLOOP_STANDIN_CONFIG      the stand-in's config file                       (temporal-dev/qpu-standin.yaml)
 #
 # Written for bash 3.2+ (macOS) as well as Linux.
 set -euo pipefail
@@ -34,6 +43,10 @@ LOG_LEVEL="${QLOOP_TEMPORAL_LOG_LEVEL:-warn}"
 TIMEOUT="${QLOOP_STACK_TIMEOUT:-60}"
 WORKER_SCRIPT="${QLOOP_WORKER_SCRIPT:-$REPO_DIR/worker.py}"
 SEARCH_ATTRIBUTES_FILE="$SCRIPT_DIR/search-attributes.txt"
+STANDIN="${QLOOP_STANDIN:-1}"
+STANDIN_PORT="${QLOOP_STANDIN_PORT:-9321}"
+S3_PORT="${QLOOP_S3_PORT:-9322}"
+BUCKET="${QLOOP_BRAKET_S3_BUCKET:-qloop-results}"
 
 # Absolute paths, so the pid files, the db and the worker do not depend on the caller's cwd.
 case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
@@ -46,6 +59,12 @@ SERVER_LOG="$DATA_DIR/temporal.log"
 SERVER_PID="$DATA_DIR/temporal.pid"
 WORKER_LOG="$DATA_DIR/worker.log"
 WORKER_PID="$DATA_DIR/worker.pid"
+STANDIN_LOG="$DATA_DIR/qpu-standin.log"
+STANDIN_PID="$DATA_DIR/qpu-standin.pid"
+S3_LOG="$DATA_DIR/s3.log"
+S3_PID="$DATA_DIR/s3.pid"
+STANDIN_URL="http://$IP:$STANDIN_PORT"
+S3_URL="http://$IP:$S3_PORT"
 
 log() { printf '%s\n' "$*"; }
 die() { printf 'stack.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -136,6 +155,7 @@ cmd_start() {
         log "Temporal dev server already running (pid $pid) on $ADDRESS."
         wait_healthy "$pid"
         print_links
+        start_standin_beside
         return 0
     fi
     rm -f "$SERVER_PID"
@@ -171,6 +191,22 @@ cmd_start() {
     wait_healthy "$pid"
     log "Temporal dev server is up (pid $pid)."
     print_links
+    start_standin_beside
+}
+
+# `start` brings the stand-in up too, but a stand-in port held by something else (another
+# checkout's stack, a parallel test run) only warns: the Temporal stack is still usable.
+start_standin_beside() {
+    [ "$STANDIN" != "0" ] || return 0
+    if ! pid_alive "$STANDIN_PID" "qpu_standin" >/dev/null && port_open "$IP" "$STANDIN_PORT"; then
+        log "warning: QPU stand-in not started: port $STANDIN_PORT is in use (set QLOOP_STANDIN_PORT)."
+        return 0
+    fi
+    if ! pid_alive "$S3_PID" "moto_server" >/dev/null && port_open "$IP" "$S3_PORT"; then
+        log "warning: QPU stand-in not started: S3 port $S3_PORT is in use (set QLOOP_S3_PORT)."
+        return 0
+    fi
+    cmd_standin_start
 }
 
 wait_healthy() {
@@ -199,7 +235,10 @@ print_links() {
     fi
 }
 
-cmd_stop() { stop_pid "$SERVER_PID" "start-dev" "Temporal dev server" 20; }
+cmd_stop() {
+    if [ "$STANDIN" != "0" ]; then cmd_standin_stop; fi
+    stop_pid "$SERVER_PID" "start-dev" "Temporal dev server" 20
+}
 
 cmd_status() {
     local pid rc=0
@@ -219,6 +258,7 @@ cmd_status() {
     else
         log "qloop worker: stopped."
     fi
+    standin_status_lines || true
     return "$rc"
 }
 
@@ -239,10 +279,15 @@ cmd_worker_start() {
     fi
     log "Starting qloop worker against $address (log: $WORKER_LOG)..."
     printf '\n=== %s worker %s\n' "$(date '+%Y-%m-%dT%H:%M:%S%z')" "$address" >>"$WORKER_LOG"
+    local standin_env=() line
+    while IFS= read -r line; do standin_env+=("$line"); done < <(cmd_standin_env)
+    if [ "${#standin_env[@]}" -gt 0 ]; then
+        log "The worker uses the QPU stand-in at $STANDIN_URL (S3 $S3_URL)."
+    fi
     (
         cd "$REPO_DIR"
-        TEMPORAL_ADDRESS="$address" PYTHONUNBUFFERED=1 \
-            exec nohup "$py" "$WORKER_SCRIPT" >>"$WORKER_LOG" 2>&1 </dev/null
+        exec env ${standin_env[@]+"${standin_env[@]}"} TEMPORAL_ADDRESS="$address" PYTHONUNBUFFERED=1 \
+            nohup "$py" "$WORKER_SCRIPT" >>"$WORKER_LOG" 2>&1 </dev/null
     ) &
     pid=$!
     printf '%s\n' "$pid" >"$WORKER_PID"
@@ -273,23 +318,155 @@ cmd_logs() {
     case "${1:-server}" in
         server) exec tail -n 50 -F "$SERVER_LOG" ;;
         worker) exec tail -n 50 -F "$WORKER_LOG" ;;
-        *) die "logs: want 'server' or 'worker'" ;;
+        standin) exec tail -n 50 -F "$STANDIN_LOG" ;;
+        s3) exec tail -n 50 -F "$S3_LOG" ;;
+        *) die "logs: want 'server', 'worker', 'standin' or 's3'" ;;
     esac
+}
+
+http_ok() { curl -fsS -m 3 -o /dev/null "$1" 2>/dev/null; }
+
+# wait_http NAME PID URL LOGFILE PIDFILE
+wait_http() {
+    local name="$1" pid="$2" url="$3" logfile="$4" pidfile="$5" deadline=$((SECONDS + TIMEOUT))
+    until http_ok "$url"; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            rm -f "$pidfile"
+            printf 'stack.sh: error: %s exited during start-up. Last log lines (%s):\n' "$name" "$logfile" >&2
+            tail -n 30 "$logfile" >&2 || true
+            exit 1
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            printf 'stack.sh: error: %s did not answer on %s within %ss (pid %s still running). Last log lines:\n' \
+                "$name" "$url" "$TIMEOUT" "$pid" >&2
+            tail -n 30 "$logfile" >&2 || true
+            exit 1
+        fi
+        sleep 0.3
+    done
+}
+
+need_standin_tools() {
+    [ -x "$VENV/bin/python" ] || die "no Python at $VENV/bin/python: run 'make venv' (or set VENV)."
+    [ -x "$VENV/bin/moto_server" ] || die "moto_server not found in $VENV/bin.
+  It comes from the PyPI package moto[server] (qloop's dev extras): run 'make venv'."
+}
+
+start_s3() {
+    local pid
+    if pid="$(pid_alive "$S3_PID" "moto_server")"; then
+        log "S3 (moto) already running (pid $pid) on $S3_URL."
+        return 0
+    fi
+    rm -f "$S3_PID"
+    port_open "$IP" "$S3_PORT" && die "S3 port $S3_PORT on $IP is already in use; set QLOOP_S3_PORT to a free port."
+    log "Starting S3 (moto) on $S3_URL (log: $S3_LOG)..."
+    printf '\n=== %s moto_server %s\n' "$(date '+%Y-%m-%dT%H:%M:%S%z')" "$S3_URL" >>"$S3_LOG"
+    nohup "$VENV/bin/moto_server" -H "$IP" -p "$S3_PORT" >>"$S3_LOG" 2>&1 </dev/null &
+    pid=$!
+    printf '%s\n' "$pid" >"$S3_PID"
+    wait_http "S3 (moto)" "$pid" "$S3_URL/" "$S3_LOG" "$S3_PID"
+}
+
+start_qpu_standin() {
+    local pid
+    if pid="$(pid_alive "$STANDIN_PID" "qpu_standin")"; then
+        log "QPU stand-in already running (pid $pid) on $STANDIN_URL."
+        wait_http "the QPU stand-in" "$pid" "$STANDIN_URL/_admin/health" "$STANDIN_LOG" "$STANDIN_PID"
+        return 0
+    fi
+    rm -f "$STANDIN_PID"
+    port_open "$IP" "$STANDIN_PORT" && die "port $STANDIN_PORT on $IP is already in use; set QLOOP_STANDIN_PORT to a free port."
+    log "Starting QPU stand-in on $STANDIN_URL (db: $DATA_DIR/qpu-standin.db, log: $STANDIN_LOG)..."
+    printf '\n=== %s qpu_standin %s\n' "$(date '+%Y-%m-%dT%H:%M:%S%z')" "$STANDIN_URL" >>"$STANDIN_LOG"
+    (
+        cd "$REPO_DIR"
+        export PYTHONPATH="$SCRIPT_DIR${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+        export QLOOP_STACK_DATA_DIR="$DATA_DIR" QLOOP_S3_ENDPOINT_URL="$S3_URL" QLOOP_BRAKET_S3_BUCKET="$BUCKET"
+        exec nohup "$VENV/bin/python" -m qpu_standin --host "$IP" --port "$STANDIN_PORT" \
+            >>"$STANDIN_LOG" 2>&1 </dev/null
+    ) &
+    pid=$!
+    printf '%s\n' "$pid" >"$STANDIN_PID"
+    wait_http "the QPU stand-in" "$pid" "$STANDIN_URL/_admin/health" "$STANDIN_LOG" "$STANDIN_PID"
+    log "QPU stand-in is up (pid $pid)."
+}
+
+cmd_standin_start() {
+    need_standin_tools
+    mkdir -p "$DATA_DIR"
+    start_s3
+    start_qpu_standin
+    log "  Braket API: $STANDIN_URL   admin: $STANDIN_URL/_admin/{health,config,tasks}"
+    log "  Worker environment (worker-start passes it on):"
+    standin_env_lines | sed 's/^/    export /'
+}
+
+cmd_standin_stop() {
+    stop_pid "$STANDIN_PID" "qpu_standin" "QPU stand-in" 10
+    stop_pid "$S3_PID" "moto_server" "S3 (moto)" 10
+}
+
+standin_status_lines() {
+    local pid rc=0
+    if pid="$(pid_alive "$STANDIN_PID" "qpu_standin")"; then
+        if http_ok "$STANDIN_URL/_admin/health"; then
+            log "QPU stand-in: running (pid $pid) on $STANDIN_URL, healthy."
+        else
+            log "QPU stand-in: running (pid $pid) on $STANDIN_URL, NOT healthy (S3 unreachable?)."
+        fi
+    else
+        log "QPU stand-in: stopped."
+        rc=3
+    fi
+    if pid="$(pid_alive "$S3_PID" "moto_server")"; then
+        log "S3 (moto): running (pid $pid) on $S3_URL."
+    else
+        log "S3 (moto): stopped."
+    fi
+    return "$rc"
+}
+
+cmd_standin_status() { standin_status_lines; }
+
+standin_env_lines() {
+    printf '%s\n' \
+        "QLOOP_BRAKET_ENDPOINT_URL=$STANDIN_URL" \
+        "QLOOP_S3_ENDPOINT_URL=$S3_URL" \
+        "QLOOP_BRAKET_S3_BUCKET=$BUCKET" \
+        "AWS_ENDPOINT_URL_BRAKET=$STANDIN_URL" \
+        "AWS_ENDPOINT_URL_S3=$S3_URL" \
+        "AWS_ACCESS_KEY_ID=qloop-standin" \
+        "AWS_SECRET_ACCESS_KEY=qloop-standin" \
+        "AWS_DEFAULT_REGION=us-east-1"
+}
+
+# Only while the stand-in runs: a worker started without it keeps the caller's AWS setup.
+# The credentials are dummies on purpose (the stand-in accepts any signature), so nothing
+# secret is ever printed or handed to a worker that talks to the stand-in.
+cmd_standin_env() {
+    if pid_alive "$STANDIN_PID" "qpu_standin" >/dev/null; then standin_env_lines; fi
 }
 
 usage() {
     cat <<EOF
 usage: $(basename "$0") COMMAND
 
-  start           start the Temporal dev server in the background and wait until it answers
-  stop            stop it (state stays in $DB_FILE)
+  start           start the Temporal dev server in the background and wait until it answers,
+                  then the QPU stand-in and its S3 server (QLOOP_STANDIN=0: not them)
+  stop            stop them (state stays in $DB_FILE and $DATA_DIR/qpu-standin.db)
   restart         stop, then start
   status          print running/stopped (exit 3 when stopped)
   worker-start    start the qloop worker ($WORKER_SCRIPT) in the background
   worker-stop     stop it
   worker-restart  stop, then start the worker
   worker-status   print running/stopped (exit 3 when stopped)
-  logs [server|worker]  follow a log
+  standin-start   start the QPU stand-in ($STANDIN_URL) and moto S3 ($S3_URL); print the worker's env
+  standin-stop    stop both (tasks stay in $DATA_DIR/qpu-standin.db)
+  standin-restart stop, then start them
+  standin-status  print running/stopped (exit 3 when the stand-in is stopped)
+  standin-env     the worker's environment for the stand-in (KEY=VALUE lines; none when stopped)
+  logs [server|worker|standin|s3]  follow a log
 
 Address $ADDRESS, Web UI $(ui_url), data in $DATA_DIR.
 EOF
@@ -307,6 +484,11 @@ main() {
         worker-stop) cmd_worker_stop ;;
         worker-restart) cmd_worker_stop && cmd_worker_start ;;
         worker-status) cmd_worker_status ;;
+        standin-start) cmd_standin_start ;;
+        standin-stop) cmd_standin_stop ;;
+        standin-restart) cmd_standin_stop && cmd_standin_start ;;
+        standin-status) cmd_standin_status ;;
+        standin-env) cmd_standin_env ;;
         logs) cmd_logs "$@" ;;
         -h | --help | help) usage ;;
         *) usage >&2; exit 2 ;;

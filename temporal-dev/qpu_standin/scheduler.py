@@ -1,0 +1,164 @@
+"""Moves tasks through the queue: CREATED → QUEUED → RUNNING → COMPLETED | FAILED | CANCELLED.
+
+Each device's queue is FIFO: its head starts once its queue delay has passed and one of the
+device's `concurrency` slots is free. A task is COMPLETED only once its result is in S3, so the
+SDK never sees COMPLETED without results.json; a result that could not be uploaded stays in the
+database and is retried every tick.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from qpu_standin.executor import compile_action, result_document, run
+from qpu_standin.results import S3Unavailable
+from qpu_standin.service import Service
+from qpu_standin.store import QUEUED_STATES, Task
+
+log = logging.getLogger("qpu_standin")
+
+TICK_S = 0.05
+S3_CHECK_S = 2.0
+
+
+class Scheduler:
+    def __init__(self, service: Service) -> None:
+        self._service = service
+        self._stop = threading.Event()
+        workers = sum(d.concurrency for d in service.settings.devices)
+        self._pool = ThreadPoolExecutor(max_workers=max(workers, 1), thread_name_prefix="task")
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._s3_checked_at = 0.0
+
+    def start(self) -> None:
+        self._recover()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _recover(self) -> None:
+        """Tasks that were executing when the last process died run again (they were never
+        reported COMPLETED); they keep their place at the head of the queue."""
+        store = self._service.store
+        for task in store.in_status("RUNNING"):
+            if task.result is None:
+                store.transition(task.id, ("RUNNING",), "QUEUED", started_at=None)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(TICK_S):
+            try:
+                self.tick(time.time())
+            except Exception:  # the loop must outlive any one bad tick
+                log.exception("scheduler tick failed")
+
+    def tick(self, now: float) -> None:
+        store = self._service.store
+        for task in store.in_status("CREATED"):
+            store.transition(task.id, ("CREATED",), "QUEUED")
+        for task in store.in_status("CANCELLING"):
+            if task.started_at is None:
+                store.transition(task.id, ("CANCELLING",), "CANCELLED", ended_at=now)
+        self._watch_s3(now)
+        for device in self._service.settings.devices:
+            self._dispatch(device.arn, now)
+
+    def _dispatch(self, device_arn: str, now: float) -> None:
+        service = self._service
+        device = service.settings.device(device_arn)
+        if device is None or service.faults.device_offline(device, now):
+            return
+        running = [
+            t for t in service.store.in_status("RUNNING", device_arn=device_arn) if t.result is None
+        ]
+        free = device.concurrency - len(running)
+        for task in service.store.in_status(*QUEUED_STATES, device_arn=device_arn)[:free]:
+            if task.ready_at > now:
+                break  # FIFO: nobody overtakes the head of the queue
+            if service.store.transition(task.id, ("QUEUED",), "RUNNING", started_at=now):
+                self._pool.submit(self._execute, task)
+
+    def _execute(self, task: Task) -> None:
+        service = self._service
+        device = service.settings.device(task.device_arn)
+        try:
+            assert device is not None
+            action = json.loads(task.action)
+            compiled = compile_action(action, json.loads(task.device_parameters), device)
+            if service.faults.task_fails():
+                raise RuntimeError("injected task failure (task_failure_rate)")
+            measurements = run(compiled, device, task.shots, service.faults.seed_for(task.seq))
+        except Exception as error:  # whatever went wrong, the task FAILED with its reason
+            self._wait_run_time(task)
+            self._finish_failed(task, str(error))
+            return
+        self._wait_run_time(task)
+        document = result_document(
+            task_arn=task.arn,
+            device_arn=task.device_arn,
+            shots=task.shots,
+            action=action,
+            measured_qubits=compiled.measured_qubits,
+            measurements=measurements,
+            created_at=task.created_at,
+            ended_at=time.time(),
+        )
+        if service.store.transition(task.id, ("RUNNING",), "RUNNING", result=document):
+            self._upload(service.store.by_arn(task.arn))
+        else:
+            self._cancelled(task)
+
+    def _wait_run_time(self, task: Task) -> None:
+        self._stop.wait(task.run_time)
+
+    def _finish_failed(self, task: Task, reason: str) -> None:
+        store = self._service.store
+        if not store.transition(
+            task.id, ("RUNNING",), "FAILED", ended_at=time.time(), failure_reason=reason[:1000]
+        ):
+            self._cancelled(task)
+
+    def _cancelled(self, task: Task) -> None:
+        self._service.store.transition(task.id, ("CANCELLING",), "CANCELLED", ended_at=time.time())
+
+    def _upload(self, task: Task | None) -> None:
+        if task is None or task.result is None:
+            return
+        try:
+            self._service.bucket.put(task)
+        except S3Unavailable as error:
+            log.warning("result of %s not uploaded yet: %s", task.arn, error)
+            return
+        if not self._service.store.transition(
+            task.id, ("RUNNING",), "COMPLETED", ended_at=time.time(), uploaded=1
+        ):
+            self._cancelled(task)
+
+    def _upload_pending(self) -> None:
+        for task in self._service.store.in_status("RUNNING"):
+            if task.result is not None:
+                self._upload(task)
+
+    def _watch_s3(self, now: float) -> None:
+        """Retry pending uploads, and put every stored result back when S3 lost its state
+        (moto keeps S3 in memory; a missing known bucket means it restarted empty)."""
+        if now - self._s3_checked_at < S3_CHECK_S:
+            return
+        self._s3_checked_at = now
+        self._upload_pending()
+        service = self._service
+        try:
+            if not (service.s3_in_sync and service.s3_intact()):
+                restored = service.bucket.restore(service.store, service.known_buckets())
+                if restored:
+                    log.info("put %d results back into S3", restored)
+                service.s3_in_sync = True
+        except S3Unavailable as error:
+            service.s3_in_sync = False
+            log.warning("S3 unavailable: %s", error)

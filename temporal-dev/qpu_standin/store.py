@@ -1,0 +1,190 @@
+"""Every task the stand-in accepted, in SQLite: the queue, its results and the client tokens.
+
+A result is kept here as well as in S3, because moto keeps S3 in memory: whenever S3 comes back
+empty the stand-in puts every stored result back (see results.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+QUEUED_STATES = ("CREATED", "QUEUED")
+TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    arn TEXT NOT NULL UNIQUE,
+    client_token TEXT NOT NULL UNIQUE,
+    request_hash TEXT NOT NULL,
+    device_arn TEXT NOT NULL,
+    status TEXT NOT NULL,
+    action TEXT NOT NULL,
+    device_parameters TEXT NOT NULL,
+    shots INTEGER NOT NULL,
+    bucket TEXT NOT NULL,
+    key_prefix TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    ready_at REAL NOT NULL,
+    run_time REAL NOT NULL,
+    started_at REAL,
+    ended_at REAL,
+    failure_reason TEXT,
+    result TEXT,
+    uploaded INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS tasks_by_device_status ON tasks (device_arn, status, seq);
+"""
+
+
+@dataclass(frozen=True)
+class Task:
+    seq: int
+    id: str
+    arn: str
+    client_token: str
+    request_hash: str
+    device_arn: str
+    status: str
+    action: str
+    device_parameters: str
+    shots: int
+    bucket: str
+    key_prefix: str
+    tags: str
+    created_at: float
+    ready_at: float
+    run_time: float
+    started_at: float | None
+    ended_at: float | None
+    failure_reason: str | None
+    result: str | None
+    uploaded: int
+
+    @property
+    def directory(self) -> str:
+        return f"{self.key_prefix}/{self.id}"
+
+    @property
+    def result_key(self) -> str:
+        return f"{self.directory}/results.json"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "quantumTaskArn": self.arn,
+            "id": self.id,
+            "clientToken": self.client_token,
+            "deviceArn": self.device_arn,
+            "status": self.status,
+            "shots": self.shots,
+            "outputS3Bucket": self.bucket,
+            "outputS3Directory": self.directory,
+            "createdAt": self.created_at,
+            "endedAt": self.ended_at,
+            "failureReason": self.failure_reason,
+            "tags": json.loads(self.tags),
+        }
+
+
+class TaskStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _cursor(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            yield self._db.cursor()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def insert(self, fields: dict[str, Any]) -> Task:
+        """Insert a new task, or return the one that already has its client token."""
+        columns = ", ".join(fields)
+        marks = ", ".join(f":{name}" for name in fields)
+        with self._cursor() as cur:
+            cur.execute(
+                f"INSERT INTO tasks ({columns}) VALUES ({marks}) "
+                "ON CONFLICT(client_token) DO NOTHING",
+                fields,
+            )
+            row = cur.execute(
+                "SELECT * FROM tasks WHERE client_token = ?", (fields["client_token"],)
+            ).fetchone()
+        return Task(**row)
+
+    def by_token(self, token: str) -> Task | None:
+        return self._one("SELECT * FROM tasks WHERE client_token = ?", token)
+
+    def by_arn(self, arn: str) -> Task | None:
+        return self._one("SELECT * FROM tasks WHERE arn = ?", arn)
+
+    def all(self) -> list[Task]:
+        return self._many("SELECT * FROM tasks ORDER BY seq")
+
+    def in_status(self, *statuses: str, device_arn: str | None = None) -> list[Task]:
+        marks = ", ".join("?" for _ in statuses)
+        sql = f"SELECT * FROM tasks WHERE status IN ({marks})"
+        args: list[Any] = list(statuses)
+        if device_arn is not None:
+            sql += " AND device_arn = ?"
+            args.append(device_arn)
+        return self._many(sql + " ORDER BY seq", *args)
+
+    def queue_position(self, task: Task) -> int:
+        """1-based place among the device's waiting tasks (FIFO by arrival)."""
+        row = self._one_value(
+            "SELECT COUNT(*) FROM tasks WHERE device_arn = ? AND status IN ('CREATED', 'QUEUED') "
+            "AND seq <= ?",
+            task.device_arn,
+            task.seq,
+        )
+        return int(row)
+
+    def queue_size(self, device_arn: str) -> int:
+        return int(
+            self._one_value(
+                "SELECT COUNT(*) FROM tasks WHERE device_arn = ? "
+                "AND status IN ('CREATED', 'QUEUED')",
+                device_arn,
+            )
+        )
+
+    def transition(self, task_id: str, frm: tuple[str, ...], to: str, **fields: Any) -> bool:
+        """Move a task from one of `frm` to `to` (setting `fields`); False if it was elsewhere."""
+        sets = ", ".join(["status = :to", *(f"{name} = :{name}" for name in fields)])
+        marks = ", ".join(f":frm{i}" for i in range(len(frm)))
+        params = {"to": to, "id": task_id, **fields, **{f"frm{i}": s for i, s in enumerate(frm)}}
+        with self._cursor() as cur:
+            cur.execute(f"UPDATE tasks SET {sets} WHERE id = :id AND status IN ({marks})", params)
+            return cur.rowcount == 1
+
+    def _one(self, sql: str, *args: Any) -> Task | None:
+        with self._cursor() as cur:
+            row = cur.execute(sql, args).fetchone()
+        return Task(**row) if row else None
+
+    def _many(self, sql: str, *args: Any) -> list[Task]:
+        with self._cursor() as cur:
+            rows = cur.execute(sql, args).fetchall()
+        return [Task(**row) for row in rows]
+
+    def _one_value(self, sql: str, *args: Any) -> Any:
+        with self._cursor() as cur:
+            return cur.execute(sql, args).fetchone()[0]
