@@ -20,6 +20,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
+from adapters.errors import TransientError
 from schemas.loading import RequestError, load_request
 from schemas.pipeline import ExperimentInput, Progress, Stage
 from schemas.report import Estimate, ExperimentReport
@@ -49,6 +50,9 @@ def admit_or_exit(path: str) -> ExperimentRequest:
     except AdmissionError as error:
         print(f"refused: {path}: invalid request\n  - {error}", file=sys.stderr)
         raise SystemExit(EXIT_REFUSED) from None
+    except TransientError as error:
+        print(f"not started: the provider did not answer: {error.message}; try again", file=sys.stderr)
+        raise SystemExit(1) from None
     return request
 
 

@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import circuits, classical
 from activities.circuits import Built, CircuitError
-from adapters.errors import InvalidRequestError
+from adapters.errors import InvalidRequestError, RejectedError
 from adapters.registry import get_adapter
 from schemas.execution import Capabilities
 from schemas.report import ClassicalBaseline
@@ -124,7 +124,7 @@ def _check_backend(
 ) -> Capabilities:
     try:
         capabilities = get_adapter(choice).capabilities()
-    except InvalidRequestError as error:
+    except (InvalidRequestError, RejectedError) as error:
         raise AdmissionError(f"{field}: {error.message}") from None
     if width > capabilities.num_qubits:
         raise AdmissionError(

@@ -62,6 +62,7 @@ from qiskit_braket_provider import to_braket
 from qiskit_braket_provider.providers.target import (
     gateset_from_properties,
     native_gate_connectivity,
+    native_gate_set,
 )
 
 from adapters import local_jobs
@@ -473,7 +474,13 @@ class BraketAwsAdapter:
 
     def capabilities(self) -> Capabilities:
         device = self._device()
-        gates = gateset_from_properties(device.properties.action[OPENQASM_ACTION])
+        # A QPU is targeted in its native gates (on its coupling map), so folded ZNE circuits
+        # reach it as they are; a simulator accepts every supported operation.
+        gates = (
+            native_gate_set(device.properties)
+            if device.is_qpu
+            else gateset_from_properties(device.properties.action[OPENQASM_ACTION])
+        )
         connectivity = native_gate_connectivity(device.properties) if device.is_qpu else None
         return Capabilities(
             provider=PROVIDER,

@@ -154,6 +154,7 @@ cmd_start() {
     if pid="$(pid_alive "$SERVER_PID" "start-dev")"; then
         log "Temporal dev server already running (pid $pid) on $ADDRESS."
         wait_healthy "$pid"
+        ensure_search_attributes
         print_links
         start_standin_beside
         return 0
@@ -189,6 +190,7 @@ cmd_start() {
     pid=$!
     printf '%s\n' "$pid" >"$SERVER_PID"
     wait_healthy "$pid"
+    ensure_search_attributes
     log "Temporal dev server is up (pid $pid)."
     print_links
     start_standin_beside
@@ -207,6 +209,24 @@ start_standin_beside() {
         return 0
     fi
     cmd_standin_start
+}
+
+# start-dev registers --search-attribute flags only when it creates its database, so attributes
+# added to the list later are created here on an existing database.
+ensure_search_attributes() {
+    local known flag pair
+    known="$("$TEMPORAL" operator search-attribute list --address "$ADDRESS" 2>/dev/null)" ||
+        die "cannot list search attributes on $ADDRESS"
+    while IFS= read -r flag; do
+        [ "$flag" != "--search-attribute" ] || continue
+        pair="$flag"
+        if ! printf '%s\n' "$known" | grep -qw -- "${pair%%=*}"; then
+            "$TEMPORAL" operator search-attribute create --address "$ADDRESS" \
+                --name "${pair%%=*}" --type "${pair#*=}" >/dev/null ||
+                die "cannot register search attribute ${pair%%=*}"
+            log "Registered search attribute ${pair%%=*} (${pair#*=})."
+        fi
+    done < <(search_attribute_flags)
 }
 
 wait_healthy() {

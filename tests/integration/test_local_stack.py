@@ -57,7 +57,7 @@ class Stack:
     """Drives temporal-dev/stack.sh and the temporal CLI with an isolated environment."""
 
     def __init__(self, data_dir: Path, temporal_cli: str) -> None:
-        port, ui_port = _free_ports(2)
+        port, ui_port, standin_port, s3_port = _free_ports(4)
         self.data_dir = data_dir
         self.address = f"127.0.0.1:{port}"
         self.ui_port = ui_port
@@ -68,6 +68,8 @@ class Stack:
             QLOOP_STACK_DATA_DIR=str(data_dir),
             QLOOP_TEMPORAL_PORT=str(port),
             QLOOP_TEMPORAL_UI_PORT=str(ui_port),
+            QLOOP_STANDIN_PORT=str(standin_port),
+            QLOOP_S3_PORT=str(s3_port),
             QLOOP_STACK_TIMEOUT="90",
         )
         self.env = env
