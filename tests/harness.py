@@ -1,0 +1,161 @@
+"""A whole local stack for tests that break things: a Temporal dev server with its database on
+disk, the QPU stand-in with its S3 server, and qloop worker processes that can be killed.
+
+Everything runs through temporal-dev/stack.sh on free ports in a temporary folder, so nothing
+touches a developer's running stack.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STACK = REPO_ROOT / "temporal-dev" / "stack.sh"
+QPU = "arn:aws:braket:us-east-1::device/qpu/qloop/Guadalupe-16"
+OFFLINE_QPU = "arn:aws:braket:us-east-1::device/qpu/qloop/Guadalupe-16-Maintenance"
+QUIET_FAULTS: dict[str, Any] = {
+    "queue_delay_s": 0.2,
+    "run_time_s": 0.1,
+    "throttle_rate": 0.0,
+    "error_rate": 0.0,
+    "lost_response_rate": 0.0,
+    "task_failure_rate": 0.0,
+    "outages": [],
+}
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            sockets.append(probe)
+        return [probe.getsockname()[1] for probe in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
+class LocalStack:
+    def __init__(self, folder: Path, task_queue: str) -> None:
+        temporal, ui, standin, s3 = free_ports(4)
+        self.folder = folder
+        self.data_dir = folder / "stack"
+        self.address = f"127.0.0.1:{temporal}"
+        self.standin_url = f"http://127.0.0.1:{standin}"
+        self.task_queue = task_queue
+        base = {
+            k: v for k, v in os.environ.items() if not k.startswith(("QLOOP_", "TEMPORAL_", "AWS_"))
+        }
+        self.stack_env = {
+            **base,
+            "VENV": sys.prefix,
+            "QLOOP_STACK_DATA_DIR": str(self.data_dir),
+            "QLOOP_TEMPORAL_PORT": str(temporal),
+            "QLOOP_TEMPORAL_UI_PORT": str(ui),
+            "QLOOP_TEMPORAL_UI": "0",
+            "QLOOP_STANDIN_PORT": str(standin),
+            "QLOOP_S3_PORT": str(s3),
+            "QLOOP_STACK_TIMEOUT": "90",
+        }
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    # --- processes ---------------------------------------------------------------------------
+
+    def sh(self, *args: str, standin: bool = True) -> str:
+        env = {**self.stack_env, "QLOOP_STANDIN": "1" if standin else "0"}
+        done = subprocess.run(
+            ["bash", str(STACK), *args], env=env, capture_output=True, text=True, timeout=180
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"stack.sh {' '.join(args)} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
+            )
+        return done.stdout
+
+    def start(self) -> None:
+        self.sh("start")
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                worker.terminate()
+                worker.wait(timeout=30)
+        self.sh("stop")
+
+    def restart_temporal(self) -> None:
+        self.sh("stop", standin=False)
+        self.sh("start", standin=False)
+
+    def restart_standin(self) -> None:
+        self.sh("standin-restart")
+
+    def worker_env(self) -> dict[str, str]:
+        env = {**self.stack_env}
+        for line in self.sh("standin-env").splitlines():
+            key, _, value = line.partition("=")
+            env[key] = value
+        env.update(
+            TEMPORAL_ADDRESS=self.address,
+            QLOOP_TASK_QUEUE=self.task_queue,
+            QLOOP_HOME=str(self.folder / "qloop-home"),
+            QLOOP_LOG_LEVEL="WARNING",
+        )
+        return env
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        log = (self.folder / f"worker-{len(self.workers)}.log").open("wb")
+        worker = subprocess.Popen(
+            [sys.executable, "worker.py"],
+            cwd=REPO_ROOT,
+            env=self.worker_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.workers.append(worker)
+        return worker
+
+    def kill_worker(self, worker: subprocess.Popen[bytes]) -> None:
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=30)
+
+    # --- the stand-in's admin API ------------------------------------------------------------
+
+    def admin(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        request = urllib.request.Request(
+            f"{self.standin_url}/_admin/{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            method="GET" if body is None else "POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def set_faults(self, **faults: Any) -> None:
+        self.admin("config", {"faults": {**QUIET_FAULTS, **faults}})
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return self.admin("tasks")["tasks"]
+
+    def tasks_per_token(self) -> Counter[str]:
+        return Counter(task["clientToken"] for task in self.tasks())
+
+
+def wait_until(condition: Any, timeout: float, interval: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met within {timeout}s")
