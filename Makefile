@@ -17,7 +17,7 @@ export VENV QLOOP_TEMPORAL_PORT QLOOP_TEMPORAL_UI_PORT
 # Commands that talk to the local stack; an explicit TEMPORAL_ADDRESS in the environment wins.
 LOCAL := TEMPORAL_ADDRESS="$${TEMPORAL_ADDRESS:-127.0.0.1:$(QLOOP_TEMPORAL_PORT)}"
 
-.PHONY: help venv dev worker worker-start worker-stop worker-restart demo test lint bench down status logs record-histories
+.PHONY: demo-qpu help venv dev worker worker-start worker-stop worker-restart demo test lint bench down status logs record-histories
 
 help: ## list the verbs
 	@echo "usage: make VERB"
@@ -52,6 +52,10 @@ demo: venv dev ## stack + worker, then QAOA MaxCut on the noisy profile with ZNE
 	@echo "Web UI:    http://localhost:$(QLOOP_TEMPORAL_UI_PORT)"
 	@echo "Artifacts: $${QLOOP_HOME:-$(CURDIR)/.qloop}/artifacts/"
 	@echo "The stack is still running: 'make down' stops it."
+
+demo-qpu: venv dev ## the hardware path: GHZ with ZNE on the local QPU stand-in, through the Braket API
+	@$(STACK) worker-restart
+	set -a; eval "$$($(STACK) standin-env)"; set +a; $(LOCAL) $(BIN)/qloop run examples/qpu_standin.yaml --wait
 
 test: venv ## run the test suite (starts its own Temporal servers; does not touch the dev stack)
 	$(BIN)/pytest -q

@@ -51,7 +51,9 @@ def admit_or_exit(path: str) -> ExperimentRequest:
         print(f"refused: {path}: invalid request\n  - {error}", file=sys.stderr)
         raise SystemExit(EXIT_REFUSED) from None
     except TransientError as error:
-        print(f"not started: the provider did not answer: {error.message}; try again", file=sys.stderr)
+        print(
+            f"not started: the provider did not answer: {error.message}; try again", file=sys.stderr
+        )
         raise SystemExit(1) from None
     return request
 
@@ -91,7 +93,9 @@ async def start(
     backend = request.execution.backend
     return await client.start_workflow(
         "ExperimentWorkflow",
-        ExperimentInput(request=request),
+        ExperimentInput(
+            request=request, compute_task_queue=os.environ.get("QLOOP_COMPUTE_TASK_QUEUE") or None
+        ),
         id=workflow_id,
         task_queue=task_queue(),
         result_type=ExperimentReport,

@@ -1,54 +1,77 @@
-"""Builds the Temporal client and the qloop worker; nothing else.
+"""Builds the Temporal client and the qloop workers; nothing else.
 
 The connection comes from Temporal's standard environment configuration (TEMPORAL_ADDRESS,
 TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TLS settings, TEMPORAL_PROFILE and the config file), so
 the same worker runs against the local dev server, a self-hosted cluster or Temporal Cloud.
+
+Roles (`python worker.py [--role all|orchestration|compute]`):
+- all (default): everything in one process.
+- orchestration: workflows and provider calls on QLOOP_TASK_QUEUE. It imports no numerical
+  stack (mitiq alone takes seconds), so a restarted orchestration worker resumes waiting
+  experiments quickly, and CPU-heavy stages never compete with workflow tasks for its GIL.
+- compute: the CPU-heavy stages on QLOOP_COMPUTE_TASK_QUEUE, scaled on their own.
+The two-role deployment needs QLOOP_COMPUTE_TASK_QUEUE set for workers and starters alike.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import signal
+from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
 
-from activities.mitigate import mitigate_activity
 from activities.observability import (
     ActivityLogContext,
     configure_logging,
     configure_tracing,
     temporal_runtime,
 )
-from activities.plan import plan_activity
-from activities.postprocess import postprocess_activity
-from activities.preprocess import preprocess_activity
-from activities.prevalidate import prevalidate_activity
-from activities.provider_calls import (
-    cancel_job_activity,
-    check_job_activity,
-    fetch_result_activity,
-    submit_activity,
-)
 from workflows.experiment import ExperimentWorkflow
 
 TASK_QUEUE = os.environ.get("QLOOP_TASK_QUEUE", "qloop")
+COMPUTE_TASK_QUEUE = os.environ.get("QLOOP_COMPUTE_TASK_QUEUE") or None
 WORKFLOWS = [ExperimentWorkflow]
-ACTIVITIES = [
-    preprocess_activity,
-    prevalidate_activity,
-    plan_activity,
-    submit_activity,
-    check_job_activity,
-    fetch_result_activity,
-    cancel_job_activity,
-    mitigate_activity,
-    postprocess_activity,
-]
+ROLES = ("all", "orchestration", "compute")
+
+
+def orchestration_activities() -> list[Callable[..., Any]]:
+    from activities.provider_calls import (
+        cancel_job_activity,
+        check_job_activity,
+        fetch_result_activity,
+        submit_activity,
+    )
+
+    return [submit_activity, check_job_activity, fetch_result_activity, cancel_job_activity]
+
+
+def compute_activities() -> list[Callable[..., Any]]:
+    # Imported here, not at the top: an orchestration-only worker never loads mitiq and cirq.
+    from activities.mitigate import mitigate_activity
+    from activities.plan import plan_activity
+    from activities.postprocess import postprocess_activity
+    from activities.preprocess import preprocess_activity
+    from activities.prevalidate import prevalidate_activity
+
+    return [
+        preprocess_activity,
+        prevalidate_activity,
+        plan_activity,
+        mitigate_activity,
+        postprocess_activity,
+    ]
+
+
+def all_activities() -> list[Callable[..., Any]]:
+    return [*orchestration_activities(), *compute_activities()]
 
 
 async def connect(interceptors: list[Interceptor] | None = None) -> Client:
@@ -63,33 +86,62 @@ async def connect(interceptors: list[Interceptor] | None = None) -> Client:
     )
 
 
-def build_worker(client: Client, task_queue: str = TASK_QUEUE) -> Worker:
+def _worker(
+    client: Client,
+    task_queue: str,
+    activities: Sequence[Callable[..., Any]],
+    workflows: Sequence[type] = (),
+) -> Worker:
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=WORKFLOWS,
-        activities=ACTIVITIES,
+        workflows=workflows,
+        activities=activities,
         interceptors=[ActivityLogContext()],
+        max_concurrent_activities=int(os.environ.get("QLOOP_MAX_CONCURRENT_ACTIVITIES", "8")),
         # After a kill -9 the server waits this long before handing a cached workflow's next task
         # to another worker; a short wait lets a restarted worker resume within one poll interval.
         sticky_queue_schedule_to_start_timeout=timedelta(
-            seconds=float(os.environ.get("QLOOP_STICKY_TIMEOUT_SECONDS", "3"))
+            seconds=float(os.environ.get("QLOOP_STICKY_TIMEOUT_SECONDS", "1"))
         ),
-        max_concurrent_activities=int(os.environ.get("QLOOP_MAX_CONCURRENT_ACTIVITIES", "8")),
     )
 
 
-async def main() -> None:
+def build_workers(client: Client, role: str = "all") -> list[Worker]:
+    if role != "all" and COMPUTE_TASK_QUEUE is None:
+        raise SystemExit(f"--role {role} needs QLOOP_COMPUTE_TASK_QUEUE (the compute task queue)")
+    if role == "orchestration":
+        return [_worker(client, TASK_QUEUE, orchestration_activities(), WORKFLOWS)]
+    if role == "compute":
+        return [_worker(client, COMPUTE_TASK_QUEUE, compute_activities())]
+    if COMPUTE_TASK_QUEUE is None:
+        return [_worker(client, TASK_QUEUE, all_activities(), WORKFLOWS)]
+    return [
+        _worker(client, TASK_QUEUE, orchestration_activities(), WORKFLOWS),
+        _worker(client, COMPUTE_TASK_QUEUE, compute_activities()),
+    ]
+
+
+async def run(role: str) -> None:
     configure_logging()
-    client = await connect([configure_tracing("qloop-worker")])
-    worker = build_worker(client)
+    client = await connect([configure_tracing(f"qloop-worker-{role}")])
+    workers = build_workers(client, role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with worker:
+    await asyncio.gather(*(worker.__aenter__() for worker in workers))
+    try:
         await stop.wait()
+    finally:
+        await asyncio.gather(*(worker.__aexit__(None, None, None) for worker in workers))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="qloop worker")
+    parser.add_argument("--role", choices=ROLES, default=os.environ.get("QLOOP_WORKER_ROLE", "all"))
+    asyncio.run(run(parser.parse_args().role))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

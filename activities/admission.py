@@ -126,6 +126,11 @@ def _check_backend(
         capabilities = get_adapter(choice).capabilities()
     except (InvalidRequestError, RejectedError) as error:
         raise AdmissionError(f"{field}: {error.message}") from None
+    if capabilities.status != "ONLINE":
+        raise AdmissionError(
+            f"{field}: {choice.provider}/{choice.device} is {capabilities.status}; "
+            "only an ONLINE device accepts work (choose another device, or try again later)"
+        )
     if width > capabilities.num_qubits:
         raise AdmissionError(
             f"{field}: the circuit needs {width} qubits but {choice.provider}/"

@@ -493,6 +493,7 @@ class BraketAwsAdapter:
             max_circuits_per_job=MAX_CIRCUITS_PER_JOB,
             cancellable=True,
             pricing=self._pricing(),
+            status=device.status,
         )
 
     def estimate_cost(self, batch: CircuitBatch, shots: int) -> Cost:

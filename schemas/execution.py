@@ -45,6 +45,7 @@ class Capabilities(ContractModel):
     max_circuits_per_job: int
     cancellable: bool
     pricing: Pricing = Pricing()
+    status: str = "ONLINE"
 
 
 class CircuitSpec(ContractModel):

@@ -43,8 +43,12 @@ class PollingPolicy(PipelineModel):
 
 
 class ExperimentInput(PipelineModel):
+    """`compute_task_queue`: where the CPU-heavy stages run (a separate pool of compute workers);
+    None runs them on the workflow's own task queue."""
+
     request: ExperimentRequest
     polling: PollingPolicy = PollingPolicy()
+    compute_task_queue: str | None = None
 
 
 class PreprocessInput(PipelineModel):

@@ -55,6 +55,7 @@ class LocalStack:
         self.address = f"127.0.0.1:{temporal}"
         self.standin_url = f"http://127.0.0.1:{standin}"
         self.task_queue = task_queue
+        self.compute_task_queue = f"{task_queue}.compute"
         base = {
             k: v for k, v in os.environ.items() if not k.startswith(("QLOOP_", "TEMPORAL_", "AWS_"))
         }
@@ -114,12 +115,17 @@ class LocalStack:
         )
         return env
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        log = (self.folder / f"worker-{len(self.workers)}.log").open("wb")
+    def start_worker(self, role: str = "all") -> subprocess.Popen[bytes]:
+        """role "all" serves everything on `task_queue`; "orchestration" and "compute" split the
+        stages between `task_queue` and `compute_task_queue` (start experiments accordingly)."""
+        env = self.worker_env()
+        if role != "all":
+            env["QLOOP_COMPUTE_TASK_QUEUE"] = self.compute_task_queue
+        log = (self.folder / f"worker-{len(self.workers)}-{role}.log").open("wb")
         worker = subprocess.Popen(
-            [sys.executable, "worker.py"],
+            [sys.executable, "worker.py", "--role", role],
             cwd=REPO_ROOT,
-            env=self.worker_env(),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -78,6 +78,7 @@ class ExperimentWorkflow:
     def __init__(self) -> None:
         self._progress = Progress(stage=Stage.PREPROCESSING, backend="")
         self._published_stage: Stage | None = None
+        self._compute_queue: str | None = None
         self._timings: dict[str, float] = {}
 
     @workflow.query(name="progress")
@@ -87,6 +88,7 @@ class ExperimentWorkflow:
     @workflow.run
     async def run(self, input: ExperimentInput) -> ExperimentReport:
         request = self._with_resolved_seed(input.request)
+        self._compute_queue = input.compute_task_queue
         experiment_id = workflow.info().workflow_id
         backend = request.execution.backend
         self._set_progress(stage=Stage.PREPROCESSING, backend=describe_backend(backend))
@@ -113,23 +115,26 @@ class ExperimentWorkflow:
         self, experiment_id: str, request: ExperimentRequest, input: ExperimentInput
     ) -> ExperimentReport:
         backend = request.execution.backend
-        prepared = await self._compute(
+        prepared = await self._stage(
             Stage.PREPROCESSING,
             "preprocess",
             PreprocessInput(experiment_id=experiment_id, request=request),
             PreparedExperiment,
+            task_queue=self._compute_queue,
         )
-        prevalidation = await self._compute(
+        prevalidation = await self._stage(
             Stage.PREVALIDATING,
             "prevalidate",
             PrevalidateInput(experiment_id=experiment_id, request=request, prepared=prepared),
             Prevalidation,
+            task_queue=self._compute_queue,
         )
-        plan = await self._compute(
+        plan = await self._stage(
             Stage.PLANNING,
             "plan",
             PlanInput(experiment_id=experiment_id, request=request, prepared=prepared),
             ExecutionPlan,
+            task_queue=self._compute_queue,
         )
         self._set_progress(estimated_cost_usd=plan.cost_estimate.usd)
         workflow.upsert_search_attributes(
@@ -138,7 +143,7 @@ class ExperimentWorkflow:
 
         job = await self._submit(experiment_id, request, plan, submission_index=0)
         await self._wait_until_done(job, backend, input)
-        fetched = await self._compute(
+        fetched = await self._stage(
             Stage.FETCHING,
             "fetch_result",
             FetchInput(experiment_id=experiment_id, backend=backend, job=job),
@@ -146,7 +151,7 @@ class ExperimentWorkflow:
             timeout=timedelta(minutes=10),
             retry=PROVIDER_RETRY,
         )
-        mitigation = await self._compute(
+        mitigation = await self._stage(
             Stage.MITIGATING,
             "mitigate",
             MitigateInput(
@@ -158,6 +163,7 @@ class ExperimentWorkflow:
                 ideal_value=prevalidation.ideal_value,
             ),
             MitigationOutcome,
+            task_queue=self._compute_queue,
         )
         postprocess_input = PostprocessInput(
             experiment_id=experiment_id,
@@ -170,13 +176,17 @@ class ExperimentWorkflow:
             mitigation=mitigation,
             timings_seconds=self._timings,
         )
-        report = await self._compute(
-            Stage.POSTPROCESSING, "postprocess", postprocess_input, ExperimentReport
+        report = await self._stage(
+            Stage.POSTPROCESSING,
+            "postprocess",
+            postprocess_input,
+            ExperimentReport,
+            task_queue=self._compute_queue,
         )
         self._set_progress(stage=Stage.COMPLETED)
         return report
 
-    async def _compute(
+    async def _stage(
         self,
         stage: Stage,
         activity: str,
@@ -185,13 +195,16 @@ class ExperimentWorkflow:
         *,
         timeout: timedelta = timedelta(minutes=10),
         retry: RetryPolicy = COMPUTE_RETRY,
+        task_queue: str | None = None,
     ) -> ResultT:
+        """One stage as one activity; `task_queue` None runs it on the workflow's own queue."""
         self._set_progress(stage=stage)
         started = workflow.now()
         result = await workflow.execute_activity(
             activity,
             arg,
             result_type=result_type,
+            task_queue=task_queue,
             start_to_close_timeout=timeout,
             retry_policy=retry,
             summary=stage.value,
@@ -209,7 +222,7 @@ class ExperimentWorkflow:
         # The token is a pure function of the workflow and the submission index, so a retry after
         # a lost reply finds the first job instead of paying for a second one.
         token = client_token(experiment_id, workflow.info().run_id, submission_index)
-        return await self._compute(
+        return await self._stage(
             Stage.SUBMITTING,
             "submit",
             SubmitInput(

@@ -23,7 +23,7 @@ from schemas.execution import JobState, JobStatus
 from schemas.pipeline import ExperimentInput, JobInput, PollingPolicy, Progress, Stage
 from schemas.report import ExperimentReport
 from schemas.request import ExperimentRequest
-from worker import ACTIVITIES, WORKFLOWS
+from worker import WORKFLOWS, all_activities
 from workflows import search_attributes as attrs
 
 QUEUE_TIME = timedelta(hours=3)
@@ -44,7 +44,7 @@ async def check_job_behind_a_queue(input: JobInput) -> JobStatus:
 
 
 def activities_behind_a_queue() -> list:
-    return [a for a in ACTIVITIES if a.__temporal_activity_definition.name != "check_job"] + [
+    return [a for a in all_activities() if a.__temporal_activity_definition.name != "check_job"] + [
         check_job_behind_a_queue
     ]
 
@@ -117,7 +117,10 @@ async def test_a_request_that_bypassed_the_cli_is_refused_once_without_retries(
         }
     )
     async with Worker(
-        time_skipping_env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=ACTIVITIES
+        time_skipping_env.client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=all_activities(),
     ):
         handle = await time_skipping_env.client.start_workflow(
             "ExperimentWorkflow",
