@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -105,6 +106,9 @@ TASK_RECORDS_DIR = "braket-tasks"
 OPENQASM_ACTION = "braket.ir.openqasm.program"
 RESULTS_FILE = "results.json"
 STANDARD_GATES = frozenset(get_standard_gate_name_mapping())
+STANDARD_GATE_QUBITS = {
+    name: gate.num_qubits for name, gate in get_standard_gate_name_mapping().items()
+}
 
 ENV_BRAKET_ENDPOINT = "QLOOP_BRAKET_ENDPOINT_URL"
 ENV_S3_ENDPOINT = "QLOOP_S3_ENDPOINT_URL"
@@ -303,11 +307,22 @@ class BraketLocalAdapter:
 @dataclass(frozen=True)
 class _LocalProgram:
     """A circuit ready for the local simulator: noise applied, measurements replaced by the
-    probability of the measured qubits listed from clbit n-1 to clbit 0, so that the index of a
-    probability written in binary is the canonical bitstring."""
+    probability of the measured qubits in ascending order. The local simulators get the order
+    of an unsorted probability target wrong (for [3, 5, 2] they answer as for [5, 3, 2]), and a
+    layout on a coupling map measures in any order, so `axes` puts the sorted result into
+    canonical order: axis j of the canonical tensor (clbit n-1-j) is axis axes[j] of the
+    simulator's."""
 
     circuit: Circuit
-    num_clbits: int
+    axes: tuple[int, ...]
+
+    @property
+    def num_clbits(self) -> int:
+        return len(self.axes)
+
+    def canonical(self, probabilities: np.ndarray) -> np.ndarray:
+        tensor = probabilities.reshape([2] * self.num_clbits)
+        return tensor.transpose(self.axes).reshape(-1)
 
 
 def _check_local_device(
@@ -358,7 +373,9 @@ def _local_program(
         # The simulator allocates only qubits that an instruction touches; added after the
         # noise model, this identity carries no noise.
         exact.i(qubit)
-    return _LocalProgram(exact.probability(target=measured[::-1]), len(measured))
+    target = sorted(measured)
+    axes = tuple(target.index(qubit) for qubit in reversed(measured))
+    return _LocalProgram(exact.probability(target=target), axes)
 
 
 def _simulate_local(
@@ -370,7 +387,10 @@ def _simulate_local(
     started = datetime.now(UTC)
     counts = []
     for program in programs:
-        probabilities = np.asarray(simulator.run(program.circuit, shots=0).result().values[0])
+        with _SIMULATOR_LOCK:
+            result = simulator.run(program.circuit, shots=0).result()
+        values = np.asarray(result.values[0])
+        probabilities = program.canonical(values)
         counts.append(_sample(probabilities, request["shots"], program.num_clbits, rng))
     return {
         "counts": counts,
@@ -387,6 +407,10 @@ def _sample(
     return {format(int(i), f"0{num_clbits}b"): int(drawn[i]) for i in np.flatnonzero(drawn)}
 
 
+# The local simulators run numba parallel kernels, and numba's default threading layer aborts
+# the whole process when two threads enter them at once: the job store's two simulation threads
+# take turns here.
+_SIMULATOR_LOCK = threading.Lock()
 _LOCAL_STORE = JobStore(LOCAL_JOBS_DIR, simulate=_simulate_local)
 
 
@@ -475,12 +499,15 @@ class BraketAwsAdapter:
     def capabilities(self) -> Capabilities:
         device = self._device()
         # A QPU is targeted in its native gates (on its coupling map), so folded ZNE circuits
-        # reach it as they are; a simulator accepts every supported operation.
-        gates = (
-            native_gate_set(device.properties)
-            if device.is_qpu
-            else gateset_from_properties(device.properties.action[OPENQASM_ACTION])
-        )
+        # reach it as they are. Where Qiskit cannot express those (IonQ's gpi/ms), or on a
+        # simulator, the supported operations serve, without gates on three or more qubits,
+        # which Qiskit's transpiler cannot route on a coupling map.
+        native = native_gate_set(device.properties) & STANDARD_GATES if device.is_qpu else set()
+        gates = native or {
+            gate
+            for gate in gateset_from_properties(device.properties.action[OPENQASM_ACTION])
+            if gate in STANDARD_GATES and STANDARD_GATE_QUBITS[gate] <= 2
+        }
         connectivity = native_gate_connectivity(device.properties) if device.is_qpu else None
         return Capabilities(
             provider=PROVIDER,
@@ -548,9 +575,16 @@ class BraketAwsAdapter:
 
     def cancel(self, job: JobRef) -> None:
         for arn in self._arns(job):
-            if self._task(arn)["status"] not in TERMINAL_TASK_STATES:
+            if self._task(arn)["status"] in TERMINAL_TASK_STATES:
+                continue
+            try:
                 with aws_errors("CancelQuantumTask"):
                     self._aws.cancel_quantum_task(arn)
+            except InvalidRequestError:
+                # The task reached a final state between the status read and the cancel
+                # (Braket answers ConflictException): nothing is left to cancel.
+                if self._task(arn)["status"] not in TERMINAL_TASK_STATES:
+                    raise
 
     # --- submission ----------------------------------------------------------------------------
 
