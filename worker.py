@@ -27,6 +27,7 @@ from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.observability import (
     ActivityLogContext,
@@ -98,6 +99,13 @@ def _worker(
         workflows=workflows,
         activities=activities,
         interceptors=[ActivityLogContext()],
+        # The sandbox still forbids non-deterministic calls, but imports every module once per
+        # process instead of once per workflow run: qloop's workflow modules hold no mutable
+        # state, and a thousand waiting experiments would otherwise each carry their own copies.
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
+        ),
+        max_cached_workflows=int(os.environ.get("QLOOP_MAX_CACHED_WORKFLOWS", "1000")),
         max_concurrent_activities=int(os.environ.get("QLOOP_MAX_CONCURRENT_ACTIVITIES", "8")),
         # After a kill -9 the server waits this long before handing a cached workflow's next task
         # to another worker; a short wait lets a restarted worker resume within one poll interval.

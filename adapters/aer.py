@@ -26,7 +26,7 @@ from adapters.errors import InvalidRequestError
 from adapters.local_jobs import MAX_RESTARTS as MAX_RESTARTS
 from adapters.local_jobs import JobStore, NoiseChoice
 from adapters.noise import cached_noise_model
-from adapters.profiles import available_profiles, load_profile
+from adapters.profiles import available_profiles, load_profile, profile_calibration
 from schemas.execution import (
     Capabilities,
     CircuitBatch,
@@ -60,6 +60,24 @@ CONTROL_FLOW = frozenset({"if_else", "while_loop", "for_loop", "switch_case", "b
 JOBS_DIR = "aer-jobs"
 
 
+def simulator_capabilities(
+    provider: str, device: str, profile: DeviceProfile | None, num_qubits: int
+) -> Capabilities:
+    """A local simulator: free, any qubit pair unless a device profile says otherwise."""
+    return Capabilities(
+        provider=provider,
+        device=device,
+        tier=Tier.SIMULATOR if profile is None else Tier.NOISY_SIMULATOR,
+        num_qubits=num_qubits,
+        basis_gates=list(IDEAL_BASIS if profile is None else profile.basis_gates),
+        coupling_map=None if profile is None else list(profile.coupling_map),
+        max_shots=MAX_SHOTS,
+        max_circuits_per_job=MAX_CIRCUITS_PER_JOB,
+        cancellable=True,
+        pricing=Pricing(source=f"{provider} local simulator, free"),
+    )
+
+
 class AerAdapter:
     """The Adapter protocol on Qiskit Aer. `device` is `ideal` or `noisy` (needs a profile)."""
 
@@ -77,30 +95,14 @@ class AerAdapter:
 
     def capabilities(self) -> Capabilities:
         profile = self._profile
-        return Capabilities(
-            provider=PROVIDER,
-            device=self.device,
-            tier=Tier.SIMULATOR if profile is None else Tier.NOISY_SIMULATOR,
-            num_qubits=IDEAL_QUBITS if profile is None else profile.num_qubits,
-            basis_gates=list(IDEAL_BASIS if profile is None else profile.basis_gates),
-            coupling_map=None if profile is None else list(profile.coupling_map),
-            max_shots=MAX_SHOTS,
-            max_circuits_per_job=MAX_CIRCUITS_PER_JOB,
-            cancellable=True,
-            pricing=Pricing(source="local simulator, free"),
-        )
+        num_qubits = IDEAL_QUBITS if profile is None else profile.num_qubits
+        return simulator_capabilities(PROVIDER, self.device, profile, num_qubits)
 
     def estimate_cost(self, batch: CircuitBatch, shots: int) -> Cost:
         return Cost(usd=0.0, detail="local simulator")
 
     def calibration(self) -> dict[str, str] | None:
-        if self._profile is None:
-            return None
-        return {
-            "profile": self._profile.name,
-            "source": self._profile.source,
-            "calibrated_at": self._profile.calibrated_at,
-        }
+        return profile_calibration(self._profile)
 
     def submit(
         self, batch: CircuitBatch, shots: int, client_token: str, seed: int | None

@@ -67,7 +67,7 @@ from qiskit_braket_provider.providers.target import (
 )
 
 from adapters import local_jobs
-from adapters.aer import IDEAL_BASIS, _parse, _prepare
+from adapters.aer import _parse, _prepare, simulator_capabilities
 from adapters.braket_noise import cached_noise_model
 from adapters.errors import (
     InvalidRequestError,
@@ -78,7 +78,7 @@ from adapters.errors import (
 )
 from adapters.local_jobs import JobStore, NoiseChoice
 from adapters.pricing import DevicePrice, estimate_cost, price_table
-from adapters.profiles import available_profiles, load_profile
+from adapters.profiles import available_profiles, load_profile, profile_calibration
 from adapters.settings import qloop_home
 from schemas.execution import (
     Capabilities,
@@ -228,30 +228,13 @@ class BraketLocalAdapter:
 
     def capabilities(self) -> Capabilities:
         profile = self._profile
-        return Capabilities(
-            provider=PROVIDER,
-            device=self.device,
-            tier=Tier.SIMULATOR if profile is None else Tier.NOISY_SIMULATOR,
-            num_qubits=self._max_qubits,
-            basis_gates=list(IDEAL_BASIS if profile is None else profile.basis_gates),
-            coupling_map=None if profile is None else list(profile.coupling_map),
-            max_shots=MAX_SHOTS,
-            max_circuits_per_job=MAX_CIRCUITS_PER_JOB,
-            cancellable=True,
-            pricing=Pricing(source="Braket local simulator, free"),
-        )
+        return simulator_capabilities(PROVIDER, self.device, profile, self._max_qubits)
 
     def estimate_cost(self, batch: CircuitBatch, shots: int) -> Cost:
         return Cost(usd=0.0, detail="Braket local simulator")
 
     def calibration(self) -> dict[str, str] | None:
-        if self._profile is None:
-            return None
-        return {
-            "profile": self._profile.name,
-            "source": self._profile.source,
-            "calibrated_at": self._profile.calibrated_at,
-        }
+        return profile_calibration(self._profile)
 
     def submit(
         self, batch: CircuitBatch, shots: int, client_token: str, seed: int | None

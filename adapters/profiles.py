@@ -29,3 +29,14 @@ def load_profile(name: str) -> DeviceProfile:
 @lru_cache(maxsize=16)
 def _load(name: str) -> DeviceProfile:
     return DeviceProfile.model_validate_json((PROFILE_DIR / f"{name}.json").read_text())
+
+
+def profile_calibration(profile: DeviceProfile | None) -> dict[str, str] | None:
+    """The calibration snapshot a noisy simulator reports: which profile, from where, when."""
+    if profile is None:
+        return None
+    return {
+        "profile": profile.name,
+        "source": profile.source,
+        "calibrated_at": profile.calibrated_at,
+    }
