@@ -44,7 +44,7 @@ from schemas.pipeline import (  # noqa: E402
 )
 from schemas.report import ExperimentReport  # noqa: E402
 from schemas.request import ExperimentRequest  # noqa: E402
-from worker import ACTIVITIES, WORKFLOWS, connect  # noqa: E402
+from worker import WORKFLOWS, all_activities, connect  # noqa: E402
 
 RUNS = int(os.environ.get("QLOOP_BENCH_RUNS", "15"))
 BELL = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\nh q[0];\ncx q[0],q[1];\n'
@@ -120,7 +120,7 @@ async def main() -> None:
         client,
         task_queue=task_queue,
         workflows=[*WORKFLOWS, FloorWorkflow],
-        activities=[*ACTIVITIES, noop],
+        activities=[*all_activities(), noop],
     ):
 
         async def qloop_once() -> int:
