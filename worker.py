@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
+import structlog
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
@@ -37,6 +38,7 @@ from activities.observability import (
 )
 from workflows.experiment import ExperimentWorkflow
 
+log = structlog.get_logger("qloop.worker")
 TASK_QUEUE = os.environ.get("QLOOP_TASK_QUEUE", "qloop")
 COMPUTE_TASK_QUEUE = os.environ.get("QLOOP_COMPUTE_TASK_QUEUE") or None
 WORKFLOWS = [ExperimentWorkflow]
@@ -75,16 +77,28 @@ def all_activities() -> list[Callable[..., Any]]:
     return [*orchestration_activities(), *compute_activities()]
 
 
-async def connect(interceptors: list[Interceptor] | None = None) -> Client:
+async def connect(
+    interceptors: list[Interceptor] | None = None, patience: timedelta = timedelta(0)
+) -> Client:
+    """A client from Temporal's environment configuration. With `patience`, a server that does
+    not answer yet (starting, restarting) is tried again until that much time has passed."""
     config = ClientConfig.load_client_connect_config()
     config.setdefault("target_host", "localhost:7233")
     runtime = temporal_runtime()
-    return await Client.connect(
-        **config,
-        data_converter=pydantic_data_converter,
-        interceptors=interceptors or [],
-        **({"runtime": runtime} if runtime else {}),
-    )
+    deadline = asyncio.get_running_loop().time() + patience.total_seconds()
+    while True:
+        try:
+            return await Client.connect(
+                **config,
+                data_converter=pydantic_data_converter,
+                interceptors=interceptors or [],
+                **({"runtime": runtime} if runtime else {}),
+            )
+        except RuntimeError as error:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            log.warning("temporal not reachable yet, retrying", error=str(error))
+            await asyncio.sleep(1)
 
 
 def _worker(
@@ -132,7 +146,8 @@ def build_workers(client: Client, role: str = "all") -> list[Worker]:
 
 async def run(role: str) -> None:
     configure_logging()
-    client = await connect([configure_tracing(f"qloop-worker-{role}")])
+    patience = timedelta(seconds=float(os.environ.get("QLOOP_CONNECT_PATIENCE_SECONDS", "120")))
+    client = await connect([configure_tracing(f"qloop-worker-{role}")], patience)
     workers = build_workers(client, role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -116,8 +116,9 @@ async def test_temporal_server_restart_while_experiments_wait(
 ) -> None:
     stack.set_faults(queue_delay_s=[8, 12])
     worker = stack.start_worker()
+    before = len(stack.tasks())
     handles = await start_experiments(client, stack, "server")
-    await asyncio.to_thread(wait_until, lambda: len(stack.tasks_per_token()) >= EXPERIMENTS, 120)
+    await asyncio.to_thread(wait_until, lambda: len(stack.tasks()) >= before + EXPERIMENTS, 120)
     await asyncio.to_thread(stack.restart_temporal)
     reports = await results(handles)
     stack.kill_worker(worker)
