@@ -119,7 +119,9 @@ def _worker(
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
         ),
-        max_cached_workflows=int(os.environ.get("QLOOP_MAX_CACHED_WORKFLOWS", "1000")),
+        # Experiments mostly wait for hours between polls; keeping each one cached costs memory and
+        # saves little, since an evicted one replays its short history at its next poll.
+        max_cached_workflows=int(os.environ.get("QLOOP_MAX_CACHED_WORKFLOWS", "250")),
         max_concurrent_activities=int(os.environ.get("QLOOP_MAX_CONCURRENT_ACTIVITIES", "8")),
         # After a kill -9 the server waits this long before handing a cached workflow's next task
         # to another worker; a short wait lets a restarted worker resume within one poll interval.
