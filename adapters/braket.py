@@ -123,7 +123,7 @@ TRANSIENT_CODES = frozenset({
 })  # fmt: skip
 REJECTED_CODES = frozenset({
     "ServiceQuotaExceededException", "DeviceOfflineException", "DeviceRetiredException",
-    "AccessDeniedException", "NoSuchBucket",
+    "AccessDeniedException", "AccessDenied", "NoSuchBucket",  # AccessDenied: S3's spelling
 })  # fmt: skip
 
 TERMINAL_TASK_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})

@@ -559,3 +559,29 @@ def client_error(code: str, status: int) -> ClientError:
 )
 def test_error_classification(error: Exception, expected: type[ProviderError]) -> None:
     assert type(classify(error, "CreateQuantumTask")) is expected
+
+
+# --- what the stand-in does not emulate: IAM and S3 access (README "QPU stand-in") ----------
+
+
+def test_access_denied_at_create_is_rejected(aws: Aws) -> None:
+    aws.get_device()
+    aws.braket.add_client_error(
+        "create_quantum_task",
+        service_error_code="AccessDeniedException",
+        service_message="User is not authorized to perform: braket:CreateQuantumTask",
+        http_status_code=403,
+    )
+    with pytest.raises(RejectedError, match="AccessDeniedException"):
+        aws.adapter().submit(batch(spec(BELL_BODY, 2)), 1000, "denied", seed=1)
+    aws.done()
+
+
+def test_results_bucket_access_denied_is_rejected(aws: Aws) -> None:
+    job = submitted(aws, token="bucket", circuits=1)
+    arn = f"{TASK}t0"
+    aws.get_task(arn, "COMPLETED")
+    aws.s3.add_client_error("get_object", service_error_code="AccessDenied", http_status_code=403)
+    with pytest.raises(RejectedError):
+        aws.adapter().result(job)
+    aws.done()
