@@ -22,7 +22,7 @@ from temporalio.service import RPCError
 
 from adapters.errors import TransientError
 from schemas.loading import RequestError, load_request
-from schemas.pipeline import ExperimentInput, Progress, Stage
+from schemas.pipeline import ExperimentInput, PollingPolicy, Progress, Stage
 from schemas.report import Estimate, ExperimentReport
 from schemas.request import ExperimentRequest
 from workflows import search_attributes as attrs
@@ -86,16 +86,22 @@ def static_details(request: ExperimentRequest) -> str:
     )
 
 
+def experiment_input(request: ExperimentRequest, poll_ceiling_seconds: float) -> ExperimentInput:
+    return ExperimentInput(
+        request=request,
+        polling=PollingPolicy(ceiling_seconds=poll_ceiling_seconds),
+        compute_task_queue=os.environ.get("QLOOP_COMPUTE_TASK_QUEUE") or None,
+    )
+
+
 async def start(
-    client: Client, request: ExperimentRequest, workflow_id: str | None
+    client: Client, request: ExperimentRequest, workflow_id: str | None, poll_ceiling: float
 ) -> WorkflowHandle:
     workflow_id = workflow_id or f"{request.name}-{uuid.uuid4().hex[:8]}"
     backend = request.execution.backend
     return await client.start_workflow(
         "ExperimentWorkflow",
-        ExperimentInput(
-            request=request, compute_task_queue=os.environ.get("QLOOP_COMPUTE_TASK_QUEUE") or None
-        ),
+        experiment_input(request, poll_ceiling),
         id=workflow_id,
         task_queue=task_queue(),
         result_type=ExperimentReport,
@@ -202,7 +208,7 @@ def report_failure(workflow_id: str, error: WorkflowFailureError) -> int:
 async def cmd_run(args: argparse.Namespace) -> int:
     request = admit_or_exit(args.file)
     client = await connect()
-    handle = await start(client, request, args.id)
+    handle = await start(client, request, args.id, args.poll_ceiling)
     print(f"started {handle.id}\n  Web UI: {workflow_link(client, handle.id)}", flush=True)
     if not args.wait:
         return 0
@@ -262,6 +268,13 @@ async def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def positive_seconds(text: str) -> float:
+    seconds = float(text)
+    if not 0 < seconds <= 86_400:
+        raise argparse.ArgumentTypeError(f"{text}: give seconds between 0 and 86400")
+    return seconds
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="qloop", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
@@ -271,6 +284,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--id", help="workflow id (default: NAME-random)")
     run.add_argument("--wait", action="store_true", help="follow progress and print the report")
     run.add_argument("--json", action="store_true", help="print the report as JSON")
+    run.add_argument(
+        "--poll-ceiling",
+        type=positive_seconds,
+        default=PollingPolicy().ceiling_seconds,
+        metavar="SECONDS",
+        help="longest wait between two polls of the provider (default: %(default)s)",
+    )
     run.set_defaults(handler=cmd_run)
 
     status = commands.add_parser("status", help="stage and state of an experiment")

@@ -9,6 +9,7 @@ import pytest
 import starter
 from schemas.execution import JobState
 from schemas.pipeline import Progress, Stage
+from schemas.request import ExperimentRequest
 
 
 def test_schema_prints_the_request_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
@@ -34,3 +35,17 @@ def test_progress_while_waiting_names_job_state_queue_and_polls() -> None:
         polls=3,
     )
     assert starter.describe_progress(progress) == "waiting  job queued, queue position 7, 3 polls"
+
+
+def test_poll_ceiling_reaches_the_workflow_input() -> None:
+    args = starter.parser().parse_args(["run", "x.yaml", "--poll-ceiling", "60"])
+    request = ExperimentRequest.model_validate(
+        {"name": "p", "problem": {"kind": "ghz", "num_qubits": 2}}
+    )
+    assert starter.experiment_input(request, args.poll_ceiling).polling.ceiling_seconds == 60
+
+
+def test_poll_ceiling_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        starter.parser().parse_args(["run", "x.yaml", "--poll-ceiling", "0"])
+    assert "between 0 and 86400" in capsys.readouterr().err
