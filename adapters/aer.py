@@ -8,12 +8,7 @@ what the first run would have.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import secrets
 import time
-import uuid
-from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -108,8 +103,7 @@ class AerAdapter:
         self, batch: CircuitBatch, shots: int, client_token: str, seed: int | None
     ) -> JobRef:
         self._check_limits(batch, shots)
-        fingerprint = self._fingerprint(batch, shots, seed)
-        request = self._new_request(batch, shots, client_token, seed, fingerprint)
+        request = self._new_request(batch, shots, client_token, seed)
         return _STORE.submit(
             request, lambda: [_prepare(spec, self._profile) for spec in batch.circuits]
         )
@@ -135,42 +129,15 @@ class AerAdapter:
                 f"a job holds at most {MAX_CIRCUITS_PER_JOB} circuits, got {len(batch.circuits)}"
             )
 
-    def _fingerprint(self, batch: CircuitBatch, shots: int, seed: int | None) -> str:
-        identity = {
-            "device": self.device,
-            **self._noise.as_json(),
-            "batch": batch.model_dump(mode="json"),
-            "shots": shots,
-            "seed": seed,
-        }
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-
     def _new_request(
-        self, batch: CircuitBatch, shots: int, token: str, seed: int | None, fingerprint: str
+        self, batch: CircuitBatch, shots: int, token: str, seed: int | None
     ) -> dict[str, Any]:
-        return {
-            "job_id": f"aer-{uuid.uuid4().hex}",
-            "client_token": token,
-            "provider": PROVIDER,
-            "device": self.device,
-            **self._noise.as_json(),
-            "batch": batch.model_dump(mode="json"),
-            "shots": shots,
-            "requested_seed": seed,
-            # A seed is fixed even when none was asked for, so a restarted job repeats itself.
-            "seed": seed if seed is not None else secrets.randbelow(2**31),
-            "fingerprint": fingerprint,
-            "submitted_at": datetime.now(UTC).isoformat(),
-        }
+        return local_jobs.new_job_request(
+            "aer", PROVIDER, self.device, self._noise, batch, shots, token, seed
+        )
 
     def _job(self, job: JobRef) -> tuple[Path, dict[str, Any]]:
-        job_dir, request = _STORE.lookup(job)
-        if request["device"] != self.device or NoiseChoice.from_request(request) != self._noise:
-            raise InvalidRequestError(
-                f"job {job.job_id} belongs to aer device {request['device']!r} "
-                f"({request.get('noise_profile')}), not to this adapter ({self.device!r})"
-            )
-        return job_dir, request
+        return local_jobs.owned_job(_STORE, job, PROVIDER, self.device, self._noise)
 
 
 # --- devices ---------------------------------------------------------------------------------

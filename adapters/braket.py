@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import threading
-import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -257,34 +256,12 @@ class BraketLocalAdapter:
     def _new_request(
         self, batch: CircuitBatch, shots: int, token: str, seed: int | None
     ) -> dict[str, Any]:
-        identity = {
-            "device": self.device,
-            **self._noise.as_json(),
-            "batch": batch.model_dump(mode="json"),
-            "shots": shots,
-            "seed": seed,
-        }
-        fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-        return {
-            **identity,
-            "job_id": f"braket-local-{uuid.uuid4().hex}",
-            "client_token": token,
-            "provider": PROVIDER,
-            "requested_seed": seed,
-            # A seed is fixed even when none was asked for, so a restarted job repeats itself.
-            "seed": seed if seed is not None else int(np.random.default_rng().integers(2**31)),
-            "fingerprint": fingerprint,
-            "submitted_at": datetime.now(UTC).isoformat(),
-        }
+        return local_jobs.new_job_request(
+            "braket-local", PROVIDER, self.device, self._noise, batch, shots, token, seed
+        )
 
     def _job(self, job: JobRef) -> tuple[Any, dict[str, Any]]:
-        job_dir, request = _LOCAL_STORE.lookup(job)
-        if request["device"] != self.device or NoiseChoice.from_request(request) != self._noise:
-            raise InvalidRequestError(
-                f"job {job.job_id} belongs to braket device {request['device']!r} "
-                f"({request.get('noise_profile')}), not to this adapter ({self.device!r})"
-            )
-        return job_dir, request
+        return local_jobs.owned_job(_LOCAL_STORE, job, PROVIDER, self.device, self._noise)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import threading
 import uuid
@@ -35,7 +36,7 @@ from typing import Any
 
 from adapters.errors import InvalidRequestError, JobFailedError
 from adapters.settings import qloop_home
-from schemas.execution import JobRef, JobResult, JobState, JobStatus
+from schemas.execution import CircuitBatch, JobRef, JobResult, JobState, JobStatus
 from schemas.request import DepolarizingNoise
 
 REQUEST, RESULT, ERROR = "request.json", "result.json", "error.json"
@@ -290,3 +291,48 @@ def _read_text(path: Path) -> str | None:
         return path.read_text()
     except FileNotFoundError:
         return None
+
+
+def new_job_request(
+    job_prefix: str,
+    provider: str,
+    device: str,
+    noise: NoiseChoice,
+    batch: CircuitBatch,
+    shots: int,
+    token: str,
+    seed: int | None,
+) -> dict[str, Any]:
+    """A local job's request record; its fingerprint tells a resubmission of the same batch
+    under the same token from a different batch reusing it."""
+    identity = {
+        "device": device,
+        **noise.as_json(),
+        "batch": batch.model_dump(mode="json"),
+        "shots": shots,
+        "seed": seed,
+    }
+    return {
+        **identity,
+        "job_id": f"{job_prefix}-{uuid.uuid4().hex}",
+        "client_token": token,
+        "provider": provider,
+        "requested_seed": seed,
+        # A seed is fixed even when none was asked for, so a restarted job repeats itself.
+        "seed": seed if seed is not None else secrets.randbelow(2**31),
+        "fingerprint": hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest(),
+        "submitted_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def owned_job(
+    store: JobStore, job: JobRef, provider: str, device: str, noise: NoiseChoice
+) -> tuple[Path, dict[str, Any]]:
+    """The job's folder and request, refusing a job that another device's adapter created."""
+    job_dir, request = store.lookup(job)
+    if request["device"] != device or NoiseChoice.from_request(request) != noise:
+        raise InvalidRequestError(
+            f"job {job.job_id} belongs to {provider} device {request['device']!r} "
+            f"({request.get('noise_profile')}), not to this adapter ({device!r})"
+        )
+    return job_dir, request

@@ -168,7 +168,7 @@ def test_same_seed_same_counts() -> None:
 
 def _write_orphan(adapter: AerAdapter, circuits: CircuitBatch, token: str) -> JobRef:
     """A job whose submitting process died before (or while) it simulated: request only."""
-    request = adapter._new_request(circuits, 300, token, 3, adapter._fingerprint(circuits, 300, 3))
+    request = adapter._new_request(circuits, 300, token, 3)
     aer._create_job(aer._job_dir(token), request)
     return aer._job_ref(request)
 
