@@ -25,6 +25,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from tests.harness import free_ports
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACK = REPO_ROOT / "temporal-dev" / "stack.sh"
 
@@ -40,24 +42,11 @@ INDEXED_VALUE_TYPES = {
 }
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 class Stack:
     """Drives temporal-dev/stack.sh and the temporal CLI with an isolated environment."""
 
     def __init__(self, data_dir: Path, temporal_cli: str) -> None:
-        port, ui_port, standin_port, s3_port = _free_ports(4)
+        port, ui_port, standin_port, s3_port = free_ports(4)
         self.data_dir = data_dir
         self.address = f"127.0.0.1:{port}"
         self.ui_port = ui_port

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from braket.aws import AwsDevice, AwsQuantumTask, AwsSession
 from braket.circuits import Circuit, Observable
+
+from tests.harness import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACK = REPO_ROOT / "temporal-dev" / "stack.sh"
@@ -45,22 +46,9 @@ BASELINE_FAULTS = {
 pytestmark = pytest.mark.integration
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 class Standin:
     def __init__(self, data_dir: Path) -> None:
-        port, s3_port = _free_ports(2)
+        port, s3_port = free_ports(2)
         self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{port}"
         self.s3_url = f"http://127.0.0.1:{s3_port}"
