@@ -15,7 +15,8 @@ QLOOP_TEMPORAL_UI_PORT ?= 8233
 export VENV QLOOP_TEMPORAL_PORT QLOOP_TEMPORAL_UI_PORT
 
 # Commands that talk to the local stack; an explicit TEMPORAL_ADDRESS in the environment wins.
-LOCAL := TEMPORAL_ADDRESS="$${TEMPORAL_ADDRESS:-127.0.0.1:$(QLOOP_TEMPORAL_PORT)}"
+LOCAL := TEMPORAL_ADDRESS="$${TEMPORAL_ADDRESS:-127.0.0.1:$(QLOOP_TEMPORAL_PORT)}" \
+	QLOOP_POLICY_FILE="$${QLOOP_POLICY_FILE:-$(CURDIR)/temporal-dev/policies.yaml}"
 
 .PHONY: demo-qpu help venv dev worker worker-start worker-stop worker-restart demo test lint bench down status logs record-histories
 
@@ -34,6 +35,7 @@ dev: venv ## start the local stack (Temporal dev server, QPU stand-in + S3; stat
 	@$(STACK) start
 
 worker: venv ## run the qloop worker in the foreground (with the QPU stand-in's env when it runs)
+	@$(STACK) codec-init
 	$(LOCAL) env $$($(STACK) standin-env) $(BIN)/python worker.py
 
 worker-start: venv ## start the qloop worker in the background (log: temporal-dev/data/worker.log)

@@ -25,7 +25,6 @@ from typing import Any
 
 import structlog
 from temporalio.client import Client, Interceptor
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -36,16 +35,26 @@ from activities.observability import (
     configure_tracing,
     temporal_runtime,
 )
+from schemas.payload_encryption import data_converter
+from workflows.backend_health import BackendHealthWorkflow
+from workflows.budget_ledger import BudgetLedgerWorkflow
 from workflows.experiment import ExperimentWorkflow
 
 log = structlog.get_logger("qloop.worker")
 TASK_QUEUE = os.environ.get("QLOOP_TASK_QUEUE", "qloop")
 COMPUTE_TASK_QUEUE = os.environ.get("QLOOP_COMPUTE_TASK_QUEUE") or None
-WORKFLOWS = [ExperimentWorkflow]
+WORKFLOWS = [ExperimentWorkflow, BackendHealthWorkflow, BudgetLedgerWorkflow]
 ROLES = ("all", "orchestration", "compute")
 
 
 def orchestration_activities() -> list[Callable[..., Any]]:
+    from activities.budget_calls import (
+        release_budget_activity,
+        reserve_budget_activity,
+        settle_budget_activity,
+    )
+    from activities.health_calls import acquire_backend_activity, report_backend_outcome_activity
+    from activities.policy import evaluate_policy_activity
     from activities.provider_calls import (
         cancel_job_activity,
         check_job_activity,
@@ -53,14 +62,29 @@ def orchestration_activities() -> list[Callable[..., Any]]:
         submit_activity,
     )
 
-    return [submit_activity, check_job_activity, fetch_result_activity, cancel_job_activity]
+    return [
+        submit_activity,
+        check_job_activity,
+        fetch_result_activity,
+        cancel_job_activity,
+        acquire_backend_activity,
+        report_backend_outcome_activity,
+        evaluate_policy_activity,
+        reserve_budget_activity,
+        settle_budget_activity,
+        release_budget_activity,
+    ]
 
 
 def compute_activities() -> list[Callable[..., Any]]:
     # Imported here, not at the top: an orchestration-only worker never loads mitiq and cirq.
     from activities.mitigate import mitigate_activity
     from activities.plan import plan_activity
-    from activities.postprocess import postprocess_activity
+    from activities.postprocess import (
+        classical_report_activity,
+        ended_report_activity,
+        postprocess_activity,
+    )
     from activities.preprocess import preprocess_activity
     from activities.prevalidate import prevalidate_activity
 
@@ -70,6 +94,8 @@ def compute_activities() -> list[Callable[..., Any]]:
         plan_activity,
         mitigate_activity,
         postprocess_activity,
+        classical_report_activity,
+        ended_report_activity,
     ]
 
 
@@ -81,8 +107,10 @@ async def connect(
     interceptors: list[Interceptor] | None = None, patience: timedelta = timedelta(0)
 ) -> Client:
     """A client from Temporal's environment configuration. With `patience`, a server that does
-    not answer yet (starting, restarting) is tried again until that much time has passed."""
+    not answer yet (starting, restarting) is tried again until that much time has passed.
+    Payloads are encrypted when a codec key is configured (schemas/payload_encryption.py)."""
     config = ClientConfig.load_client_connect_config()
+    converter = data_converter()
     config.setdefault("target_host", "localhost:7233")
     runtime = temporal_runtime()
     deadline = asyncio.get_running_loop().time() + patience.total_seconds()
@@ -90,7 +118,7 @@ async def connect(
         try:
             return await Client.connect(
                 **config,
-                data_converter=pydantic_data_converter,
+                data_converter=converter,
                 interceptors=interceptors or [],
                 **({"runtime": runtime} if runtime else {}),
             )

@@ -61,7 +61,8 @@ def admit(request: ExperimentRequest) -> Admitted:
         )
     capabilities = _check_backend(request.execution.backend, "execution.backend", width, request)
     for index, fallback in enumerate(request.execution.fallback):
-        _check_backend(fallback, f"execution.fallback[{index}]", width, request)
+        if isinstance(fallback, BackendChoice):
+            _check_backend(fallback, f"execution.fallback[{index}]", width, request)
     return Admitted(built.circuit, built.observable, baseline, capabilities)
 
 

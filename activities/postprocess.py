@@ -11,10 +11,11 @@ from temporalio import activity
 from activities import artifact_store
 from adapters.registry import get_adapter
 from schemas.execution import Tier
-from schemas.pipeline import PostprocessInput
+from schemas.pipeline import ClassicalReportInput, EndedReportInput, PostprocessInput
 from schemas.report import (
     BackendRecord,
     CostSummary,
+    Estimate,
     ExperimentReport,
     Objective,
     Provenance,
@@ -73,9 +74,12 @@ def objective_for(input: PostprocessInput) -> Objective | None:
 def production_label(input: PostprocessInput) -> tuple[str, str]:
     capabilities = input.prepared.capabilities
     where = f"{capabilities.provider}/{capabilities.device} ({capabilities.tier.value})"
+    produced_by = "hardware" if capabilities.tier is Tier.QPU else "simulator"
+    if input.produced_by_reason:
+        return produced_by, input.produced_by_reason
     if capabilities.tier is Tier.QPU:
-        return "hardware", f"ran on the requested QPU {where}"
-    return "simulator", f"ran on the requested simulator {where}"
+        return produced_by, f"ran on the requested QPU {where}"
+    return produced_by, f"ran on the requested simulator {where}"
 
 
 def artifact_uris(input: PostprocessInput) -> dict[str, str]:
@@ -100,9 +104,7 @@ def postprocess(input: PostprocessInput) -> ExperimentReport:
         artifacts["calibration"] = artifact_store.put_json(
             input.experiment_id, "calibration.json", calibration
         )
-    report_path = artifact_store.experiment_folder(input.experiment_id) / "report.json"
-    artifacts["report"] = report_path.as_uri()
-    artifacts["manifest"] = (report_path.parent / "manifest.json").as_uri()
+    artifacts.update(report_locations(input.experiment_id))
     produced_by, reason = production_label(input)
     mitigation = input.mitigation
     seed = request.execution.seed if request.execution.seed is not None else 0
@@ -125,6 +127,7 @@ def postprocess(input: PostprocessInput) -> ExperimentReport:
             estimated_usd=input.plan.cost_estimate.usd, actual_usd=input.fetched.actual_cost.usd
         ),
         timings_seconds=input.timings_seconds,
+        governance=input.governance,
         provenance=Provenance(
             backend=BackendRecord(
                 provider=backend.provider,
@@ -144,17 +147,92 @@ def postprocess(input: PostprocessInput) -> ExperimentReport:
             artifacts=artifacts,
         ),
     )
-    artifact_store.put_model(input.experiment_id, "report.json", report)
+    write_report(report, request, artifacts, versions)
+    return report
+
+
+def write_report(
+    report: ExperimentReport,
+    request: ExperimentRequest,
+    artifacts: dict[str, str],
+    versions: dict[str, str],
+) -> None:
+    artifact_store.put_model(report.experiment_id, "report.json", report)
     artifact_store.put_json(
-        input.experiment_id,
+        report.experiment_id,
         "manifest.json",
         {
-            "experiment_id": input.experiment_id,
+            "experiment_id": report.experiment_id,
             "request": request.model_dump(mode="json"),
             "artifacts": artifacts,
             "sdk_versions": versions,
         },
     )
+
+
+def report_locations(experiment_id: str) -> dict[str, str]:
+    report_path = artifact_store.experiment_folder(experiment_id) / "report.json"
+    return {
+        "report": report_path.as_uri(),
+        "manifest": (report_path.parent / "manifest.json").as_uri(),
+    }
+
+
+def classical_report(input: ClassicalReportInput) -> ExperimentReport:
+    """The exact classical value of the observable (the statevector prevalidation computed),
+    reported as what it is: no quantum device produced it."""
+    request = input.request
+    ideal = input.prevalidation.ideal_value
+    exact = Estimate(value=ideal, ci_low=ideal, ci_high=ideal)
+    artifacts = {
+        "prepared": input.prepared.artifact_uri,
+        "prevalidation": input.prevalidation.artifact_uri,
+        **report_locations(input.experiment_id),
+    }
+    versions = sdk_versions()
+    seed = request.execution.seed if request.execution.seed is not None else 0
+    report = ExperimentReport(
+        experiment_id=input.experiment_id,
+        name=request.name,
+        produced_by="classical",
+        produced_by_reason=f"exact statevector simulation on the worker's CPU; {input.reason}",
+        observable=input.prepared.observable_label,
+        value=exact,
+        ideal_value=ideal,
+        classical_baseline=input.prepared.classical_baseline,
+        cost=CostSummary(estimated_usd=0.0, actual_usd=0.0),
+        timings_seconds=input.timings_seconds,
+        governance=input.governance,
+        provenance=Provenance(
+            backend=BackendRecord(provider="classical", device="statevector", tier=Tier.SIMULATOR),
+            logical_circuit_sha256=input.prepared.logical_circuit_sha256,
+            executed_circuits_sha256=[],
+            job_id=None,
+            client_token=None,
+            shots=0,
+            seeds={"transpiler": seed},
+            sdk_versions=versions,
+            schema_version=request.schema_version,
+            artifacts=artifacts,
+        ),
+    )
+    write_report(report, request, artifacts, versions)
+    return report
+
+
+def ended_report(input: EndedReportInput) -> ExperimentReport:
+    """The record of an experiment that ended without an answer (rejected or cancelled)."""
+    artifacts = report_locations(input.experiment_id)
+    report = ExperimentReport(
+        experiment_id=input.experiment_id,
+        name=input.request.name,
+        status=input.status,
+        status_reason=input.reason,
+        cost=CostSummary(estimated_usd=input.estimated_cost_usd, actual_usd=input.actual_cost_usd),
+        timings_seconds=input.timings_seconds,
+        governance=input.governance,
+    )
+    write_report(report, input.request, artifacts, sdk_versions())
     return report
 
 
@@ -173,3 +251,13 @@ def zne_outcome(input: PostprocessInput) -> ZneOutcome | None:
 @activity.defn(name="postprocess")
 async def postprocess_activity(input: PostprocessInput) -> ExperimentReport:
     return await asyncio.to_thread(postprocess, input)
+
+
+@activity.defn(name="classical_report")
+async def classical_report_activity(input: ClassicalReportInput) -> ExperimentReport:
+    return await asyncio.to_thread(classical_report, input)
+
+
+@activity.defn(name="ended_report")
+async def ended_report_activity(input: EndedReportInput) -> ExperimentReport:
+    return await asyncio.to_thread(ended_report, input)

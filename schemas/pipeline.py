@@ -11,7 +11,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from schemas.execution import Capabilities, CircuitBatch, Cost, JobRef, JobState
+from schemas.control import Governance
+from schemas.execution import Capabilities, CircuitBatch, Cost, JobRef, JobState, Tier
+from schemas.policy import BudgetDefault
 from schemas.report import ClassicalBaseline, Estimate, ScaledValue
 from schemas.request import BackendChoice, ExperimentRequest, Observable
 
@@ -31,7 +33,13 @@ class Stage(StrEnum):
     FETCHING = "fetching"
     MITIGATING = "mitigating"
     POSTPROCESSING = "postprocessing"
+    CHECKING_POLICY = "checking_policy"
+    AWAITING_APPROVAL = "awaiting_approval"
+    AWAITING_BUDGET = "awaiting_budget"
+    PAUSED = "paused"
     COMPLETED = "completed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
     FAILED = "failed"
 
 
@@ -151,6 +159,64 @@ class PostprocessInput(PipelineModel):
     fetched: FetchedResult
     mitigation: MitigationOutcome
     timings_seconds: dict[str, float]
+    governance: Governance | None = None
+    produced_by_reason: str | None = None
+
+
+class ClassicalReportInput(PipelineModel):
+    """The last resort of a fallback chain: the answer computed classically (the exact
+    statevector value of the observable), labelled as such."""
+
+    experiment_id: str
+    request: ExperimentRequest
+    prepared: PreparedExperiment
+    prevalidation: Prevalidation
+    timings_seconds: dict[str, float]
+    governance: Governance
+    reason: str
+
+
+class EndedReportInput(PipelineModel):
+    """A report for an experiment that ends without an answer: rejected or cancelled."""
+
+    experiment_id: str
+    request: ExperimentRequest
+    status: Literal["rejected", "cancelled"]
+    reason: str
+    estimated_cost_usd: float
+    actual_cost_usd: float
+    timings_seconds: dict[str, float]
+    governance: Governance
+
+
+# --- policy -----------------------------------------------------------------------------------
+
+
+class PolicyInput(PipelineModel):
+    account: str
+    backend: BackendChoice
+    tier: Tier
+    shots: int
+    estimated_cost_usd: float
+    request_max_cost_usd: float | None = None
+
+
+class ApprovalRequirement(PipelineModel):
+    why: str
+    approvers: list[str]
+    timeout_seconds: float
+    on_timeout: Literal["reject", "fallback"]
+
+
+class PolicyDecision(PipelineModel):
+    """`rule` names the rule that refused (empty when allowed)."""
+
+    allowed: bool
+    rule: str = ""
+    message: str = ""
+    approval: ApprovalRequirement | None = None
+    on_budget_exhausted: Literal["refuse", "wait"] = "refuse"
+    budget_default: BudgetDefault = BudgetDefault()
 
 
 class Progress(PipelineModel):
@@ -163,6 +229,9 @@ class Progress(PipelineModel):
     polls: int = 0
     estimated_cost_usd: float | None = None
     error: str | None = None
+    paused: bool = False
+    awaiting: str | None = None
+    governance: Governance | None = None
 
 
 # --- artifact contents ---------------------------------------------------------------------

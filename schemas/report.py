@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
+from schemas.control import Governance
 from schemas.execution import Tier
 
 
@@ -68,8 +69,8 @@ class Provenance(ReportModel):
     calibration: dict[str, str] | None = None
     logical_circuit_sha256: str
     executed_circuits_sha256: list[str]
-    job_id: str
-    client_token: str
+    job_id: str | None
+    client_token: str | None
     shots: int
     seeds: dict[str, int]
     sdk_versions: dict[str, str]
@@ -78,21 +79,34 @@ class Provenance(ReportModel):
 
 
 class ExperimentReport(ReportModel):
+    """`status` completed: `value` is the answer and `produced_by` says how it was produced.
+    rejected / cancelled: no answer; `status_reason` says who or what ended the experiment."""
+
     schema_version: Literal[1] = 1
     experiment_id: str
     name: str
-    status: Literal["completed"] = "completed"
-    produced_by: Literal["hardware", "simulator", "classical"]
-    produced_by_reason: str
-    observable: str
-    value: Estimate
-    raw: Estimate
+    status: Literal["completed", "rejected", "cancelled"] = "completed"
+    status_reason: str = ""
+    produced_by: Literal["hardware", "simulator", "classical"] | None = None
+    produced_by_reason: str = ""
+    observable: str = ""
+    value: Estimate | None = None
+    raw: Estimate | None = None
     mitigated: Estimate | None = None
-    ideal_value: float
+    ideal_value: float | None = None
     zne: ZneOutcome | None = None
-    readout_mitigated: bool
+    readout_mitigated: bool = False
     objective: Objective | None = None
     classical_baseline: ClassicalBaseline | None = None
     cost: CostSummary
     timings_seconds: dict[str, float]
-    provenance: Provenance
+    provenance: Provenance | None = None
+    governance: Governance | None = None
+
+    @model_validator(mode="after")
+    def _answer_when_completed(self) -> ExperimentReport:
+        if self.status == "completed" and (
+            self.value is None or self.produced_by is None or self.provenance is None
+        ):
+            raise ValueError("a completed report needs value, produced_by and provenance")
+        return self

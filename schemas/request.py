@@ -231,10 +231,22 @@ class BackendChoice(StrictModel):
 
 
 class ExecutionSpec(StrictModel):
+    """`fallback`: where the work goes when `backend` fails, is refused by its circuit breaker
+    or times out waiting for approval, in order; `classical` (last) answers with the exact
+    classical value of the observable, labelled as such in the report."""
+
     shots: Annotated[int, Field(ge=1, le=MAX_SHOTS)] = 4000
     backend: BackendChoice = BackendChoice()
-    fallback: list[BackendChoice] = []
+    fallback: list[BackendChoice | Literal["classical"]] = []
     seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None
+
+    @field_validator("fallback")
+    def _classical_last(
+        cls, chain: list[BackendChoice | Literal["classical"]]
+    ) -> list[BackendChoice | Literal["classical"]]:
+        if "classical" in chain[:-1]:
+            raise ValueError("'classical' ends a fallback chain: nothing after it can run")
+        return chain
 
 
 # --- mitigation ---------------------------------------------------------------------------

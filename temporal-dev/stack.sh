@@ -5,10 +5,14 @@
 #   temporal-dev/stack.sh start | stop | status | restart
 #   temporal-dev/stack.sh worker-start | worker-stop | worker-status | worker-restart
 #   temporal-dev/stack.sh standin-start | standin-stop | standin-status | standin-restart | standin-env
-#   temporal-dev/stack.sh logs [server|worker|standin|s3]
+#   temporal-dev/stack.sh codec-init | codec-start | codec-stop | codec-restart
+#   temporal-dev/stack.sh logs [server|worker|standin|s3|codec]
 #
 # `start` and `stop` include the QPU stand-in (temporal-dev/qpu_standin, a local Amazon Braket
 # API) and the moto S3 server it writes results to; QLOOP_STANDIN=0 leaves them out.
+# `start` and `worker-start` also create the payload encryption key and the codec server token
+# in QLOOP_HOME when missing (`codec-init`), and `start` runs the codec server that lets the Web
+# UI show decrypted payloads (temporal-dev/codec_server.py); QLOOP_CODEC=0 leaves all that out.
 #
 # Environment (all optional):
 #   VENV                      virtualenv holding bin/temporal and bin/python   (<repo>/.venv)
@@ -20,12 +24,17 @@
 #   QLOOP_TEMPORAL_LOG_LEVEL  server log level                                 (warn)
 #   QLOOP_STACK_TIMEOUT       seconds to wait for the server to answer         (60)
 #   QLOOP_WORKER_SCRIPT       the worker to run                                (<repo>/worker.py)
+#   QLOOP_POLICY_FILE         account policies the worker enforces    (temporal-dev/policies.yaml)
 #   TEMPORAL_ADDRESS          passed to the worker                             (IP:PORT above)
 #   QLOOP_STANDIN             0 = `start`/`stop` leave the QPU stand-in alone   (1)
 #   QLOOP_STANDIN_PORT        the stand-in's Braket API port                   (9321)
 #   QLOOP_S3_PORT             the moto S3 server's port                        (9322)
 #   QLOOP_BRAKET_S3_BUCKET    results bucket created at start                  (qloop-results)
 #   QLOOP_STANDIN_CONFIG      the stand-in's config file                       (temporal-dev/qpu-standin.yaml)
+#   QLOOP_HOME                qloop's state: artifacts, codec key and token    (<repo>/.qloop)
+#   QLOOP_CODEC               0 = no key creation, no codec server             (1)
+#   QLOOP_CODEC_PORT          the codec server's port                          (9323)
+#   QLOOP_CODEC_CORS_ORIGIN   the only origin the codec server answers CORS to (the Web UI's)
 #
 # Written for bash 3.2+ (macOS) as well as Linux.
 set -euo pipefail
@@ -42,16 +51,22 @@ UI="${QLOOP_TEMPORAL_UI:-1}"
 LOG_LEVEL="${QLOOP_TEMPORAL_LOG_LEVEL:-warn}"
 TIMEOUT="${QLOOP_STACK_TIMEOUT:-60}"
 WORKER_SCRIPT="${QLOOP_WORKER_SCRIPT:-$REPO_DIR/worker.py}"
+POLICY_FILE="${QLOOP_POLICY_FILE:-$REPO_DIR/temporal-dev/policies.yaml}"
 SEARCH_ATTRIBUTES_FILE="$SCRIPT_DIR/search-attributes.txt"
 STANDIN="${QLOOP_STANDIN:-1}"
 STANDIN_PORT="${QLOOP_STANDIN_PORT:-9321}"
 S3_PORT="${QLOOP_S3_PORT:-9322}"
 BUCKET="${QLOOP_BRAKET_S3_BUCKET:-qloop-results}"
+CODEC="${QLOOP_CODEC:-1}"
+CODEC_PORT="${QLOOP_CODEC_PORT:-9323}"
+QLOOP_HOME_DIR="${QLOOP_HOME:-$REPO_DIR/.qloop}"
 
 # Absolute paths, so the pid files, the db and the worker do not depend on the caller's cwd.
 case "$VENV" in /*) ;; *) VENV="$PWD/$VENV" ;; esac
 case "$DATA_DIR" in /*) ;; *) DATA_DIR="$PWD/$DATA_DIR" ;; esac
 case "$WORKER_SCRIPT" in /*) ;; *) WORKER_SCRIPT="$PWD/$WORKER_SCRIPT" ;; esac
+case "$QLOOP_HOME_DIR" in /*) ;; *) QLOOP_HOME_DIR="$PWD/$QLOOP_HOME_DIR" ;; esac
+CODEC_KEY_FILE="${QLOOP_CODEC_KEY_FILE:-$QLOOP_HOME_DIR/codec-keys.json}"
 
 ADDRESS="$IP:$PORT"
 DB_FILE="$DATA_DIR/temporal.db"
@@ -65,16 +80,19 @@ S3_LOG="$DATA_DIR/s3.log"
 S3_PID="$DATA_DIR/s3.pid"
 STANDIN_URL="http://$IP:$STANDIN_PORT"
 S3_URL="http://$IP:$S3_PORT"
+CODEC_LOG="$DATA_DIR/codec-server.log"
+CODEC_PID="$DATA_DIR/codec-server.pid"
 
 log() { printf '%s\n' "$*"; }
 die() { printf 'stack.sh: error: %s\n' "$*" >&2; exit 1; }
 
 # The UI is reachable on localhost even when bound to 127.0.0.1.
-ui_url() {
-    local host="$IP"
-    if [ "$host" = "127.0.0.1" ] || [ "$host" = "0.0.0.0" ]; then host="localhost"; fi
-    printf 'http://%s:%s' "$host" "$UI_PORT"
+browser_host() {
+    if [ "$IP" = "127.0.0.1" ] || [ "$IP" = "0.0.0.0" ]; then printf 'localhost'; else printf '%s' "$IP"; fi
 }
+ui_url() { printf 'http://%s:%s' "$(browser_host)" "$UI_PORT"; }
+# The same host name as the UI's, so the codec server's session cookie is same-site for the UI.
+codec_url() { printf 'http://%s:%s' "$(browser_host)" "$CODEC_PORT"; }
 
 TEMPORAL="$VENV/bin/temporal"
 need_temporal() {
@@ -157,6 +175,7 @@ cmd_start() {
         ensure_search_attributes
         print_links
         start_standin_beside
+        start_codec_beside
         return 0
     fi
     rm -f "$SERVER_PID"
@@ -180,7 +199,9 @@ cmd_start() {
         args+=(--headless)
     else
         args+=(--ui-port "$UI_PORT")
+        if [ "$CODEC" != "0" ]; then args+=(--ui-codec-endpoint "$(codec_url)"); fi
     fi
+    codec_init
     local flag
     while IFS= read -r flag; do args+=("$flag"); done < <(search_attribute_flags)
 
@@ -194,6 +215,7 @@ cmd_start() {
     log "Temporal dev server is up (pid $pid)."
     print_links
     start_standin_beside
+    start_codec_beside
 }
 
 # `start` brings the stand-in up too, but a stand-in port held by something else (another
@@ -257,6 +279,7 @@ print_links() {
 
 cmd_stop() {
     if [ "$STANDIN" != "0" ]; then cmd_standin_stop; fi
+    if [ "$CODEC" != "0" ]; then cmd_codec_stop; fi
     stop_pid "$SERVER_PID" "start-dev" "Temporal dev server" 20
 }
 
@@ -279,6 +302,11 @@ cmd_status() {
         log "qloop worker: stopped."
     fi
     standin_status_lines || true
+    if pid="$(pid_alive "$CODEC_PID" "codec_server")"; then
+        log "Codec server: running (pid $pid) on $(codec_url)."
+    else
+        log "Codec server: stopped."
+    fi
     return "$rc"
 }
 
@@ -293,6 +321,7 @@ cmd_worker_start() {
         return 0
     fi
     rm -f "$WORKER_PID"
+    codec_init
     local address="${TEMPORAL_ADDRESS:-$ADDRESS}"
     if ! "$TEMPORAL" operator cluster health --address "$address" >/dev/null 2>&1; then
         log "warning: no Temporal server answers on $address yet; the worker will keep retrying."
@@ -307,6 +336,7 @@ cmd_worker_start() {
     (
         cd "$REPO_DIR"
         exec env ${standin_env[@]+"${standin_env[@]}"} TEMPORAL_ADDRESS="$address" PYTHONUNBUFFERED=1 \
+            QLOOP_HOME="$QLOOP_HOME_DIR" QLOOP_POLICY_FILE="$POLICY_FILE" \
             nohup "$py" "$WORKER_SCRIPT" >>"$WORKER_LOG" 2>&1 </dev/null
     ) &
     pid=$!
@@ -340,7 +370,8 @@ cmd_logs() {
         worker) exec tail -n 50 -F "$WORKER_LOG" ;;
         standin) exec tail -n 50 -F "$STANDIN_LOG" ;;
         s3) exec tail -n 50 -F "$S3_LOG" ;;
-        *) die "logs: want 'server', 'worker', 'standin' or 's3'" ;;
+        codec) exec tail -n 50 -F "$CODEC_LOG" ;;
+        *) die "logs: want 'server', 'worker', 'standin', 's3' or 'codec'" ;;
     esac
 }
 
@@ -468,6 +499,53 @@ cmd_standin_env() {
     if pid_alive "$STANDIN_PID" "qpu_standin" >/dev/null; then standin_env_lines; fi
 }
 
+# Payload encryption for the worker, the CLI and the codec server: one key file and one token
+# file in QLOOP_HOME, created once, readable by their owner only, never printed.
+codec_init() {
+    [ "$CODEC" != "0" ] || return 0
+    [ -x "$VENV/bin/python" ] || die "no Python at $VENV/bin/python: run 'make venv' (or set VENV)."
+    (cd "$REPO_DIR" && QLOOP_HOME="$QLOOP_HOME_DIR" "$VENV/bin/python" -m schemas.payload_encryption init) ||
+        die "cannot create the codec key or token in $QLOOP_HOME_DIR"
+}
+
+# Like the stand-in: a codec server port held by something else only warns.
+start_codec_beside() {
+    [ "$CODEC" != "0" ] || return 0
+    if ! pid_alive "$CODEC_PID" "codec_server" >/dev/null && port_open "$IP" "$CODEC_PORT"; then
+        log "warning: codec server not started: port $CODEC_PORT is in use (set QLOOP_CODEC_PORT)."
+        return 0
+    fi
+    cmd_codec_start
+}
+
+cmd_codec_start() {
+    local pid
+    mkdir -p "$DATA_DIR"
+    if pid="$(pid_alive "$CODEC_PID" "codec_server")"; then
+        log "Codec server already running (pid $pid) on $(codec_url)."
+        return 0
+    fi
+    rm -f "$CODEC_PID"
+    port_open "$IP" "$CODEC_PORT" && die "codec server port $CODEC_PORT on $IP is already in use; set QLOOP_CODEC_PORT to a free port."
+    codec_init
+    log "Starting the codec server on $(codec_url) (log: $CODEC_LOG)..."
+    printf '\n=== %s codec_server %s\n' "$(date '+%Y-%m-%dT%H:%M:%S%z')" "$(codec_url)" >>"$CODEC_LOG"
+    (
+        cd "$REPO_DIR"
+        export PYTHONPATH="$REPO_DIR${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 QLOOP_HOME="$QLOOP_HOME_DIR"
+        exec nohup "$VENV/bin/python" "$SCRIPT_DIR/codec_server.py" --host "$IP" --port "$CODEC_PORT" \
+            --cors-origin "${QLOOP_CODEC_CORS_ORIGIN:-$(ui_url)}" >>"$CODEC_LOG" 2>&1 </dev/null
+    ) &
+    pid=$!
+    printf '%s\n' "$pid" >"$CODEC_PID"
+    wait_http "the codec server" "$pid" "http://$IP:$CODEC_PORT/health" "$CODEC_LOG" "$CODEC_PID"
+    log "Codec server is up (pid $pid). To read payloads in the Web UI, sign in at $(codec_url)/login"
+    log "  with the token in $(dirname "$CODEC_KEY_FILE")/codec-server-token (or \$QLOOP_CODEC_SERVER_TOKEN),"
+    log "  then turn on 'Include cross-origin credentials' in the UI's codec server settings."
+}
+
+cmd_codec_stop() { stop_pid "$CODEC_PID" "codec_server" "codec server" 10; }
+
 usage() {
     cat <<EOF
 usage: $(basename "$0") COMMAND
@@ -486,7 +564,11 @@ usage: $(basename "$0") COMMAND
   standin-restart stop, then start them
   standin-status  print running/stopped (exit 3 when the stand-in is stopped)
   standin-env     the worker's environment for the stand-in (KEY=VALUE lines; none when stopped)
-  logs [server|worker|standin|s3]  follow a log
+  codec-init      create the payload encryption key and codec server token in $QLOOP_HOME_DIR if missing
+  codec-start     start the codec server ($(codec_url)) the Web UI decodes payloads with
+  codec-stop      stop it
+  codec-restart   stop, then start it (after a key rotation)
+  logs [server|worker|standin|s3|codec]  follow a log
 
 Address $ADDRESS, Web UI $(ui_url), data in $DATA_DIR.
 EOF
@@ -509,6 +591,10 @@ main() {
         standin-restart) cmd_standin_stop && cmd_standin_start ;;
         standin-status) cmd_standin_status ;;
         standin-env) cmd_standin_env ;;
+        codec-init) codec_init ;;
+        codec-start) cmd_codec_start ;;
+        codec-stop) cmd_codec_stop ;;
+        codec-restart) cmd_codec_stop && cmd_codec_start ;;
         logs) cmd_logs "$@" ;;
         -h | --help | help) usage ;;
         *) usage >&2; exit 2 ;;

@@ -33,6 +33,9 @@ QUIET_FAULTS: dict[str, Any] = {
     "outages": [],
 }
 
+# The local stack's policies: the default account has a budget for the stand-in's QPU.
+POLICY_FILE = REPO_ROOT / "temporal-dev" / "policies.yaml"
+
 
 def free_ports(count: int) -> list[int]:
     sockets = []
@@ -48,9 +51,18 @@ def free_ports(count: int) -> list[int]:
 
 
 class LocalStack:
-    def __init__(self, folder: Path, task_queue: str) -> None:
-        temporal, ui, standin, s3 = free_ports(4)
+    def __init__(
+        self, folder: Path, task_queue: str, web_ui: bool = False, codec: bool = False
+    ) -> None:
+        """`web_ui` serves the dev server's Web UI at `ui_url` (off by default: only the browser
+        test needs it). `codec` creates a codec key and token in `qloop_home` (so the workers
+        encrypt payloads) and runs the codec server at `codec_url`; off by default, since most
+        tests read histories with plain clients."""
+        temporal, ui, standin, s3, codec_port = free_ports(5)
         self.folder = folder
+        self.qloop_home = folder / "qloop-home"
+        self.codec_url = f"http://127.0.0.1:{codec_port}"
+        self.ui_url = f"http://127.0.0.1:{ui}"
         self.data_dir = folder / "stack"
         self.address = f"127.0.0.1:{temporal}"
         self.standin_url = f"http://127.0.0.1:{standin}"
@@ -65,10 +77,13 @@ class LocalStack:
             "QLOOP_STACK_DATA_DIR": str(self.data_dir),
             "QLOOP_TEMPORAL_PORT": str(temporal),
             "QLOOP_TEMPORAL_UI_PORT": str(ui),
-            "QLOOP_TEMPORAL_UI": "0",
+            "QLOOP_TEMPORAL_UI": "1" if web_ui else "0",
             "QLOOP_STANDIN_PORT": str(standin),
             "QLOOP_S3_PORT": str(s3),
             "QLOOP_STACK_TIMEOUT": "90",
+            "QLOOP_HOME": str(self.qloop_home),
+            "QLOOP_CODEC": "1" if codec else "0",
+            "QLOOP_CODEC_PORT": str(codec_port),
         }
         self.workers: list[subprocess.Popen[bytes]] = []
 
@@ -92,7 +107,12 @@ class LocalStack:
         for worker in self.workers:
             if worker.poll() is None:
                 worker.terminate()
-                worker.wait(timeout=30)
+                try:
+                    worker.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    # A worker stuck in shutdown must not leave the server and stand-in running.
+                    worker.kill()
+                    worker.wait(timeout=30)
         self.sh("stop")
 
     def restart_temporal(self) -> None:
@@ -110,15 +130,19 @@ class LocalStack:
         env.update(
             TEMPORAL_ADDRESS=self.address,
             QLOOP_TASK_QUEUE=self.task_queue,
-            QLOOP_HOME=str(self.folder / "qloop-home"),
+            QLOOP_HOME=str(self.qloop_home),
             QLOOP_LOG_LEVEL="WARNING",
+            QLOOP_POLICY_FILE=str(POLICY_FILE),
         )
         return env
 
-    def start_worker(self, role: str = "all") -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, role: str = "all", extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """role "all" serves everything on `task_queue`; "orchestration" and "compute" split the
-        stages between `task_queue` and `compute_task_queue` (start experiments accordingly)."""
-        env = self.worker_env()
+        stages between `task_queue` and `compute_task_queue` (start experiments accordingly).
+        `extra_env` adds to the worker's environment (e.g. QLOOP_POLICY_FILE)."""
+        env = {**self.worker_env(), **(extra_env or {})}
         if role != "all":
             env["QLOOP_COMPUTE_TASK_QUEUE"] = self.compute_task_queue
         log = (self.folder / f"worker-{len(self.workers)}-{role}.log").open("wb")

@@ -1,22 +1,58 @@
 """ExperimentWorkflow: one pass of the hybrid loop for one request.
 
-preprocess → prevalidate → plan → submit → wait (poll with timers) → fetch → mitigate →
-postprocess. Each stage is an activity; waiting on a provider holds no activity or thread.
+preprocess → prevalidate → plan → breaker → policy → approval → budget → submit → wait (poll
+with timers) → fetch → mitigate → postprocess. Each stage is an activity; waiting on a provider
+or on a person holds no activity or thread. People and ops tooling steer a running experiment
+with approve / reject (signal or update), pause / resume / reroute / cancel (signals) and
+Temporal's own cancellation; a backend that fails or is refused hands the work to the next one
+of the request's fallback chain, and the report says which one answered and why.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from schemas.budget import (
+        Release,
+        ReleaseBudgetInput,
+        Reservation,
+        ReservationOutcome,
+        ReserveBudgetInput,
+        SettleBudgetInput,
+        Settlement,
+    )
+    from schemas.control import (
+        APPROVE,
+        CANCEL,
+        PAUSE,
+        REJECT,
+        REROUTE,
+        RESUME,
+        ApprovalDecision,
+        ApprovalRecord,
+        BudgetRecord,
+        Governance,
+        OpsCommand,
+        OpsEvent,
+        RecordedDecision,
+        RerouteCommand,
+        RouteChange,
+    )
     from schemas.execution import JobRef, JobState, JobStatus
+    from schemas.health import AcquireBackendInput, Permit, ReportOutcomeInput
     from schemas.pipeline import (
+        ApprovalRequirement,
+        ClassicalReportInput,
+        EndedReportInput,
         ExecutionPlan,
         ExperimentInput,
         FetchedResult,
@@ -25,6 +61,8 @@ with workflow.unsafe.imports_passed_through():
         MitigateInput,
         MitigationOutcome,
         PlanInput,
+        PolicyDecision,
+        PolicyInput,
         PostprocessInput,
         PreparedExperiment,
         PreprocessInput,
@@ -39,9 +77,11 @@ with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes as attrs
 
 INVALID_REQUEST = "InvalidRequest"
+CLASSICAL = "classical"
 
 ResultT = TypeVar("ResultT")
 JOB_STATUS_ATTRIBUTES_PATCH = "job-status-search-attributes"
+GOVERNANCE_PATCH = "governance"
 
 # Computation stages are pure functions of their input: a few quick retries cover a lost worker.
 COMPUTE_RETRY = RetryPolicy(
@@ -60,6 +100,16 @@ PROVIDER_RETRY = RetryPolicy(
     maximum_attempts=30,
     non_retryable_error_types=[INVALID_REQUEST, "Rejected", "JobFailed"],
 )
+# Ledger and breaker calls are idempotent updates to entity workflows on the same cluster: retry
+# them for as long as the cluster needs to come back.
+ENTITY_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+)
+# Errors after which a backend is given up for the next one of the fallback chain.
+BACKEND_FAILURES = ("Rejected", "JobFailed", "Transient", "QueueDeadlineExceeded")
+BUDGET_RETRY_CEILING = timedelta(minutes=10)
 
 
 def client_token(workflow_id: str, run_id: str, submission_index: int) -> str:
@@ -73,6 +123,41 @@ def describe_backend(choice: BackendChoice) -> str:
     return f"{choice.provider}/{choice.device}{profile}"
 
 
+def is_remote(choice: BackendChoice) -> bool:
+    """Remote backends (a device ARN) can fail, queue and cost money; local simulators cannot."""
+    return choice.device.startswith("arn:")
+
+
+def on_backend(request: ExperimentRequest, backend: BackendChoice) -> ExperimentRequest:
+    return request.model_copy(
+        update={"execution": request.execution.model_copy(update={"backend": backend})}
+    )
+
+
+class LeaveBackend(Exception):
+    """Give up the current backend: for `to`, or the next one of the fallback chain."""
+
+    def __init__(
+        self,
+        kind: Literal["reroute", "fallback"],
+        why: str,
+        to: BackendChoice | None = None,
+    ) -> None:
+        super().__init__(why)
+        self.kind = kind
+        self.why = why
+        self.to = to
+        self.cancelled_job: str | None = None
+
+
+class CancelRequested(Exception):
+    """The `cancel` signal, raised at the next point where the experiment can stop cleanly."""
+
+    def __init__(self, command: OpsCommand) -> None:
+        super().__init__(command.reason)
+        self.command = command
+
+
 @workflow.defn(name="ExperimentWorkflow")
 class ExperimentWorkflow:
     def __init__(self) -> None:
@@ -80,10 +165,112 @@ class ExperimentWorkflow:
         self._published_stage: Stage | None = None
         self._compute_queue: str | None = None
         self._timings: dict[str, float] = {}
+        self._governance: Governance | None = None
+        self._pending_approval: ApprovalRequirement | None = None
+        self._decision: RecordedDecision | None = None
+        self._paused = False
+        self._reroute: RerouteCommand | None = None
+        self._cancel: OpsCommand | None = None
+        self._submissions = 0
+        self._job: tuple[JobRef, BackendChoice] | None = None
+        self._reservation: BudgetRecord | None = None
+        self._fallbacks: list[BackendChoice | str] = []
+        self._last_prepared: tuple[ExperimentRequest, PreparedExperiment, Prevalidation] | None = (
+            None
+        )
 
     @workflow.query(name="progress")
     def progress(self) -> Progress:
         return self._progress
+
+    # --- messages from people and ops tooling ----------------------------------------------
+
+    @workflow.signal(name=APPROVE)
+    def approve_signal(self, decision: ApprovalDecision) -> None:
+        self._decide("approved", decision)
+
+    @workflow.update(name=APPROVE)
+    def approve_update(self, decision: ApprovalDecision) -> RecordedDecision:
+        return self._counted_or_raise(self._decide("approved", decision))
+
+    @workflow.signal(name=REJECT)
+    def reject_signal(self, decision: ApprovalDecision) -> None:
+        self._decide("rejected", decision)
+
+    @workflow.update(name=REJECT)
+    def reject_update(self, decision: ApprovalDecision) -> RecordedDecision:
+        return self._counted_or_raise(self._decide("rejected", decision))
+
+    @workflow.signal(name=PAUSE)
+    def pause(self, command: OpsCommand | None = None) -> None:
+        self._paused = True
+        self._record_ops("pause", command or OpsCommand())
+
+    @workflow.signal(name=RESUME)
+    def resume(self, command: OpsCommand | None = None) -> None:
+        self._paused = False
+        self._record_ops("resume", command or OpsCommand())
+
+    @workflow.signal(name=REROUTE)
+    def reroute(self, command: RerouteCommand) -> None:
+        self._reroute = command
+        self._record_ops("reroute", command)
+
+    @workflow.signal(name=CANCEL)
+    def cancel(self, command: OpsCommand | None = None) -> None:
+        self._cancel = command or OpsCommand()
+        self._record_ops("cancel", self._cancel)
+
+    def _decide(
+        self, verdict: Literal["approved", "rejected"], decision: ApprovalDecision
+    ) -> RecordedDecision:
+        pending = self._pending_approval
+        if pending is None:
+            note = f"nothing awaits approval (stage {self._progress.stage.value})"
+        elif decision.approver not in pending.approvers:
+            note = (
+                f"{decision.approver!r} is not an approver for this experiment; "
+                f"approvers: {', '.join(pending.approvers)}"
+            )
+        elif self._decision is not None:
+            note = f"already {self._decision.verdict} by {self._decision.approver}"
+        else:
+            self._decision = RecordedDecision(
+                verdict=verdict,
+                approver=decision.approver,
+                reason=decision.reason,
+                at=workflow.now(),
+            )
+            return self._decision
+        refused = RecordedDecision(
+            verdict="refused",
+            approver=decision.approver,
+            reason=decision.reason,
+            at=workflow.now(),
+            note=f"{verdict[:-1]} refused: {note}",
+        )
+        workflow.logger.warning("approval decision refused: %s", refused.note)
+        if self._governance is not None:
+            self._govern(refused_decisions=[*self._governance.refused_decisions, refused])
+        return refused
+
+    @staticmethod
+    def _counted_or_raise(decision: RecordedDecision) -> RecordedDecision:
+        if decision.verdict == "refused":
+            raise ApplicationError(decision.note, type="DecisionRefused", non_retryable=True)
+        return decision
+
+    def _record_ops(
+        self, action: Literal["pause", "resume", "reroute", "cancel"], command: OpsCommand
+    ) -> None:
+        if self._governance is None:
+            return
+        event = OpsEvent(at=workflow.now(), action=action, by=command.by, reason=command.reason)
+        self._govern(ops=[*self._governance.ops, event])
+        if self._progress.stage not in (Stage.COMPLETED, Stage.FAILED):
+            self._set_progress(paused=self._paused)
+
+    # --- the run ----------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, input: ExperimentInput) -> ExperimentReport:
@@ -100,18 +287,637 @@ class ExperimentWorkflow:
             ]
         )
         try:
-            return await self._run_stages(experiment_id, request, input)
+            if not workflow.patched(GOVERNANCE_PATCH):
+                return await self._run_ungoverned(experiment_id, request, input)
+            return await self._run_governed(request, input)
         except ActivityError as error:
             cause = error.cause
             message = cause.message if isinstance(cause, ApplicationError) else str(cause)
             error_type = cause.type if isinstance(cause, ApplicationError) else None
             failed_stage = self._progress.stage
+            await self._release_reservation(f"experiment failed in {failed_stage.value}")
             self._set_progress(stage=Stage.FAILED, error=f"{failed_stage.value}: {message}")
             raise ApplicationError(
                 f"{failed_stage.value} failed: {message}", type=error_type, non_retryable=True
             ) from error
 
-    async def _run_stages(
+    async def _run_governed(
+        self, request: ExperimentRequest, input: ExperimentInput
+    ) -> ExperimentReport:
+        requested = request.execution.backend
+        self._governance = Governance(
+            account=request.policy.account, requested_backend=describe_backend(requested)
+        )
+        self._fallbacks = list(request.execution.fallback)
+        backend: BackendChoice | str = requested
+        try:
+            while True:
+                if not isinstance(backend, BackendChoice):
+                    return await self._classical_report(request)
+                try:
+                    return await self._attempt(on_backend(request, backend), input)
+                except LeaveBackend as leave:
+                    backend = self._next_backend(backend, leave)
+        except (asyncio.CancelledError, CancelRequested) as stop:
+            command = stop.command if isinstance(stop, CancelRequested) else OpsCommand()
+            return await self._cancelled(request, command)
+
+    def _next_backend(self, current: BackendChoice, leave: LeaveBackend) -> BackendChoice | str:
+        following = leave.to
+        if following is None:
+            if not self._fallbacks:
+                self._set_progress(stage=Stage.FAILED, error=leave.why)
+                raise ApplicationError(
+                    f"{leave.why}; no fallback left (execution.fallback)",
+                    type="NoBackendLeft",
+                    non_retryable=True,
+                )
+            following = self._fallbacks.pop(0)
+        to_name = describe_backend(following) if isinstance(following, BackendChoice) else CLASSICAL
+        change = RouteChange(
+            at=workflow.now(),
+            from_backend=describe_backend(current),
+            to_backend=to_name,
+            kind=leave.kind,
+            why=leave.why,
+            cancelled_job=leave.cancelled_job,
+        )
+        assert self._governance is not None
+        self._govern(route=[*self._governance.route, change])
+        workflow.logger.info("leaving %s for %s: %s", change.from_backend, to_name, leave.why)
+        return following
+
+    async def _attempt(
+        self, request: ExperimentRequest, input: ExperimentInput
+    ) -> ExperimentReport:
+        """One backend: everything from its circuits to its report, or LeaveBackend."""
+        backend = request.execution.backend
+        name = describe_backend(backend)
+        self._switch_backend(backend)
+        experiment_id = workflow.info().workflow_id
+        prepared, prevalidation, plan = await self._prepare(experiment_id, request)
+        self._check_interrupts()
+        if is_remote(backend):
+            permit = await self._entity_call(
+                "acquire_backend",
+                AcquireBackendInput(backend=name, experiment_id=experiment_id),
+                Permit,
+            )
+            if not permit.allowed:
+                raise LeaveBackend("fallback", f"circuit breaker of {name}: {permit.reason}")
+        decision = await self._evaluate_policy(request, prepared, plan)
+        if not decision.allowed:
+            return await self._ended(
+                request, "rejected", f"policy rule {decision.rule}: {decision.message}", plan
+            )
+        if decision.approval is not None:
+            rejected = await self._await_approval(request, decision.approval, plan)
+            if rejected is not None:
+                return rejected
+        if plan.cost_estimate.usd > 0:
+            refused = await self._reserve_budget(request, plan, decision)
+            if refused is not None:
+                return refused
+        try:
+            await self._hold_while_paused()
+            job = await self._submit_governed(request, plan)
+            await self._wait_governed(job, backend, input)
+        except LeaveBackend as leave:
+            leave.cancelled_job = await self._cancel_provider_job()
+            await self._release_reservation(leave.why)
+            raise
+        except ActivityError as error:
+            why = self._backend_failure(error)
+            if why is None:
+                raise
+            await self._backend_failed(backend, why)
+        except ApplicationError as error:
+            if error.type not in BACKEND_FAILURES:
+                raise
+            await self._backend_failed(backend, error.message)
+        if is_remote(backend):
+            await self._entity_call(
+                "report_backend_outcome",
+                ReportOutcomeInput(
+                    backend=name, experiment_id=experiment_id, success=True, detail="job completed"
+                ),
+                None,
+            )
+        return await self._finish(experiment_id, request, prepared, prevalidation, plan)
+
+    async def _backend_failed(self, backend: BackendChoice, why: str) -> None:
+        """Tell the breaker, free the money, and hand the work to the next backend."""
+        name = describe_backend(backend)
+        self._job = None
+        if is_remote(backend):
+            await self._entity_call(
+                "report_backend_outcome",
+                ReportOutcomeInput(
+                    backend=name,
+                    experiment_id=workflow.info().workflow_id,
+                    success=False,
+                    detail=why,
+                ),
+                None,
+            )
+        await self._release_reservation(f"{name} failed: {why}")
+        raise LeaveBackend("fallback", f"{name} failed: {why}")
+
+    @staticmethod
+    def _backend_failure(error: ActivityError) -> str | None:
+        cause = error.cause
+        if isinstance(cause, ApplicationError) and cause.type in BACKEND_FAILURES:
+            return cause.message
+        return None
+
+    async def _prepare(
+        self, experiment_id: str, request: ExperimentRequest
+    ) -> tuple[PreparedExperiment, Prevalidation, ExecutionPlan]:
+        prepared = await self._stage(
+            Stage.PREPROCESSING,
+            "preprocess",
+            PreprocessInput(experiment_id=experiment_id, request=request),
+            PreparedExperiment,
+            task_queue=self._compute_queue,
+        )
+        prevalidation = await self._stage(
+            Stage.PREVALIDATING,
+            "prevalidate",
+            PrevalidateInput(experiment_id=experiment_id, request=request, prepared=prepared),
+            Prevalidation,
+            task_queue=self._compute_queue,
+        )
+        self._last_prepared = (request, prepared, prevalidation)
+        plan = await self._stage(
+            Stage.PLANNING,
+            "plan",
+            PlanInput(experiment_id=experiment_id, request=request, prepared=prepared),
+            ExecutionPlan,
+            task_queue=self._compute_queue,
+        )
+        self._set_progress(estimated_cost_usd=plan.cost_estimate.usd)
+        workflow.upsert_search_attributes(
+            [attrs.ESTIMATED_COST_USD.value_set(plan.cost_estimate.usd)]
+        )
+        return prepared, prevalidation, plan
+
+    async def _finish(
+        self,
+        experiment_id: str,
+        request: ExperimentRequest,
+        prepared: PreparedExperiment,
+        prevalidation: Prevalidation,
+        plan: ExecutionPlan,
+    ) -> ExperimentReport:
+        assert self._job is not None
+        job, backend = self._job
+        fetched = await self._stage(
+            Stage.FETCHING,
+            "fetch_result",
+            FetchInput(experiment_id=experiment_id, backend=backend, job=job),
+            FetchedResult,
+            timeout=timedelta(minutes=10),
+            retry=PROVIDER_RETRY,
+        )
+        self._job = None
+        await self._settle_reservation(fetched.actual_cost.usd)
+        mitigation = await self._stage(
+            Stage.MITIGATING,
+            "mitigate",
+            MitigateInput(
+                experiment_id=experiment_id,
+                request=request,
+                prepared=prepared,
+                plan=plan,
+                counts_uri=fetched.counts_uri,
+                ideal_value=prevalidation.ideal_value,
+            ),
+            MitigationOutcome,
+            task_queue=self._compute_queue,
+        )
+        report = await self._stage(
+            Stage.POSTPROCESSING,
+            "postprocess",
+            PostprocessInput(
+                experiment_id=experiment_id,
+                request=request,
+                prepared=prepared,
+                prevalidation=prevalidation,
+                plan=plan,
+                job=job,
+                fetched=fetched,
+                mitigation=mitigation,
+                timings_seconds=self._timings,
+                governance=self._governance,
+                produced_by_reason=self._route_summary(),
+            ),
+            ExperimentReport,
+            task_queue=self._compute_queue,
+        )
+        self._set_progress(stage=Stage.COMPLETED)
+        return report
+
+    def _route_summary(self) -> str | None:
+        """Why another backend than the requested one answered (None when none did)."""
+        if self._governance is None or not self._governance.route:
+            return None
+        last = self._governance.route[-1]
+        return (
+            f"requested {self._governance.requested_backend}; ran on {last.to_backend} after "
+            f"{last.kind} from {last.from_backend}: {last.why}"
+        )
+
+    # --- policy, approval, budget -------------------------------------------------------------
+
+    async def _evaluate_policy(
+        self, request: ExperimentRequest, prepared: PreparedExperiment, plan: ExecutionPlan
+    ) -> PolicyDecision:
+        self._set_progress(stage=Stage.CHECKING_POLICY)
+        return await workflow.execute_local_activity(
+            "evaluate_policy",
+            PolicyInput(
+                account=request.policy.account,
+                backend=request.execution.backend,
+                tier=prepared.capabilities.tier,
+                shots=request.execution.shots,
+                estimated_cost_usd=plan.cost_estimate.usd,
+                request_max_cost_usd=request.policy.max_cost_usd,
+            ),
+            result_type=PolicyDecision,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=ENTITY_RETRY,
+            summary="policy",
+        )
+
+    async def _await_approval(
+        self, request: ExperimentRequest, requirement: ApprovalRequirement, plan: ExecutionPlan
+    ) -> ExperimentReport | None:
+        """Waits durably for a listed approver; returns a rejected report, None when approved,
+        or leaves for a simulator when the rule says so after a timeout."""
+        name = describe_backend(request.execution.backend)
+        timeout = timedelta(seconds=requirement.timeout_seconds)
+        record = ApprovalRecord(
+            backend=name,
+            why_required=requirement.why,
+            approvers=requirement.approvers,
+            timeout=timeout,
+            on_timeout=requirement.on_timeout,
+            requested_at=workflow.now(),
+        )
+        self._pending_approval = requirement
+        self._decision = None
+        self._set_progress(
+            stage=Stage.AWAITING_APPROVAL,
+            awaiting=f"approval by one of {', '.join(requirement.approvers)}: {requirement.why}",
+        )
+        workflow.upsert_search_attributes([attrs.AWAITING_APPROVAL.value_set(True)])
+        timed_out = False
+        try:
+            await workflow.wait_condition(
+                lambda: self._decision is not None or self._interrupt_pending(),
+                timeout=timeout,
+                timeout_summary="approval timeout",
+            )
+        except TimeoutError:
+            timed_out = True
+        finally:
+            self._pending_approval = None
+            workflow.upsert_search_attributes([attrs.AWAITING_APPROVAL.value_set(False)])
+            self._set_progress(awaiting=None)
+        decision = self._decision
+        outcome = "timed_out" if timed_out else (decision.verdict if decision else "pending")
+        assert self._governance is not None
+        self._govern(
+            approvals=[
+                *self._governance.approvals,
+                record.model_copy(update={"outcome": outcome, "decision": decision}),
+            ]
+        )
+        if timed_out:
+            why = f"no decision within {timeout} from {', '.join(requirement.approvers)}"
+            simulator = (
+                self._simulator_fallback(request.execution.backend)
+                if requirement.on_timeout == "fallback"
+                else None
+            )
+            if simulator is None:
+                return await self._ended(request, "rejected", f"approval timed out: {why}", plan)
+            raise LeaveBackend("fallback", f"approval timed out: {why}", to=simulator)
+        if decision is None:
+            self._check_interrupts()
+        assert decision is not None
+        if decision.verdict == "rejected":
+            reason = f": {decision.reason}" if decision.reason else ""
+            return await self._ended(
+                request, "rejected", f"rejected by {decision.approver}{reason}", plan
+            )
+        return None
+
+    def _simulator_fallback(self, current: BackendChoice) -> BackendChoice | None:
+        """The first local simulator of the fallback chain, else the ideal Aer simulator; None
+        when the experiment already waited on a simulator and the chain offers no other."""
+        for choice in self._fallbacks:
+            if isinstance(choice, BackendChoice) and not is_remote(choice):
+                self._fallbacks.remove(choice)
+                return choice
+        if not is_remote(current):
+            return None
+        return BackendChoice(provider="aer", device="ideal")
+
+    async def _reserve_budget(
+        self, request: ExperimentRequest, plan: ExecutionPlan, decision: PolicyDecision
+    ) -> ExperimentReport | None:
+        """Reserves the estimated cost before submission; a refusal ends the experiment or waits
+        for money to free up, as the account's policy says."""
+        account = request.policy.account
+        info = workflow.info()
+        key = f"{info.workflow_id}/{info.run_id}/{self._submissions}"
+        reservation = Reservation(
+            key=key,
+            experiment_id=workflow.info().workflow_id,
+            amount_usd=plan.cost_estimate.usd,
+            backend=describe_backend(request.execution.backend),
+            note=request.name,
+        )
+        started = workflow.now()
+        interval = timedelta(seconds=30)
+        while True:
+            outcome = await self._entity_call(
+                "reserve_budget",
+                ReserveBudgetInput(
+                    account=account,
+                    reservation=reservation,
+                    initial_limit_usd=decision.budget_default.limit_usd,
+                    initial_period=decision.budget_default.period,
+                ),
+                ReservationOutcome,
+            )
+            if outcome.accepted:
+                break
+            if decision.on_budget_exhausted == "refuse":
+                return await self._ended(request, "rejected", f"budget: {outcome.message}", plan)
+            if workflow.now() - started >= request.policy.max_queue_wait:
+                return await self._ended(
+                    request,
+                    "rejected",
+                    f"budget: still no room after max_queue_wait "
+                    f"{request.policy.max_queue_wait}: {outcome.message}",
+                    plan,
+                )
+            self._set_progress(stage=Stage.AWAITING_BUDGET, awaiting=f"budget: {outcome.message}")
+            await self._interruptible_sleep(interval, "wait for budget")
+            interval = min(interval * 2, BUDGET_RETRY_CEILING)
+        self._set_progress(awaiting=None)
+        self._reservation = BudgetRecord(
+            account=account, reservation_key=key, reserved_usd=plan.cost_estimate.usd
+        )
+        assert self._governance is not None
+        self._govern(budget=[*self._governance.budget, self._reservation])
+        return None
+
+    async def _settle_reservation(self, actual_usd: float) -> None:
+        reservation = self._reservation
+        if reservation is None:
+            return
+        await self._entity_call(
+            "settle_budget",
+            SettleBudgetInput(
+                account=reservation.account,
+                settlement=Settlement(key=reservation.reservation_key, actual_usd=actual_usd),
+            ),
+            None,
+        )
+        self._reservation = None
+        self._replace_budget_record(reservation, committed_usd=actual_usd)
+
+    async def _release_reservation(self, reason: str) -> None:
+        reservation = self._reservation
+        if reservation is None:
+            return
+        await self._entity_call(
+            "release_budget",
+            ReleaseBudgetInput(
+                account=reservation.account,
+                release=Release(key=reservation.reservation_key, reason=reason),
+            ),
+            None,
+        )
+        self._reservation = None
+        self._replace_budget_record(reservation, released=True)
+
+    def _replace_budget_record(self, old: BudgetRecord, **changes: object) -> None:
+        assert self._governance is not None
+        records = [
+            record.model_copy(update=changes)
+            if record.reservation_key == old.reservation_key
+            else record
+            for record in self._governance.budget
+        ]
+        self._govern(budget=records)
+
+    async def _entity_call(
+        self, activity: str, arg: object, result_type: type[ResultT] | None
+    ) -> ResultT:
+        return await workflow.execute_activity(
+            activity,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=ENTITY_RETRY,
+            summary=activity,
+        )
+
+    # --- steering: pause, reroute, cancel -------------------------------------------------------
+
+    def _interrupt_pending(self) -> bool:
+        return self._reroute is not None or self._cancel is not None
+
+    def _check_interrupts(self) -> None:
+        if self._cancel is not None:
+            raise CancelRequested(self._cancel)
+        if self._reroute is not None:
+            command, self._reroute = self._reroute, None
+            by = f" by {command.by}" if command.by else ""
+            reason = f": {command.reason}" if command.reason else ""
+            raise LeaveBackend("reroute", f"rerouted{by}{reason}", to=command.backend)
+
+    async def _hold_while_paused(self) -> None:
+        self._check_interrupts()
+        if not self._paused:
+            return
+        previous = self._progress.stage
+        self._set_progress(stage=Stage.PAUSED, awaiting="resume (the experiment is paused)")
+        await workflow.wait_condition(lambda: not self._paused or self._interrupt_pending())
+        self._set_progress(stage=previous, awaiting=None)
+        self._check_interrupts()
+
+    async def _interruptible_sleep(self, interval: timedelta, summary: str) -> None:
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                self._interrupt_pending, timeout=interval, timeout_summary=summary
+            )
+        self._check_interrupts()
+
+    async def _cancel_provider_job(self) -> str | None:
+        """Cancels the submitted job, if any; returns its id. A job that finished meanwhile
+        cannot be cancelled, which the adapters treat as done."""
+        if self._job is None:
+            return None
+        job, backend = self._job
+        self._job = None
+        await workflow.execute_activity(
+            "cancel_job",
+            JobInput(backend=backend, job=job),
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=PROVIDER_RETRY,
+            summary="cancel job",
+        )
+        return job.job_id
+
+    async def _cancelled(self, request: ExperimentRequest, command: OpsCommand) -> ExperimentReport:
+        job_id = await self._cancel_provider_job()
+        await self._release_reservation("experiment cancelled")
+        by = f" by {command.by}" if command.by else ""
+        reason = f": {command.reason}" if command.reason else ""
+        job = f"; provider job {job_id} cancelled" if job_id else ""
+        return await self._ended(request, "cancelled", f"cancelled{by}{reason}{job}", None)
+
+    # --- reports without a quantum answer -------------------------------------------------------
+
+    async def _ended(
+        self,
+        request: ExperimentRequest,
+        status: Literal["rejected", "cancelled"],
+        reason: str,
+        plan: ExecutionPlan | None,
+    ) -> ExperimentReport:
+        assert self._governance is not None
+        report = await self._stage(
+            Stage.POSTPROCESSING,
+            "ended_report",
+            EndedReportInput(
+                experiment_id=workflow.info().workflow_id,
+                request=request,
+                status=status,
+                reason=reason,
+                estimated_cost_usd=plan.cost_estimate.usd if plan else 0.0,
+                actual_cost_usd=0.0,
+                timings_seconds=self._timings,
+                governance=self._governance,
+            ),
+            ExperimentReport,
+            task_queue=self._compute_queue,
+        )
+        self._set_progress(
+            stage=Stage.REJECTED if status == "rejected" else Stage.CANCELLED, error=reason
+        )
+        return report
+
+    async def _classical_report(self, request: ExperimentRequest) -> ExperimentReport:
+        assert self._governance is not None
+        if self._last_prepared is None:
+            self._last_prepared = await self._prepare_reference(request)
+        prepared_request, prepared, prevalidation = self._last_prepared
+        self._set_progress(backend=CLASSICAL)
+        report = await self._stage(
+            Stage.POSTPROCESSING,
+            "classical_report",
+            ClassicalReportInput(
+                experiment_id=workflow.info().workflow_id,
+                request=prepared_request,
+                prepared=prepared,
+                prevalidation=prevalidation,
+                timings_seconds=self._timings,
+                governance=self._governance,
+                reason=self._route_summary() or "the fallback chain ends with classical",
+            ),
+            ExperimentReport,
+            task_queue=self._compute_queue,
+        )
+        self._set_progress(stage=Stage.COMPLETED)
+        return report
+
+    async def _prepare_reference(
+        self, request: ExperimentRequest
+    ) -> tuple[ExperimentRequest, PreparedExperiment, Prevalidation]:
+        experiment_id = workflow.info().workflow_id
+        prepared, prevalidation, _ = await self._prepare(experiment_id, request)
+        return request, prepared, prevalidation
+
+    # --- submission and waiting -------------------------------------------------------------------
+
+    async def _submit_governed(self, request: ExperimentRequest, plan: ExecutionPlan) -> JobRef:
+        index = self._submissions
+        self._submissions += 1
+        token = client_token(workflow.info().workflow_id, workflow.info().run_id, index)
+        backend = request.execution.backend
+        job = await self._stage(
+            Stage.SUBMITTING,
+            "submit",
+            SubmitInput(
+                backend=backend,
+                batch_uri=plan.batch_uri,
+                shots=request.execution.shots,
+                seed=request.execution.seed,
+                client_token=token,
+            ),
+            JobRef,
+            timeout=timedelta(minutes=2),
+            retry=PROVIDER_RETRY,
+        )
+        self._job = (job, backend)
+        return job
+
+    async def _wait_governed(
+        self, job: JobRef, backend: BackendChoice, input: ExperimentInput
+    ) -> None:
+        """Polls with growing intervals; polling is held while paused (the job keeps its place
+        in the provider's queue) and a reroute or cancel interrupts the wait."""
+        self._set_progress(stage=Stage.WAITING, job_state=JobState.QUEUED, polls=0)
+        started = workflow.now()
+        deadline = started + input.request.policy.max_queue_wait
+        interval = timedelta(seconds=input.polling.initial_seconds)
+        ceiling = timedelta(seconds=input.polling.ceiling_seconds)
+        while True:
+            await self._hold_while_paused()
+            status = await workflow.execute_activity(
+                "check_job",
+                JobInput(backend=backend, job=job),
+                result_type=JobStatus,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=PROVIDER_RETRY,
+                summary="poll",
+            )
+            self._publish_job_status(status)
+            self._set_progress(
+                job_state=status.state,
+                queue_position=status.queue_position,
+                polls=self._progress.polls + 1,
+            )
+            if status.state == JobState.DONE:
+                break
+            if status.state.is_final:
+                self._job = None
+                raise ApplicationError(
+                    f"job {job.job_id} on {job.device} ended {status.state.value}: "
+                    f"{status.message or 'no reason given'}",
+                    type="JobFailed",
+                    non_retryable=True,
+                )
+            if workflow.now() >= deadline:
+                raise ApplicationError(
+                    f"job {job.job_id} still {status.state.value} after the request's "
+                    f"max_queue_wait of {input.request.policy.max_queue_wait}",
+                    type="QueueDeadlineExceeded",
+                    non_retryable=True,
+                )
+            await self._interruptible_sleep(interval, "wait for provider")
+            interval = min(interval * 2, ceiling)
+        self._record_time(Stage.WAITING.value, started)
+
+    # --- experiments started before governance existed (kept for replay) ------------------------
+
+    async def _run_ungoverned(
         self, experiment_id: str, request: ExperimentRequest, input: ExperimentInput
     ) -> ExperimentReport:
         backend = request.execution.backend
@@ -319,6 +1125,19 @@ class ExperimentWorkflow:
             workflow.upsert_search_attributes([attrs.STAGE.value_set(self._progress.stage.value)])
         workflow.set_current_details(self._details_markdown())
 
+    def _govern(self, **changes: object) -> None:
+        assert self._governance is not None
+        self._governance = self._governance.model_copy(update=changes)
+        self._set_progress(governance=self._governance)
+
+    def _switch_backend(self, backend: BackendChoice) -> None:
+        name = describe_backend(backend)
+        if name != self._progress.backend:
+            workflow.upsert_search_attributes(
+                [attrs.BACKEND.value_set(name), attrs.PROVIDER.value_set(backend.provider)]
+            )
+        self._set_progress(backend=name, job_state=None, queue_position=None, polls=0)
+
     def _details_markdown(self) -> str:
         progress = self._progress
         lines = [f"**Stage:** {progress.stage.value}", f"**Backend:** {progress.backend}"]
@@ -330,6 +1149,27 @@ class ExperimentWorkflow:
             lines.append(
                 f"Waiting for the provider: job {state}{queue}, {progress.polls} polls so far."
             )
+        if progress.paused:
+            lines.append("**Paused.** Resume: `qloop resume ID` or signal `resume`.")
+        if progress.stage == Stage.AWAITING_APPROVAL and self._pending_approval is not None:
+            lines.extend(self._approval_instructions(self._pending_approval))
+        elif progress.awaiting:
+            lines.append(f"**Waiting for:** {progress.awaiting}")
         if progress.error:
             lines.append(f"**Error:** {progress.error}")
         return "\n\n".join(lines)
+
+    @staticmethod
+    def _approval_instructions(requirement: ApprovalRequirement) -> list[str]:
+        experiment_id = workflow.info().workflow_id
+        example = '{"approver": "NAME", "reason": "why"}'
+        timeout = timedelta(seconds=requirement.timeout_seconds)
+        return [
+            f"**Waiting for approval** by one of: {', '.join(requirement.approvers)}. "
+            f"Why: {requirement.why}.",
+            f"Approve: `qloop approve {experiment_id} --as NAME --reason ...` (or `qloop reject`), "
+            f"or send the signal `approve` / `reject` with `{example}` from this page "
+            "or with `temporal workflow signal`.",
+            f"Without a decision within {timeout} the experiment is "
+            f"{'rejected' if requirement.on_timeout == 'reject' else 'run on a simulator'}.",
+        ]

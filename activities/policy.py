@@ -1,0 +1,121 @@
+"""Policy: may this account run this work on this backend, and does a person have to approve it?
+
+`evaluate` is a pure function of the account's policy and the facts of one attempt (backend,
+tier, shots, estimated cost); the activity reads the policy file at decision time, so a change
+of policy applies to the next decision without restarting anything.
+"""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from schemas.execution import Tier
+from schemas.pipeline import ApprovalRequirement, PolicyDecision, PolicyInput
+from schemas.policy import AccountPolicy, PolicyError, backend_allowed, load_policy_book
+from schemas.request import BackendChoice, ExperimentRequest
+
+POLICY_REFUSED = "PolicyRefused"
+
+
+def backend_name(choice: BackendChoice) -> str:
+    profile = f":{choice.noise_profile}" if choice.noise_profile else ""
+    return f"{choice.provider}/{choice.device}{profile}"
+
+
+def static_refusal(
+    policy: AccountPolicy, account: str, backend: BackendChoice, tier: Tier, shots: int
+) -> tuple[str, str] | None:
+    """The rules that need no cost estimate: (rule, message) of the first one broken."""
+    name = backend_name(backend)
+    if not backend_allowed(policy, name):
+        return (
+            "allowed_backends",
+            f"account {account!r} may not use {name}; allowed: "
+            f"{', '.join(policy.allowed_backends)}",
+        )
+    if tier not in policy.allowed_tiers:
+        return (
+            "allowed_tiers",
+            f"account {account!r} may not use the {tier.value} tier ({name}); allowed: "
+            f"{', '.join(t.value for t in policy.allowed_tiers)}",
+        )
+    if policy.max_shots is not None and shots > policy.max_shots:
+        return (
+            "max_shots",
+            f"{shots} shots exceed account {account!r}'s maximum of {policy.max_shots}",
+        )
+    return None
+
+
+def evaluate(policy: AccountPolicy, input: PolicyInput) -> PolicyDecision:
+    refusal = static_refusal(policy, input.account, input.backend, input.tier, input.shots)
+    cost = input.estimated_cost_usd
+    if refusal is None and policy.max_cost_usd is not None and cost > policy.max_cost_usd:
+        refusal = (
+            "max_cost_usd",
+            f"estimated cost ${cost:.2f} exceeds account {input.account!r}'s maximum of "
+            f"${policy.max_cost_usd:.2f} per experiment",
+        )
+    request_limit = input.request_max_cost_usd
+    if refusal is None and request_limit is not None and cost > request_limit:
+        refusal = (
+            "request.policy.max_cost_usd",
+            f"estimated cost ${cost:.2f} exceeds the request's max_cost_usd of "
+            f"${request_limit:.2f}",
+        )
+    if refusal is not None:
+        rule, message = refusal
+        return PolicyDecision(allowed=False, rule=rule, message=message)
+    return PolicyDecision(
+        allowed=True,
+        approval=approval_requirement(policy, input),
+        on_budget_exhausted=policy.on_budget_exhausted,
+        budget_default=policy.budget,
+    )
+
+
+def approval_requirement(policy: AccountPolicy, input: PolicyInput) -> ApprovalRequirement | None:
+    rule = policy.approval
+    if rule is None:
+        return None
+    reasons = []
+    if rule.required_above_usd is not None and input.estimated_cost_usd > rule.required_above_usd:
+        reasons.append(
+            f"estimated cost ${input.estimated_cost_usd:.2f} is above the approval threshold "
+            f"${rule.required_above_usd:.2f}"
+        )
+    if input.tier in rule.required_for_tiers:
+        reasons.append(
+            f"account {input.account!r} requires approval for the {input.tier.value} tier"
+        )
+    if not reasons:
+        return None
+    return ApprovalRequirement(
+        why="; ".join(reasons),
+        approvers=list(rule.approvers),
+        timeout_seconds=rule.timeout.total_seconds(),
+        on_timeout=rule.on_timeout,
+    )
+
+
+def check_at_the_door(request: ExperimentRequest, tier: Tier) -> None:
+    """The CLI's early refusal of what policy forbids whatever the cost (raises ValueError)."""
+    account = request.policy.account
+    policy = load_policy_book().for_account(account)
+    refusal = static_refusal(
+        policy, account, request.execution.backend, tier, request.execution.shots
+    )
+    if refusal is not None:
+        rule, message = refusal
+        raise ValueError(f"policy rule {rule}: {message}")
+
+
+@activity.defn(name="evaluate_policy")
+async def evaluate_policy_activity(input: PolicyInput) -> PolicyDecision:
+    try:
+        policy = load_policy_book().for_account(input.account)
+    except PolicyError as error:
+        # A broken policy file is an operator's mistake: retrying lets them fix it in place.
+        raise ApplicationError(str(error), type="PolicyFileInvalid") from None
+    return evaluate(policy, input)

@@ -1,0 +1,110 @@
+"""Account policies: which backends an account may use, its limits, and when a person must approve.
+
+Policies are operator configuration, not part of a request: a YAML file named by
+QLOOP_POLICY_FILE. A request chooses its account; it can tighten its own limits
+(`policy.max_cost_usd`) but never loosen the account's. Accounts not listed in the file follow
+its `default` entry; with no file at all every backend is allowed, nothing needs approval and
+paid work is still capped by the account's budget ledger.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from schemas.execution import Tier
+from schemas.request import StrictModel
+
+POLICY_FILE_ENV = "QLOOP_POLICY_FILE"
+DEFAULT_ACCOUNT = "default"
+_ACCOUNT = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+ApproverName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")]
+
+
+class ApprovalRule(StrictModel):
+    """Approval is required when the estimated cost exceeds `required_above_usd` or the backend's
+    tier is listed in `required_for_tiers`. Without a decision within `timeout` the experiment is
+    rejected, or (`on_timeout: fallback`) runs on the first simulator of its fallback chain."""
+
+    required_above_usd: Annotated[float, Field(ge=0.0)] | None = None
+    required_for_tiers: list[Tier] = Field(default_factory=list)
+    approvers: Annotated[list[ApproverName], Field(min_length=1)]
+    timeout: timedelta = timedelta(hours=24)
+    on_timeout: Literal["reject", "fallback"] = "reject"
+
+    @field_validator("timeout")
+    def _positive(cls, timeout: timedelta) -> timedelta:
+        if timeout <= timedelta(0):
+            raise ValueError("approval timeout must be positive")
+        return timeout
+
+
+class BudgetDefault(StrictModel):
+    """The limit a new budget ledger starts with (`qloop budget set` changes it later)."""
+
+    limit_usd: Annotated[float, Field(ge=0.0)] = 0.0
+    period: Literal["none", "day", "week", "month"] = "none"
+
+
+class AccountPolicy(StrictModel):
+    """`allowed_backends` are shell patterns over backend names as qloop prints them
+    (`aer/ideal`, `aer/noisy:ibm_guadalupe`, `braket/braket_sv`, `braket/arn:aws:braket:...`)."""
+
+    allowed_backends: list[str] = Field(default_factory=lambda: ["*"])
+    allowed_tiers: list[Tier] = Field(default_factory=lambda: list(Tier))
+    max_shots: Annotated[int, Field(ge=1)] | None = None
+    max_cost_usd: Annotated[float, Field(ge=0.0)] | None = None
+    approval: ApprovalRule | None = None
+    on_budget_exhausted: Literal["refuse", "wait"] = "refuse"
+    budget: BudgetDefault = BudgetDefault()
+
+
+class PolicyBook(StrictModel):
+    accounts: dict[str, AccountPolicy] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _account_names(self) -> PolicyBook:
+        for name in self.accounts:
+            if not _ACCOUNT.fullmatch(name):
+                raise ValueError(f"account name {name!r} must match {_ACCOUNT.pattern}")
+        return self
+
+    def for_account(self, account: str) -> AccountPolicy:
+        return self.accounts.get(account) or self.accounts.get(DEFAULT_ACCOUNT) or AccountPolicy()
+
+
+class PolicyError(ValueError):
+    """The policy file is missing or invalid; the message names the file and the field."""
+
+
+def load_policy_book(path: str | os.PathLike[str] | None = None) -> PolicyBook:
+    """The policy file named by `path` or QLOOP_POLICY_FILE; no file configured: no rules."""
+    location = path or os.environ.get(POLICY_FILE_ENV)
+    if not location:
+        return PolicyBook()
+    file = Path(location)
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except OSError as error:
+        raise PolicyError(f"{POLICY_FILE_ENV}={file}: cannot read it: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise PolicyError(f"{file}: not valid YAML: {error}") from None
+    try:
+        return PolicyBook.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}"
+            for issue in error.errors()
+        )
+        raise PolicyError(f"{file}: {problems}") from None
+
+
+def backend_allowed(policy: AccountPolicy, backend_name: str) -> bool:
+    return any(fnmatch.fnmatchcase(backend_name, pattern) for pattern in policy.allowed_backends)

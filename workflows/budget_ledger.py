@@ -1,0 +1,397 @@
+"""BudgetLedgerWorkflow: one long-lived entity per budget account.
+
+Experiments reserve money before a paid submission, then commit what it actually cost or release
+it. Reservations are updates with validators, and each handler checks again before it writes, so
+two experiments can never spend the same dollar. The ledger never completes; it continues as new
+before its history grows large, carrying its state.
+
+The rules live in `LedgerBook`, a plain class the workflow holds, unit-tested without Temporal.
+
+Periods are UTC calendar days, ISO weeks (from Monday) and months. Every entry counts in the
+period in which it was reserved, also when it is committed later: each dollar is authorised
+against exactly one period's limit. When a new period starts, the previous period's reserved and
+committed spend stop counting; its open reservations stay in the ledger so that they can still
+be committed or released.
+
+What continue-as-new carries (`LedgerBook.carried_state`):
+- every open reservation, always;
+- closed (committed or released) entries that count in the current period or were closed within
+  the last day, up to the newest `MAX_CLOSED_ENTRIES`, so the carried state stays far below
+  Temporal's payload limits;
+- the committed spend of closed entries of the current period beyond that bound, as one total
+  (`folded_committed_usd`), so the balance stays exact.
+Dropping a closed entry is safe because its key is only ever sent again by a caller that has
+not yet learned the entry's outcome (a retried activity), which happens within minutes, while
+the entry is still held; commit and release come only after a reservation was accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from schemas.budget import (
+        BUDGET_EXCEEDED,
+        FIT_TOLERANCE_USD,
+        RESERVATION_CLOSED,
+        UNKNOWN_RESERVATION,
+        BudgetPeriod,
+        LedgerEntry,
+        LedgerInput,
+        LedgerState,
+        LedgerView,
+        Release,
+        Reservation,
+        ReservationReceipt,
+        SetLimit,
+        Settlement,
+        format_usd,
+    )
+
+MAX_CLOSED_ENTRIES = 500
+CLOSED_ENTRY_GRACE = timedelta(days=1)
+RECENT_ENTRIES_IN_REPLIES = 20
+
+
+def period_start(period: BudgetPeriod, at: datetime) -> datetime | None:
+    """Start of the UTC calendar period containing `at`; None for "none" (a single period)."""
+    if period == "none":
+        return None
+    day = at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def next_period_start(period: BudgetPeriod, at: datetime) -> datetime | None:
+    start = period_start(period, at)
+    if start is None:
+        return None
+    if period == "day":
+        return start + timedelta(days=1)
+    if period == "week":
+        return start + timedelta(weeks=1)
+    return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+
+
+class Balance(NamedTuple):
+    limit_usd: float
+    reserved_usd: float
+    committed_usd: float
+
+    @property
+    def available_usd(self) -> float:
+        """May be negative inside the ledger (a limit lowered below what is spent)."""
+        return self.limit_usd - self.reserved_usd - self.committed_usd
+
+
+class LedgerBook:
+    """The ledger's state and rules. Methods named `check_*` only raise; the others change
+    state and check first, so a handler never relies on what its validator saw."""
+
+    def __init__(self, account: str, state: LedgerState) -> None:
+        self.account = account
+        self.limit_usd = state.limit_usd
+        self.period: BudgetPeriod = state.period
+        self.limit_set_by = state.limit_set_by
+        self.limit_set_at = state.limit_set_at
+        # Creation order, which is also the order carried across continue-as-new.
+        self._entries: dict[str, LedgerEntry] = {entry.key: entry for entry in state.entries}
+        self._folded_committed_usd = state.folded_committed_usd
+        self._folded_entries = state.folded_entries
+        self._folded_until = state.folded_until
+
+    # --- balance ------------------------------------------------------------------------------
+
+    def _counts_now(self, created_at: datetime, now: datetime) -> bool:
+        return period_start(self.period, created_at) == period_start(self.period, now)
+
+    def _folded_counts(self, now: datetime) -> bool:
+        # After a change of period the folded total may span periods; it counts in full while its
+        # newest entry does, so the ledger errs toward refusing, never toward overspending.
+        return self._folded_until is not None and self._counts_now(self._folded_until, now)
+
+    def balance(self, now: datetime) -> Balance:
+        counted = [e for e in self._entries.values() if self._counts_now(e.created_at, now)]
+        reserved = math.fsum(e.amount_usd for e in counted if e.state == "reserved")
+        committed = [e.actual_usd or 0.0 for e in counted if e.state == "committed"]
+        if self._folded_counts(now):
+            committed.append(self._folded_committed_usd)
+        return Balance(self.limit_usd, reserved, math.fsum(committed))
+
+    # --- rules --------------------------------------------------------------------------------
+
+    def check_reservation(self, reservation: Reservation, now: datetime) -> None:
+        if reservation.key in self._entries:
+            return
+        balance = self.balance(now)
+        # A free run (a simulator) always fits, even on an account that is over its limit.
+        if reservation.amount_usd <= max(balance.available_usd, 0.0) + FIT_TOLERANCE_USD:
+            return
+        message = (
+            f"account '{self.account}': a reservation of {format_usd(reservation.amount_usd)} "
+            f"does not fit: {format_usd(max(balance.available_usd, 0.0))} available of a "
+            f"{format_usd(balance.limit_usd)} limit ({format_usd(balance.reserved_usd)} reserved, "
+            f"{format_usd(balance.committed_usd)} committed this period)"
+        )
+        if self.limit_usd == 0:
+            message += (
+                f"; no budget is set: `qloop budget set {self.account} --limit-usd AMOUNT` sets one"
+            )
+        raise ApplicationError(message, max(balance.available_usd, 0.0), type=BUDGET_EXCEEDED)
+
+    def reserve(self, reservation: Reservation, now: datetime) -> ReservationReceipt:
+        """A known key returns its entry, whatever its state: a retried reservation never
+        reserves twice."""
+        self.check_reservation(reservation, now)
+        entry = self._entries.get(reservation.key)
+        created = entry is None
+        if entry is None:
+            entry = LedgerEntry(
+                key=reservation.key,
+                experiment_id=reservation.experiment_id,
+                backend=reservation.backend,
+                note=reservation.note,
+                amount_usd=reservation.amount_usd,
+                state="reserved",
+                created_at=now,
+                updated_at=now,
+            )
+            self._entries[entry.key] = entry
+        return ReservationReceipt(
+            entry=entry, created=created, available_usd=max(self.balance(now).available_usd, 0.0)
+        )
+
+    def _known(self, key: str, action: str) -> LedgerEntry:
+        entry = self._entries.get(key)
+        if entry is None:
+            raise ApplicationError(
+                f"account '{self.account}': cannot {action} '{key}': no reservation with this "
+                "key is open or recently closed on this account",
+                type=UNKNOWN_RESERVATION,
+            )
+        return entry
+
+    def check_commit(self, settlement: Settlement) -> None:
+        entry = self._known(settlement.key, "commit")
+        if entry.state == "released":
+            raise ApplicationError(
+                f"account '{self.account}': reservation '{entry.key}' was released "
+                f"({entry.reason or 'no reason given'}) and cannot be committed",
+                type=RESERVATION_CLOSED,
+            )
+        committed = entry.actual_usd or 0.0
+        differs = abs(committed - settlement.actual_usd) > FIT_TOLERANCE_USD
+        if entry.state == "committed" and differs:
+            raise ApplicationError(
+                f"account '{self.account}': reservation '{entry.key}' is already committed at "
+                f"{format_usd(committed)}; committing it again must repeat that amount, "
+                f"not {format_usd(settlement.actual_usd)}",
+                type=RESERVATION_CLOSED,
+            )
+
+    def commit(self, settlement: Settlement, now: datetime) -> LedgerEntry:
+        """Records the actual cost, also above the reserved amount: the money is spent, and the
+        ledger must say so (the view then shows nothing available)."""
+        self.check_commit(settlement)
+        entry = self._entries[settlement.key]
+        if entry.state == "reserved":
+            entry = entry.model_copy(
+                update={
+                    "state": "committed",
+                    "actual_usd": settlement.actual_usd,
+                    "updated_at": now,
+                }
+            )
+            self._entries[entry.key] = entry
+        return entry
+
+    def check_release(self, release: Release) -> None:
+        entry = self._known(release.key, "release")
+        if entry.state == "committed":
+            raise ApplicationError(
+                f"account '{self.account}': reservation '{entry.key}' is committed at "
+                f"{format_usd(entry.actual_usd or 0.0)}; spent money cannot be released",
+                type=RESERVATION_CLOSED,
+            )
+
+    def release(self, release: Release, now: datetime) -> LedgerEntry:
+        self.check_release(release)
+        entry = self._entries[release.key]
+        if entry.state == "reserved":
+            entry = entry.model_copy(
+                update={"state": "released", "reason": release.reason, "updated_at": now}
+            )
+            self._entries[entry.key] = entry
+        return entry
+
+    def set_limit(self, command: SetLimit, now: datetime) -> None:
+        self.limit_usd = command.limit_usd
+        self.period = command.period
+        self.limit_set_by = command.by
+        self.limit_set_at = now
+
+    # --- reading and carrying -----------------------------------------------------------------
+
+    def view(self, now: datetime, recent: int | None = None) -> LedgerView:
+        balance = self.balance(now)
+        newest_first = list(reversed(self._entries.values()))
+        return LedgerView(
+            account=self.account,
+            limit_usd=self.limit_usd,
+            period=self.period,
+            period_start=period_start(self.period, now),
+            reserved_usd=round(balance.reserved_usd, 9),
+            committed_usd=round(balance.committed_usd, 9),
+            available_usd=round(max(balance.available_usd, 0.0), 9),
+            entries=newest_first if recent is None else newest_first[: max(recent, 0)],
+            limit_set_by=self.limit_set_by,
+            limit_set_at=self.limit_set_at,
+            folded_committed_usd=self._folded_committed_usd if self._folded_counts(now) else 0.0,
+        )
+
+    def carried_state(self, now: datetime) -> LedgerState:
+        """The bounded state for continue-as-new (see the module docstring)."""
+        closed_kept: list[LedgerEntry] = []
+        for entry in self._entries.values():
+            if entry.state == "reserved":
+                continue
+            if self._counts_now(entry.created_at, now) or now - entry.updated_at < (
+                CLOSED_ENTRY_GRACE
+            ):
+                closed_kept.append(entry)
+        closed_kept.sort(key=lambda entry: entry.updated_at, reverse=True)
+        overflow = closed_kept[MAX_CLOSED_ENTRIES:]
+        kept_keys = {entry.key for entry in closed_kept[:MAX_CLOSED_ENTRIES]}
+
+        folded_usd = self._folded_committed_usd if self._folded_counts(now) else 0.0
+        folded_entries = self._folded_entries if self._folded_counts(now) else 0
+        folded_until = self._folded_until if self._folded_counts(now) else None
+        for entry in overflow:
+            if not self._counts_now(entry.created_at, now):
+                continue
+            folded_usd += entry.actual_usd or 0.0
+            folded_entries += 1
+            folded_until = max(folded_until or entry.created_at, entry.created_at)
+        return LedgerState(
+            limit_usd=self.limit_usd,
+            period=self.period,
+            limit_set_by=self.limit_set_by,
+            limit_set_at=self.limit_set_at,
+            entries=[
+                entry
+                for entry in self._entries.values()
+                if entry.state == "reserved" or entry.key in kept_keys
+            ],
+            folded_committed_usd=folded_usd,
+            folded_entries=folded_entries,
+            folded_until=folded_until,
+        )
+
+    def details(self, now: datetime) -> str:
+        """Markdown for the Web UI's current details."""
+        balance = self.balance(now)
+        per = "" if self.period == "none" else f" per {self.period}"
+        return "\n\n".join(
+            [
+                f"**Limit:** {format_usd(self.limit_usd)}{per}",
+                f"**Reserved:** {format_usd(balance.reserved_usd)}",
+                f"**Committed:** {format_usd(balance.committed_usd)}",
+                f"**Available:** {format_usd(max(balance.available_usd, 0.0))}",
+            ]
+        )
+
+
+@workflow.defn(name="BudgetLedgerWorkflow")
+class BudgetLedgerWorkflow:
+    @workflow.init
+    def __init__(self, input: LedgerInput) -> None:
+        state = input.state or LedgerState(limit_usd=input.limit_usd, period=input.period)
+        self._book = LedgerBook(input.account, state)
+        self._period_changed = False
+
+    @workflow.run
+    async def run(self, input: LedgerInput) -> None:
+        self._publish_details()
+        while not self._continue_as_new_due(input.max_history_events):
+            self._period_changed = False
+            boundary = next_period_start(self._book.period, workflow.now())
+            try:
+                await workflow.wait_condition(
+                    lambda: (
+                        self._period_changed or self._continue_as_new_due(input.max_history_events)
+                    ),
+                    timeout=None if boundary is None else boundary - workflow.now(),
+                    timeout_summary="start of the next budget period",
+                )
+            except TimeoutError:
+                # This timer only wakes the ledger when a period starts, so that queries, which
+                # read the clock of the last workflow task, see the new period.
+                self._publish_details()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(
+            LedgerInput(
+                account=input.account,
+                state=self._book.carried_state(workflow.now()),
+                max_history_events=input.max_history_events,
+            )
+        )
+
+    def _continue_as_new_due(self, max_history_events: int) -> bool:
+        info = workflow.info()
+        return (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() > max_history_events
+        )
+
+    def _publish_details(self) -> None:
+        workflow.set_current_details(self._book.details(workflow.now()))
+
+    @workflow.update
+    def set_limit(self, command: SetLimit) -> LedgerView:
+        self._book.set_limit(command, workflow.now())
+        self._period_changed = True
+        self._publish_details()
+        return self._book.view(workflow.now(), RECENT_ENTRIES_IN_REPLIES)
+
+    @workflow.update
+    def reserve(self, reservation: Reservation) -> ReservationReceipt:
+        receipt = self._book.reserve(reservation, workflow.now())
+        self._publish_details()
+        return receipt
+
+    @reserve.validator
+    def validate_reserve(self, reservation: Reservation) -> None:
+        self._book.check_reservation(reservation, workflow.now())
+
+    @workflow.update
+    def commit(self, settlement: Settlement) -> LedgerEntry:
+        entry = self._book.commit(settlement, workflow.now())
+        self._publish_details()
+        return entry
+
+    @commit.validator
+    def validate_commit(self, settlement: Settlement) -> None:
+        self._book.check_commit(settlement)
+
+    @workflow.update
+    def release(self, release: Release) -> LedgerEntry:
+        entry = self._book.release(release, workflow.now())
+        self._publish_details()
+        return entry
+
+    @release.validator
+    def validate_release(self, release: Release) -> None:
+        self._book.check_release(release)
+
+    @workflow.query
+    def view(self, recent: int | None = None) -> LedgerView:
+        """The current period's balance and the `recent` newest entries (all when None)."""
+        return self._book.view(workflow.now(), recent)
