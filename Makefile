@@ -18,7 +18,7 @@ export VENV QLOOP_TEMPORAL_PORT QLOOP_TEMPORAL_UI_PORT
 LOCAL := TEMPORAL_ADDRESS="$${TEMPORAL_ADDRESS:-127.0.0.1:$(QLOOP_TEMPORAL_PORT)}" \
 	QLOOP_POLICY_FILE="$${QLOOP_POLICY_FILE:-$(CURDIR)/temporal-dev/policies.yaml}"
 
-.PHONY: demo-qpu help venv dev worker worker-start worker-stop worker-restart demo test lint bench down status logs record-histories
+.PHONY: demo-qpu help venv dev worker worker-start worker-stop worker-restart demo test browser lint bench down status logs record-histories
 
 help: ## list the verbs
 	@echo "usage: make VERB"
@@ -59,8 +59,21 @@ demo-qpu: venv dev ## the hardware path: GHZ with ZNE on the local QPU stand-in,
 	@$(STACK) worker-restart
 	set -a; eval "$$($(STACK) standin-env)"; set +a; $(LOCAL) $(BIN)/qloop run examples/qpu_standin.yaml --wait
 
-test: venv ## run the test suite (starts its own Temporal servers; does not touch the dev stack)
+test: venv browser ## run the test suite (starts its own Temporal servers; does not touch the dev stack)
 	$(BIN)/pytest -q
+
+# The Web UI test drives the system Chromium; Playwright's own browser downloads are never used.
+CHROMIUM := $(or $(QLOOP_CHROMIUM),/usr/bin/chromium)
+browser: ## install headless Chromium for the Web UI test (Debian's chromium package) when missing
+	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "make browser: no Chromium at $(CHROMIUM) and no apt-get here; install Chromium and set QLOOP_CHROMIUM to it" >&2; \
+	  exit 1; \
+	fi; \
+	sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	echo "Installing Debian's chromium package (for tests/browser)..."; \
+	$$sudo apt-get update -qq; \
+	$$sudo apt-get install -y --no-install-recommends chromium
 
 lint: venv ## ruff
 	$(BIN)/ruff check .
@@ -86,4 +99,5 @@ logs: ## follow the dev server log (make logs WHAT=worker for the worker's)
 	@$(STACK) logs $(or $(WHAT),server)
 
 record-histories: venv ## re-record tests/histories/ from end-to-end runs (for the replay test)
-	QLOOP_RECORD_HISTORIES=1 $(BIN)/pytest -q tests/integration/test_experiment_end_to_end.py
+	QLOOP_RECORD_HISTORIES=1 $(BIN)/pytest -q tests/integration/test_experiment_end_to_end.py \
+	  tests/integration/test_governance_stack.py

@@ -44,6 +44,7 @@ from schemas.budget import (
 from schemas.control import ApprovalDecision, OpsCommand, RerouteCommand
 from schemas.health import HEALTH_WORKFLOW_PREFIX, HealthView, ResetRequest, health_workflow_id
 from schemas.loading import RequestError, load_request
+from schemas.payload_encryption import CodecKeyError
 from schemas.pipeline import ExperimentInput, PollingPolicy, Progress, Stage
 from schemas.policy import PolicyError
 from schemas.report import Estimate, ExperimentReport
@@ -785,6 +786,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"not found: {error.message}", file=sys.stderr)
         return 1
+    except CodecKeyError as error:
+        print(f"payload encryption is misconfigured: {error}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
 def entry_point() -> None:

@@ -39,6 +39,8 @@ SHARED_PROCESSORS: list[Any] = [
     structlog.processors.TimeStamper(fmt="iso", utc=True),
 ]
 
+CREDENTIAL_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
+
 
 def configure_logging(level: str | None = None) -> None:
     """Every log line, ours and the SDK's, as one JSON object on stderr."""
@@ -57,6 +59,9 @@ def configure_logging(level: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # At DEBUG the AWS SDK logs request headers, credentials included: never below INFO.
+    for name in CREDENTIAL_LOGGERS:
+        logging.getLogger(name).setLevel(max(root.level, logging.INFO))
     structlog.configure(
         processors=[*SHARED_PROCESSORS, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -50,6 +50,7 @@ ENCRYPTED_ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
 KEY_BYTES = 32
 NONCE_BYTES = 12
+TAG_BYTES = 16
 KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 KEY_ENV = "QLOOP_CODEC_KEY"
@@ -118,6 +119,11 @@ def decrypt_payload(payload: Payload, ring: KeyRing) -> Payload:
         raise PayloadDecryptionError(
             f"payload encrypted with key {key_id!r}, which is not among the configured keys "
             f"{sorted(ring.keys)} ({ring.source}); add it to the key ring to read this payload"
+        )
+    if len(payload.data) < NONCE_BYTES + TAG_BYTES:
+        raise PayloadDecryptionError(
+            f"payload encrypted with key {key_id!r} is truncated: {len(payload.data)} bytes, "
+            f"less than a nonce and an authentication tag ({NONCE_BYTES + TAG_BYTES})"
         )
     nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
     try:

@@ -25,6 +25,8 @@ from schemas.request import StrictModel
 POLICY_FILE_ENV = "QLOOP_POLICY_FILE"
 DEFAULT_ACCOUNT = "default"
 _ACCOUNT = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+_SHORT_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 ApproverName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")]
 
 
@@ -38,6 +40,15 @@ class ApprovalRule(StrictModel):
     approvers: Annotated[list[ApproverName], Field(min_length=1)]
     timeout: timedelta = timedelta(hours=24)
     on_timeout: Literal["reject", "fallback"] = "reject"
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _short_duration(cls, value: object) -> object:
+        """Accepts "90s", "30m", "4h", "2d" besides ISO 8601 ("PT4H") and seconds."""
+        if isinstance(value, str) and (match := _SHORT_DURATION.fullmatch(value.strip())):
+            amount, unit = float(match[1]), match[2]
+            return timedelta(seconds=amount * _UNIT_SECONDS[unit])
+        return value
 
     @field_validator("timeout")
     def _positive(cls, timeout: timedelta) -> timedelta:

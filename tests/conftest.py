@@ -169,4 +169,7 @@ def qloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "qloop-home"
     home.mkdir()
     monkeypatch.setenv("QLOOP_HOME", str(home))
+    # Keys from a developer's shell would make worker processes encrypt what tests read plainly.
+    for name in ("QLOOP_CODEC_KEY", "QLOOP_CODEC_KEY_ID", "QLOOP_CODEC_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
     return home

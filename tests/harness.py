@@ -36,6 +36,18 @@ QUIET_FAULTS: dict[str, Any] = {
 # The local stack's policies: the default account has a budget for the stand-in's QPU.
 POLICY_FILE = REPO_ROOT / "temporal-dev" / "policies.yaml"
 
+HISTORIES = REPO_ROOT / "tests" / "histories"
+
+
+async def record_history(client: Any, workflow_id: str, name: str | None = None) -> None:
+    """With QLOOP_RECORD_HISTORIES=1 (`make record-histories`), keeps the workflow's history
+    under tests/histories/ for the replay test."""
+    if os.environ.get("QLOOP_RECORD_HISTORIES") != "1":
+        return
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    HISTORIES.mkdir(exist_ok=True)
+    (HISTORIES / f"{name or workflow_id}.json").write_text(history.to_json())
+
 
 def free_ports(count: int) -> list[int]:
     sockets = []

@@ -44,7 +44,11 @@ def ghz_request(name: str, account: str) -> ExperimentRequest:
         {
             "name": name,
             "problem": {"kind": "ghz", "num_qubits": 3},
-            "execution": {"shots": 200, "seed": 11, "backend": {"provider": "aer", "device": "ideal"}},
+            "execution": {
+                "shots": 200,
+                "seed": 11,
+                "backend": {"provider": "aer", "device": "ideal"},
+            },
             "mitigation": {"zne": None, "readout": False},
             "policy": {"account": account},
         }

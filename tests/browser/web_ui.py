@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import BrowserContext, Page, Playwright, expect
+from playwright.async_api import BrowserContext, Locator, Page, Playwright, expect
 
 CHROMIUM_ENV = "QLOOP_CHROMIUM"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
@@ -100,14 +100,14 @@ class TemporalWebUI:
         # The UI applies a search by putting it in the address; the rows follow.
         await self.page.wait_for_url("**/workflows?query=*")
 
-    def workflow_link(self, workflow_id: str) -> Any:
+    def workflow_link(self, workflow_id: str) -> Locator:
         return self.page.get_by_role("link", name=workflow_id, exact=True)
 
     async def open_workflow(self, workflow_id: str) -> None:
         await self.workflow_link(workflow_id).click()
         await expect(self.page.get_by_role("heading", level=1, name=workflow_id)).to_be_visible()
 
-    def status(self, label: str) -> Any:
+    def status(self, label: str) -> Locator:
         """The workflow page's status badge: Running, Completed, Failed..."""
         return self.page.get_by_role("status").filter(has_text=label)
 

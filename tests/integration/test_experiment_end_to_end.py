@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from schemas.report import ExperimentReport
+from tests.harness import record_history
 from workflows import search_attributes as attrs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-HISTORIES = REPO_ROOT / "tests" / "histories"
 
 
 def target_of(env: WorkflowEnvironment) -> str:
@@ -68,14 +68,6 @@ async def qloop(stack_env: dict[str, str], *args: str) -> tuple[int, str, str]:
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=300)
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
-
-
-async def record_history(client: Client, workflow_id: str) -> None:
-    if os.environ.get("QLOOP_RECORD_HISTORIES") != "1":
-        return
-    history = await client.get_workflow_handle(workflow_id).fetch_history()
-    HISTORIES.mkdir(exist_ok=True)
-    (HISTORIES / f"{workflow_id}.json").write_text(history.to_json())
 
 
 def report_from(stdout: str) -> ExperimentReport:

@@ -24,7 +24,7 @@ from schemas.health import HealthView, health_workflow_id
 from schemas.pipeline import ExperimentInput, PollingPolicy, Progress, Stage
 from schemas.report import ExperimentReport
 from schemas.request import BackendChoice, ExperimentRequest
-from tests.harness import QPU, REPO_ROOT, LocalStack
+from tests.harness import QPU, REPO_ROOT, LocalStack, record_history
 
 pytestmark = pytest.mark.integration
 
@@ -151,6 +151,9 @@ async def test_a_budget_race_lets_exactly_k_experiments_reach_the_hardware(
     rejected = [r for r in reports if r.status == "rejected"]
     assert len(completed) == fits
     assert len(rejected) == 20 - fits
+    if run == 0:
+        await record_history(client, completed[0].experiment_id, "governed-budget-completed")
+        await record_history(client, rejected[0].experiment_id, "governed-budget-rejected")
     assert all(r.status_reason.startswith("budget: ") for r in rejected)
     assert all(r.produced_by == "hardware" for r in completed)
     new_tokens = set(stack.tasks_per_token()) - tokens_before
@@ -224,6 +227,7 @@ async def test_reroute_while_queued_cancels_the_task_and_moves_the_money(
     assert report.governance is not None
     (change,) = report.governance.route
     assert (change.kind, change.from_backend, change.cancelled_job) == ("reroute", QPU_NAME, job_id)
+    await record_history(client, handle.id, "governed-reroute")
     (budget,) = report.governance.budget
     assert budget.released and budget.committed_usd is None
     assert task_of(stack, job_id)["status"] == "CANCELLED"
@@ -248,6 +252,7 @@ async def test_cancel_cancels_the_task_and_releases_the_budget(
         report = await asyncio.wait_for(handle.result(), 120)
     finally:
         stack.set_faults()
+    await record_history(client, handle.id, "governed-cancel")
     assert report.status == "cancelled"
     assert report.status_reason == (
         f"cancelled by carol: wrong graph; provider job {job_id} cancelled"
@@ -280,6 +285,7 @@ async def test_an_approval_sent_while_the_worker_is_down_takes_effect(
     assert report.governance is not None
     decision = report.governance.approvals[0].decision
     assert decision is not None and (decision.approver, decision.reason) == ("alice", "go")
+    await record_history(client, handle.id, "governed-approval")
 
 
 def worker_policy_env(stack: LocalStack) -> dict[str, str]:
@@ -309,6 +315,7 @@ async def test_the_circuit_breaker_opens_falls_back_and_closes_after_a_probe(
         assert report.produced_by == "simulator"
         assert "circuit breaker" in report.produced_by_reason
         assert len(stack.tasks()) == tasks_before
+        await record_history(client, report.experiment_id, "governed-breaker-fallback")
     finally:
         stack.set_faults()
     await asyncio.sleep(4.5)
@@ -316,6 +323,7 @@ async def test_the_circuit_breaker_opens_falls_back_and_closes_after_a_probe(
     assert report.produced_by == "hardware"
     view = await breaker.query("view", result_type=HealthView)
     assert view.state == "closed"
+    await record_history(client, breaker.id, "backend-health")
     assert [t.to_state for t in view.transitions][-3:] == ["open", "half_open", "closed"]
 
 

@@ -46,7 +46,7 @@ class Stack:
     """Drives temporal-dev/stack.sh and the temporal CLI with an isolated environment."""
 
     def __init__(self, data_dir: Path, temporal_cli: str) -> None:
-        port, ui_port, standin_port, s3_port = free_ports(4)
+        port, ui_port, standin_port, s3_port, codec_port = free_ports(5)
         self.data_dir = data_dir
         self.address = f"127.0.0.1:{port}"
         self.ui_port = ui_port
@@ -59,6 +59,7 @@ class Stack:
             QLOOP_TEMPORAL_UI_PORT=str(ui_port),
             QLOOP_STANDIN_PORT=str(standin_port),
             QLOOP_S3_PORT=str(s3_port),
+            QLOOP_CODEC_PORT=str(codec_port),
             QLOOP_STACK_TIMEOUT="90",
         )
         self.env = env

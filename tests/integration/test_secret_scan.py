@@ -75,7 +75,8 @@ def qloop_env(stack: LocalStack) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": AWS_ACCESS_KEY_ID,
         "AWS_SECRET_ACCESS_KEY": AWS_SECRET_ACCESS_KEY,
         "AWS_SESSION_TOKEN": AWS_SESSION_TOKEN,
-        "QLOOP_LOG_LEVEL": "INFO",
+        # DEBUG: the most any operator would turn on; credentials must stay out even then.
+        "QLOOP_LOG_LEVEL": "DEBUG",
     }
 
 

@@ -90,6 +90,13 @@ def test_a_modified_payload_is_refused(position: int) -> None:
         pe.decrypt_payload(sealed, ring())
 
 
+def test_a_truncated_payload_is_refused() -> None:
+    sealed = pe.encrypt_payload(plain_payload(), ring())
+    sealed.data = sealed.data[:20]
+    with pytest.raises(pe.PayloadDecryptionError, match="'k1' is truncated: 20 bytes"):
+        pe.decrypt_payload(sealed, ring())
+
+
 def test_a_payload_relabelled_to_another_key_is_refused() -> None:
     both = ring("k1", k1=KEY_1, k2=KEY_2)
     sealed = pe.encrypt_payload(plain_payload(), both)
@@ -316,6 +323,7 @@ def test_remote_codec_speaks_protobuf_json() -> None:
 
     decoded = pe.remote_codec(ring(), "decode", encoded)
     assert pe.payloads_from_json(decoded) == [plain_payload()]
+    assert json.loads(pe.remote_codec(ring(), "decode", b"{}")) == {"payloads": []}
 
 
 def test_remote_codec_refuses_what_is_not_payloads_json() -> None:
