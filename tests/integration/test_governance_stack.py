@@ -114,6 +114,21 @@ async def qloop(stack: LocalStack, *args: str) -> tuple[int, str, str]:
     return process.returncode, stdout.decode(), stderr.decode()
 
 
+async def temporal_cli(stack: LocalStack, *args: str) -> str:
+    """Temporal's own CLI, as ops tooling would use it."""
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.prefix) / "bin" / "temporal"),
+        *args,
+        "--address",
+        stack.address,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, stderr.decode()
+    return stdout.decode()
+
+
 async def progress_when(
     handle: WorkflowHandle, condition: Callable[[Progress], bool], timeout: float = 120
 ) -> Progress:
@@ -162,9 +177,7 @@ async def test_a_budget_race_lets_exactly_k_experiments_reach_the_hardware(
     assert view is not None
     assert view.reserved_usd == pytest.approx(0.0, abs=1e-9)
     assert view.available_usd >= 0
-    assert view.committed_usd == pytest.approx(
-        sum(r.cost.actual_usd for r in completed), abs=1e-6
-    )
+    assert view.committed_usd == pytest.approx(sum(r.cost.actual_usd for r in completed), abs=1e-6)
     assert view.committed_usd <= view.limit_usd
 
 
@@ -185,7 +198,17 @@ async def test_pause_holds_polling_and_the_task_keeps_its_place(
         job_id = await describe_job(handle)
         assert task_of(stack, job_id)["status"] == "QUEUED"
         stack.set_faults()
-        await handle.signal("resume", OpsCommand(by="ops"))
+        await temporal_cli(
+            stack,
+            "workflow",
+            "signal",
+            "--workflow-id",
+            handle.id,
+            "--name",
+            "resume",
+            "--input",
+            '{"by": "ops", "reason": "window over"}',
+        )
         report = await asyncio.wait_for(handle.result(), 300)
     finally:
         stack.set_faults()
@@ -269,6 +292,13 @@ async def test_an_approval_sent_while_the_worker_is_down_takes_effect(
 ) -> None:
     handle = await start(client, stack, on_qpu("reviewed", seed=44))
     await progress_when(handle, lambda p: p.stage == Stage.AWAITING_APPROVAL)
+    for _ in range(50):  # visibility is eventually consistent
+        code, listing, stderr = await qloop(stack, "list", "--awaiting-approval")
+        assert code == 0, stderr
+        if handle.id in listing:
+            break
+        await asyncio.sleep(0.2)
+    assert handle.id in listing
     for worker in list(stack.workers):
         if worker.poll() is None:
             stack.kill_worker(worker)
@@ -339,4 +369,3 @@ async def test_a_chain_ending_in_classical_is_labelled_classical(
     assert report.status == "completed" and report.produced_by == "classical"
     assert report.value is not None and report.value.value == pytest.approx(1.0)
     assert "exact statevector" in report.produced_by_reason
-

@@ -430,5 +430,8 @@ async def test_a_new_period_frees_the_limit(time_skipping_env: WorkflowEnvironme
             ),
         )
         final = await ledgers.view(account)
+        # The ledger wakes at every period boundary; left running without a worker, its next
+        # workflow task would hold the shared time-skipping server's clock for later tests.
+        await client.get_workflow_handle(ledger_workflow_id(account)).terminate("test over")
         assert (final.reserved_usd, final.committed_usd, final.available_usd) == (10.0, 0.0, 0.0)
         assert [e.key for e in final.entries] == ["later/0", "today/0"]

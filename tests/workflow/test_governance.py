@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 import yaml
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from schemas.control import ApprovalDecision, OpsCommand, RerouteCommand
+from schemas.control import ApprovalDecision, OpsCommand, RecordedDecision, RerouteCommand
 from schemas.pipeline import ExperimentInput, Progress, Stage
 from schemas.report import ExperimentReport
 from schemas.request import BackendChoice, ExperimentRequest
@@ -261,3 +261,21 @@ async def test_policy_refusals_name_the_rule(
     report = await (await start(time_skipping_env, task_queue, request)).result()
     assert report.status == "rejected"
     assert report.status_reason.startswith(f"policy rule {rule}: ")
+
+
+async def test_an_update_answers_with_the_decision_or_the_refusal(
+    time_skipping_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    handle = await start(time_skipping_env, task_queue, ghz("reviewed"))
+    await progress_when(handle, awaiting_approval)
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update("approve", ApprovalDecision(approver="mallory"))
+    assert "'mallory' is not an approver" in str(refused.value.cause)
+    decision = await handle.execute_update(
+        "approve", ApprovalDecision(approver="bob", reason="ok"), result_type=RecordedDecision
+    )
+    assert (decision.verdict, decision.approver) == ("approved", "bob")
+    report = await handle.result()
+    assert report.status == "completed"
+    assert report.governance is not None
+    assert [d.approver for d in report.governance.refused_decisions] == ["mallory"]
