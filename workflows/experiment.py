@@ -63,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
         PlanInput,
         PolicyDecision,
         PolicyInput,
+        PollingPolicy,
         PostprocessInput,
         PreparedExperiment,
         PreprocessInput,
@@ -375,7 +376,7 @@ class ExperimentWorkflow:
             if rejected is not None:
                 return rejected
         if plan.cost_estimate.usd > 0:
-            refused = await self._reserve_budget(request, plan, decision)
+            refused = await self._reserve_budget(request, plan, decision, input.polling)
             if refused is not None:
                 return refused
         try:
@@ -625,10 +626,15 @@ class ExperimentWorkflow:
         return BackendChoice(provider="aer", device="ideal")
 
     async def _reserve_budget(
-        self, request: ExperimentRequest, plan: ExecutionPlan, decision: PolicyDecision
+        self,
+        request: ExperimentRequest,
+        plan: ExecutionPlan,
+        decision: PolicyDecision,
+        polling: PollingPolicy,
     ) -> ExperimentReport | None:
         """Reserves the estimated cost before submission; a refusal ends the experiment or waits
-        for money to free up, as the account's policy says."""
+        for money to free up (asking again as often as it would poll a provider, up to every ten
+        minutes), as the account's policy says."""
         account = request.policy.account
         info = workflow.info()
         key = f"{info.workflow_id}/{info.run_id}/{self._submissions}"
@@ -640,7 +646,7 @@ class ExperimentWorkflow:
             note=request.name,
         )
         started = workflow.now()
-        interval = timedelta(seconds=30)
+        interval = timedelta(seconds=min(30.0, polling.ceiling_seconds))
         while True:
             outcome = await self._entity_call(
                 "reserve_budget",

@@ -43,6 +43,7 @@ POLICIES = {
             "approval": {"required_for_tiers": ["qpu"], "approvers": ["alice"]},
         },
         **{f"race-{run}": {"on_budget_exhausted": "refuse"} for run in range(3)},
+        "patient": {"on_budget_exhausted": "wait"},
     }
 }
 
@@ -369,3 +370,18 @@ async def test_a_chain_ending_in_classical_is_labelled_classical(
     assert report.status == "completed" and report.produced_by == "classical"
     assert report.value is not None and report.value.value == pytest.approx(1.0)
     assert "exact statevector" in report.produced_by_reason
+
+
+async def test_an_account_out_of_money_waits_until_someone_adds_budget(
+    stack: LocalStack, client: Client
+) -> None:
+    handle = await start(client, stack, on_qpu("patient", seed=70))
+    waiting = await progress_when(handle, lambda p: p.stage == Stage.AWAITING_BUDGET)
+    assert waiting.awaiting is not None and "qloop budget set" in waiting.awaiting
+    assert waiting.job_state is None and waiting.polls == 0  # nothing submitted
+    code, _, stderr = await qloop(stack, "budget", "set", "patient", "--limit-usd", "5")
+    assert code == 0, stderr
+    report = await asyncio.wait_for(handle.result(), 120)
+    assert report.status == "completed" and report.produced_by == "hardware"
+    view = await show_budget(client, "patient")
+    assert view is not None and view.committed_usd == pytest.approx(report.cost.actual_usd)
