@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -14,14 +15,26 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
 from temporalio.client import (
     Client,
+    Schedule,
+    ScheduleActionExecution,
+    ScheduleActionExecutionStartWorkflow,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleBackfill,
+    ScheduleDescription,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleState,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -44,16 +57,47 @@ from schemas.budget import (
 from schemas.control import ApprovalDecision, OpsCommand, RerouteCommand
 from schemas.health import HEALTH_WORKFLOW_PREFIX, HealthView, ResetRequest, health_workflow_id
 from schemas.loading import RequestError, load_request
+from schemas.loop import LoopInput, LoopProgress, load_loop_request
 from schemas.payload_encryption import CodecKeyError
 from schemas.pipeline import ExperimentInput, PollingPolicy, Progress, Stage
 from schemas.policy import PolicyError
 from schemas.report import Estimate, ExperimentReport
 from schemas.request import BackendChoice, ExperimentRequest
+from schemas.schedule import (
+    DURATION_RULE,
+    MEMO_KEY,
+    NAME_RULE,
+    OVERLAP_POLICIES,
+    SCHEDULE_ID_PREFIX,
+    ScheduleInputError,
+    Timing,
+    check_name,
+    overlap_name,
+    overlap_policy,
+    parse_interval,
+    parse_jitter,
+    parse_moment,
+    schedule_id,
+    schedule_memo,
+    spec_summary,
+    sweep_workflow_id,
+)
+from schemas.sweep import load_sweep_request
+from schemas.variational import (
+    LoopReport,
+    LoopRequest,
+    SweepInput,
+    SweepProgress,
+    SweepReport,
+    SweepRequest,
+    SweepStage,
+)
 from workflows import search_attributes as attrs
 from workflows.experiment import describe_backend
 
 UI_URL = os.environ.get("QLOOP_UI_URL", "http://localhost:8233")
 EXIT_REFUSED = 2
+T = TypeVar("T")
 
 
 def workflow_link(client: Client, workflow_id: str) -> str:
@@ -292,13 +336,379 @@ async def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- variational loops (workflows/loop.py) ------------------------------------------------------
+
+
+def admit_loop_or_exit(path: str) -> LoopRequest:
+    """Refuses an invalid loop file before anything starts: the schema, then what the family and
+    backend allow (activities.batches.admit_family) and what the account's policy forbids."""
+    from activities.admission import AdmissionError
+    from activities.batches import admit_family
+    from activities.policy import static_refusal
+    from schemas.policy import load_policy_book
+
+    try:
+        request = load_loop_request(path)
+        capabilities = admit_family(request.family, request.evaluation)
+        policy = load_policy_book().for_account(request.policy.account)
+    except RequestError as error:
+        print(f"refused: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_REFUSED) from None
+    except AdmissionError as error:
+        print(f"refused: {path}: invalid request\n  - {error}", file=sys.stderr)
+        raise SystemExit(EXIT_REFUSED) from None
+    except PolicyError as error:
+        print(f"not started: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except TransientError as error:
+        print(f"not started: the provider did not answer: {error.message}", file=sys.stderr)
+        raise SystemExit(1) from None
+    evaluation = request.evaluation
+    refusal = static_refusal(
+        policy, request.policy.account, evaluation.backend, capabilities.tier, evaluation.shots
+    )
+    if refusal is not None:
+        print(f"not started: policy rule {refusal[0]}: {refusal[1]}", file=sys.stderr)
+        raise SystemExit(1)
+    return request
+
+
+async def start_loop(
+    client: Client, request: LoopRequest, workflow_id: str | None, poll_ceiling: float
+) -> WorkflowHandle:
+    backend = request.evaluation.backend
+    return await client.start_workflow(
+        "LoopWorkflow",
+        LoopInput(
+            request=request,
+            polling=PollingPolicy(ceiling_seconds=poll_ceiling),
+            compute_task_queue=os.environ.get("QLOOP_COMPUTE_TASK_QUEUE") or None,
+        ),
+        id=workflow_id or f"{request.name}-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue(),
+        result_type=LoopReport,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(attrs.STAGE, "iterating"),
+                SearchAttributePair(attrs.BACKEND, describe_backend(backend)),
+                SearchAttributePair(attrs.PROVIDER, backend.provider),
+                SearchAttributePair(attrs.ACCOUNT, request.policy.account),
+            ]
+        ),
+        static_summary=(
+            f"{request.name}: {request.goal} {request.family.kind} with SPSA on "
+            f"{describe_backend(backend)}"
+        ),
+    )
+
+
+def describe_loop_progress(progress: LoopProgress) -> str:
+    if progress.stage == "starting":
+        return "starting  (classical baseline)"
+    best = "-" if progress.best_value is None else f"{progress.best_value:.6f}"
+    text = f"iteration {progress.iteration:4d}  best {best}  cost ${progress.cost_usd:.2f}"
+    if progress.stage == "finishing":
+        text += f"  {progress.stop_reason}: measuring the answer again, exact value"
+    elif progress.stop_reason is not None:
+        text += f"  stopped: {progress.stop_reason}"
+    return text
+
+
+async def follow_loop(handle: WorkflowHandle, interval: float = 0.3) -> LoopReport:
+    """Prints a line per iteration (best value, cost so far) until the loop ends; the handle
+    follows the loop across continue-as-new."""
+    started = time.monotonic()
+    result = asyncio.ensure_future(handle.result())
+    last = ""
+    while not result.done():
+        try:
+            progress = await handle.query("progress", result_type=LoopProgress)
+        except RPCError:
+            progress = None
+        if progress is not None:
+            line = describe_loop_progress(progress)
+            if line != last:
+                print(f"[{time.monotonic() - started:7.1f}s] {line}", flush=True)
+                last = line
+        await asyncio.wait([result], timeout=interval)
+    report = result.result()
+    # The loop may have ended between two polls: its last state, with the stop reason.
+    final = describe_loop_progress(await handle.query("progress", result_type=LoopProgress))
+    if final != last:
+        print(f"[{time.monotonic() - started:7.1f}s] {final}", flush=True)
+    return report
+
+
+def format_loop_report(report: LoopReport) -> str:
+    final = report.best_measured
+    objective = report.objective
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.6f}"
+
+    lines = [
+        f"Loop {report.loop_id} ({report.name}): {report.goal} {report.family}",
+        f"  stopped         {report.stop_reason}: {report.stop_detail}",
+        f"  iterations      {report.iterations} ({report.evaluations} evaluations, "
+        f"{report.runs} run{'s' if report.runs != 1 else ''}, {report.elapsed_seconds:.1f}s)",
+        f"  best point      [{', '.join(f'{x:.4f}' for x in report.best_point)}]",
+    ]
+    if final is not None:
+        lines.append(
+            f"  best value      {final.value:.6f} ± {final.std_error:.6f} (raw {final.raw:.6f}),"
+            f" measured again after the loop"
+        )
+    else:
+        lines.append(f"  best value      {number(report.best_value)} (SPSA's estimate)")
+    lines += [
+        f"  exact value     {report.exact_value:.6f} at the best point",
+        f"  classical       {report.baseline_value:.6f} ({report.baseline_method})",
+        f"  {objective.name}: exact {number(objective.exact)}   measured "
+        f"{number(objective.measured)}   raw {number(objective.raw)}",
+        f"  cost            ${report.cost_usd:.2f}",
+        f"  backend         {report.backend}, {report.shots} shots, ZNE "
+        f"{'on' if report.zne else 'off'}, readout mitigation {'on' if report.readout else 'off'}",
+        f"  seeds           optimizer {report.optimizer.seed}, evaluation {report.evaluation_seed}",
+        f"  trajectory      {report.trajectory_uri.removeprefix('file://')}",
+    ]
+    return "\n".join(lines)
+
+
+async def cmd_loop(args: argparse.Namespace) -> int:
+    request = admit_loop_or_exit(args.file)
+    client = await connect()
+    handle = await start_loop(client, request, args.id, args.poll_ceiling)
+    print(f"started {handle.id}\n  Web UI: {workflow_link(client, handle.id)}", flush=True)
+    if not args.wait:
+        return 0
+    try:
+        report = await follow_loop(handle)
+    except WorkflowFailureError as error:
+        return report_failure(handle.id, error)
+    print(report.model_dump_json(indent=2) if args.json else format_loop_report(report))
+    return 0
+
+
+def add_loop_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    loop = commands.add_parser(
+        "loop", help="validate a loop file and start a variational optimisation (LoopWorkflow)"
+    )
+    loop.add_argument("file", help="loop request in YAML or JSON (see examples/vqe_h2.yaml)")
+    loop.add_argument("--id", help="workflow id (default: NAME-random)")
+    loop.add_argument("--wait", action="store_true", help="follow progress and print the report")
+    loop.add_argument("--json", action="store_true", help="print the report as JSON")
+    loop.add_argument(
+        "--poll-ceiling",
+        type=positive_seconds,
+        default=PollingPolicy().ceiling_seconds,
+        metavar="SECONDS",
+        help="longest wait between two polls of the provider (default: %(default)s)",
+    )
+    loop.set_defaults(handler=cmd_loop)
+
+
+# --- sweeps (workflows/sweep.py) -----------------------------------------------------------------
+
+
+def load_sweep(path: str | Path) -> SweepRequest:
+    """A `qloop sweep` file, or RequestError naming every problem: the schema, then what the
+    points, the family and the backend allow (a known, online device with enough qubits and
+    shots; a batch_size one job takes). TransientError when the provider does not answer."""
+    from activities.sweep_results import SweepRequestError, admit_sweep
+
+    request = load_sweep_request(path)
+    try:
+        admit_sweep(request)
+    except SweepRequestError as error:
+        raise RequestError(str(path), error.problems) from None
+    return request
+
+
+def sweep_policy_refusal(request: SweepRequest) -> str | None:
+    """What the account's policy forbids whatever the cost (backend, tier, shots), or None.
+    Raises PolicyError for a broken policy file."""
+    from activities.policy import static_refusal
+    from adapters.registry import get_adapter
+    from schemas.policy import load_policy_book
+
+    account, evaluation = request.policy.account, request.evaluation
+    tier = get_adapter(evaluation.backend).capabilities().tier
+    policy = load_policy_book().for_account(account)
+    refusal = static_refusal(policy, account, evaluation.backend, tier, evaluation.shots)
+    return None if refusal is None else f"policy rule {refusal[0]}: {refusal[1]}"
+
+
+def admit_sweep_or_exit(path: str) -> SweepRequest:
+    """Refuses an invalid sweep file (exit 2) or one the account's policy forbids (exit 1)
+    before anything starts."""
+    try:
+        request = load_sweep(path)
+        refusal = sweep_policy_refusal(request)
+    except RequestError as error:
+        print(f"refused: {error}", file=sys.stderr)
+        raise SystemExit(EXIT_REFUSED) from None
+    except PolicyError as error:
+        print(f"not started: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except TransientError as error:
+        print(f"not started: the provider did not answer: {error.message}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if refusal is not None:
+        print(f"not started: {refusal}", file=sys.stderr)
+        raise SystemExit(1)
+    return request
+
+
+def sweep_input(
+    request: SweepRequest, poll_ceiling: float = PollingPolicy().ceiling_seconds
+) -> SweepInput:
+    return SweepInput(
+        request=request,
+        polling=PollingPolicy(ceiling_seconds=poll_ceiling),
+        compute_task_queue=os.environ.get("QLOOP_COMPUTE_TASK_QUEUE") or None,
+    )
+
+
+def sweep_summary(request: SweepRequest) -> str:
+    backend = describe_backend(request.evaluation.backend)
+    return f"{request.name}: sweep of {request.family.kind} on {backend}"
+
+
+async def start_sweep(
+    client: Client, request: SweepRequest, workflow_id: str | None, poll_ceiling: float
+) -> WorkflowHandle:
+    backend = request.evaluation.backend
+    return await client.start_workflow(
+        "SweepWorkflow",
+        sweep_input(request, poll_ceiling),
+        id=workflow_id or f"{request.name}-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue(),
+        result_type=SweepReport,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(attrs.STAGE, SweepStage.EXPANDING.value),
+                SearchAttributePair(attrs.BACKEND, describe_backend(backend)),
+                SearchAttributePair(attrs.PROVIDER, backend.provider),
+                SearchAttributePair(attrs.ACCOUNT, request.policy.account),
+            ]
+        ),
+        static_summary=sweep_summary(request),
+    )
+
+
+def describe_sweep_progress(progress: SweepProgress) -> str:
+    text = f"{progress.stage.value:16}"
+    if progress.points_total:
+        text += (
+            f"  batches {progress.batches_done}/{progress.batches_total} done  points "
+            f"{progress.points_done:,} evaluated, {progress.points_cached:,} cached of "
+            f"{progress.points_total:,}  cost ${progress.cost_usd:.2f}"
+        )
+    return text.rstrip()
+
+
+async def follow_sweep(handle: WorkflowHandle, interval: float = 0.3) -> SweepReport:
+    """Prints each change of stage, batch or cost until the sweep ends (across continue-as-new,
+    which the handle follows)."""
+    started = time.monotonic()
+    result = asyncio.ensure_future(handle.result())
+    last = ""
+    while not result.done():
+        try:
+            progress = await handle.query("progress", result_type=SweepProgress)
+        except RPCError:
+            progress = None
+        if progress is not None:
+            line = describe_sweep_progress(progress)
+            if line != last:
+                print(f"[{time.monotonic() - started:7.1f}s] {line}", flush=True)
+                last = line
+        await asyncio.wait([result], timeout=interval)
+    return result.result()
+
+
+def artifact_path(uri: str) -> str:
+    path = Path(uri.removeprefix("file://"))
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+
+
+def format_sweep_report(report: SweepReport) -> str:
+    lines = [
+        f"Sweep {report.sweep_id} ({report.name}): {report.status}",
+        f"  family          {report.family} on {report.backend} ({report.goal})",
+        f"  points          {report.points_total:,}: {report.points_evaluated:,} evaluated, "
+        f"{report.points_cached:,} from the cache, {report.points_pending:,} not evaluated",
+        f"  batches         {report.batches_done} of {report.batches_total} run",
+    ]
+    if report.status_reason:
+        lines.append(f"  stopped         {report.status_reason}")
+    if report.canary is not None:
+        verdict = "passed" if report.canary.passed else "failed"
+        lines.append(f"  canary          {verdict} ({report.canary.points} points)")
+    if report.best is not None:
+        best = report.best
+        point = ", ".join(f"{x:.4g}" for x in best.parameters)
+        lines.append(
+            f"  best            {best.value:.6f} ± {best.std_error:.6f} at point {best.index} "
+            f"[{point}]"
+        )
+    lines += [
+        f"  cost            ${report.cost_usd:.2f} (estimated ${report.estimated_cost_usd:.2f})",
+        f"  elapsed         {report.elapsed_seconds:.1f}s"
+        + (f" ({report.runs} workflow runs: continued as new)" if report.runs > 1 else ""),
+        f"  table           {artifact_path(report.table_uri)}",
+    ]
+    if report.plot_uri is not None:
+        lines.append(f"  plot            {artifact_path(report.plot_uri)}")
+    return "\n".join(lines)
+
+
+async def cmd_sweep(args: argparse.Namespace) -> int:
+    request = admit_sweep_or_exit(args.file)
+    client = await connect()
+    handle = await start_sweep(client, request, args.id, args.poll_ceiling)
+    print(f"started {handle.id}\n  Web UI: {workflow_link(client, handle.id)}", flush=True)
+    if not args.wait:
+        return 0
+    try:
+        report = await follow_sweep(handle)
+    except WorkflowFailureError as error:
+        return report_failure(handle.id, error)
+    print(report.model_dump_json(indent=2) if args.json else format_sweep_report(report))
+    return 0
+
+
+def add_sweep_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sweep = commands.add_parser(
+        "sweep", help="validate a sweep file and evaluate its points in batches (SweepWorkflow)"
+    )
+    sweep.add_argument("file", help="sweep request in YAML or JSON (see examples/sweep_qaoa.yaml)")
+    sweep.add_argument("--id", help="workflow id (default: NAME-random)")
+    sweep.add_argument("--wait", action="store_true", help="follow progress and print the report")
+    sweep.add_argument("--json", action="store_true", help="print the report as JSON")
+    sweep.add_argument(
+        "--poll-ceiling",
+        type=positive_seconds,
+        default=PollingPolicy().ceiling_seconds,
+        metavar="SECONDS",
+        help="longest wait between two polls of the provider (default: %(default)s)",
+    )
+    sweep.set_defaults(handler=cmd_sweep)
+
+
 async def cmd_status(args: argparse.Namespace) -> int:
     client = await connect()
     handle = client.get_workflow_handle(args.id)
     description = await handle.describe()
     status = description.status.name if description.status else "UNKNOWN"
     print(f"{args.id}: {status}")
-    if description.status == WorkflowExecutionStatus.RUNNING:
+    if description.workflow_type == "LoopWorkflow":
+        loop = await handle.query("progress", result_type=LoopProgress)
+        print(f"  loop     {describe_loop_progress(loop)}")
+        print(f"  backend  {description.typed_search_attributes.get(attrs.BACKEND)}")
+    elif description.status == WorkflowExecutionStatus.RUNNING:
         progress = await handle.query("progress", result_type=Progress)
         print(f"  stage    {describe_progress(progress)}")
         print(f"  backend  {progress.backend}")
@@ -675,6 +1085,426 @@ def add_budget_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     show.set_defaults(handler=cmd_budget_show)
 
 
+# --- schedules: sweeps on a calendar (Temporal Schedules; schemas/schedule.py) ---------------
+
+# How long `qloop schedule trigger` waits to name the run it started.
+TRIGGER_WAIT_SECONDS = 5.0
+
+
+def schedule_argument(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse `type=` that shows our message (argparse hides a plain ValueError's)."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ScheduleInputError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def time_zone_name(text: str) -> str:
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time zone: use an IANA name such as UTC, Europe/Berlin or "
+            "America/New_York"
+        ) from None
+    return text
+
+
+def schedule_link(client: Client, name: str) -> str:
+    return (
+        f"{UI_URL}/namespaces/{quote(client.namespace)}/schedules/"
+        f"{quote(schedule_id(name), safe='')}"
+    )
+
+
+def sweep_schedule(
+    name: str,
+    request: SweepRequest,
+    timing: Timing,
+    overlap: ScheduleOverlapPolicy,
+    note: str | None,
+) -> Schedule:
+    """Starts `SweepWorkflow(sweep_input(request))` on `timing`; each run carries the same
+    search attributes as one started by `qloop sweep`."""
+    backend = request.evaluation.backend
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "SweepWorkflow",
+            sweep_input(request),
+            id=sweep_workflow_id(name),
+            task_queue=task_queue(),
+            typed_search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(attrs.STAGE, SweepStage.EXPANDING.value),
+                    SearchAttributePair(attrs.BACKEND, describe_backend(backend)),
+                    SearchAttributePair(attrs.PROVIDER, backend.provider),
+                    SearchAttributePair(attrs.ACCOUNT, request.policy.account),
+                ]
+            ),
+            static_summary=f"{sweep_summary(request)}, scheduled by {schedule_id(name)}",
+            static_details="\n\n".join(
+                [
+                    f"**Schedule:** {schedule_id(name)}, {timing.summary()}",
+                    f"**Family:** {request.family.kind}",
+                    f"**Backend:** {describe_backend(backend)}, {request.evaluation.shots} shots",
+                    f"**Account:** {request.policy.account}",
+                ]
+            ),
+        ),
+        spec=timing.spec(),
+        policy=SchedulePolicy(overlap=overlap),
+        state=ScheduleState(note=note),
+    )
+
+
+def no_schedule(name: str) -> int:
+    print(
+        f"no schedule named {name!r} (schedule id {schedule_id(name)}): "
+        "`qloop schedule list` shows the existing ones",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def on_existing_schedule(
+    handler: Callable[[argparse.Namespace], Awaitable[int]],
+) -> Callable[[argparse.Namespace], Awaitable[int]]:
+    """Commands on a schedule that may not exist say so by name instead of a server error."""
+
+    async def run(args: argparse.Namespace) -> int:
+        try:
+            return await handler(args)
+        except RPCError as error:
+            if error.status != RPCStatusCode.NOT_FOUND:
+                raise
+            return no_schedule(args.name)
+
+    return run
+
+
+async def cmd_schedule_create(args: argparse.Namespace) -> int:
+    try:
+        timing = Timing(
+            cron=args.cron, every=args.every, jitter=args.jitter, time_zone=args.time_zone
+        )
+    except ScheduleInputError as error:
+        print(f"refused: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    request = admit_sweep_or_exit(args.sweep)
+    client = await connect()
+    try:
+        handle = await client.create_schedule(
+            schedule_id(args.name),
+            sweep_schedule(args.name, request, timing, args.overlap, args.note),
+            memo=schedule_memo(args.name, request, str(Path(args.sweep).resolve()), timing),
+        )
+    except ScheduleAlreadyRunningError:
+        print(
+            f"schedule {args.name!r} already exists ({schedule_id(args.name)}): "
+            f"`qloop schedule describe {args.name}` shows it, "
+            f"`qloop schedule delete {args.name}` removes it",
+            file=sys.stderr,
+        )
+        return 1
+    except RPCError as error:
+        if error.status != RPCStatusCode.INVALID_ARGUMENT:
+            raise
+        print(f"refused: {error.message}", file=sys.stderr)
+        return EXIT_REFUSED
+    description = await handle.describe()
+    print(
+        f"created schedule {handle.id}: sweep {request.name} {timing.summary()}, "
+        f"overlap {overlap_name(args.overlap)}\n"
+        f"  next run        {moment(next(iter(description.info.next_action_times), None))}\n"
+        f"  Web UI          {schedule_link(client, args.name)}"
+    )
+    return 0
+
+
+async def cmd_schedule_list(args: argparse.Namespace) -> int:
+    client = await connect()
+    rows: list[tuple[str, str, str, str, str]] = []
+    async for entry in await client.list_schedules():
+        if not entry.id.startswith(SCHEDULE_ID_PREFIX) or entry.schedule is None:
+            continue
+        memo = await entry.memo()
+        sweep = memo.get(MEMO_KEY, {}).get("sweep", "-")
+        next_runs = entry.info.next_action_times if entry.info else []
+        rows.append(
+            (
+                entry.id,
+                spec_summary(entry.schedule.spec, memo),
+                "yes" if entry.schedule.state.paused else "no",
+                moment(next(iter(next_runs), None)),
+                sweep,
+            )
+        )
+    if not rows:
+        print("no schedules: `qloop schedule create NAME --sweep FILE --every 1d` makes one")
+        return 0
+    id_width = max(len("SCHEDULE ID"), *(len(row[0]) for row in rows))
+    spec_width = max(len("SPEC"), *(len(row[1]) for row in rows))
+    print(f"{'SCHEDULE ID':{id_width}} {'SPEC':{spec_width}} {'PAUSED':6} {'NEXT RUN':25} SWEEP")
+    for schedule, spec, paused, next_run, sweep in sorted(rows):
+        print(f"{schedule:{id_width}} {spec:{spec_width}} {paused:6} {next_run:25} {sweep}")
+    return 0
+
+
+async def run_status(client: Client, action: ScheduleActionExecution) -> str:
+    """A started run's status; '-' once the server no longer keeps it (retention)."""
+    if not isinstance(action, ScheduleActionExecutionStartWorkflow):
+        return "-"
+    handle = client.get_workflow_handle(action.workflow_id, run_id=action.first_execution_run_id)
+    try:
+        description = await handle.describe()
+    except RPCError as error:
+        if error.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return "-"
+    return description.status.name if description.status else "?"
+
+
+def format_schedule(
+    description: ScheduleDescription, memo: Mapping[str, Any], statuses: Sequence[str], link: str
+) -> str:
+    schedule, info = description.schedule, description.info
+    stored = memo.get(MEMO_KEY, {})
+    action = schedule.action
+    assert isinstance(action, ScheduleActionStartWorkflow)
+    state = "paused" if schedule.state.paused else "active"
+    if schedule.state.note:
+        state += f" ({schedule.state.note})"
+    lines = [
+        f"schedule {description.id}",
+        f"  sweep           {stored.get('sweep', '-')} ({stored.get('family', '-')}), "
+        f"account {stored.get('account', '-')}",
+        f"  sweep file      {stored.get('sweep_file', '-')} (as read at creation)",
+        f"  starts          {action.workflow} on task queue {action.task_queue} "
+        f"as {action.id}-<scheduled time>",
+        f"  spec            {spec_summary(schedule.spec, memo)}",
+        f"  overlap         {overlap_name(schedule.policy.overlap)}",
+        f"  state           {state}",
+        f"  actions         {info.num_actions} taken, {info.num_actions_skipped_overlap} skipped "
+        f"(overlap), {info.num_actions_missed_catchup_window} missed (catch-up window)",
+        f"  created         {moment(info.created_at)}",
+        f"  updated         {moment(info.last_updated_at)}",
+        "  next runs       " + (", ".join(moment(at) for at in info.next_action_times[:5]) or "-"),
+        "  running         "
+        + (
+            ", ".join(
+                run.workflow_id
+                for run in info.running_actions
+                if isinstance(run, ScheduleActionExecutionStartWorkflow)
+            )
+            or "-"
+        ),
+        "  recent runs     (newest last)",
+    ]
+    for result, status in zip(info.recent_actions, statuses, strict=True):
+        started = result.action
+        is_workflow = isinstance(started, ScheduleActionExecutionStartWorkflow)
+        workflow_id = started.workflow_id if is_workflow else "-"
+        lines.append(
+            f"    scheduled {moment(result.scheduled_at)}  started {moment(result.started_at)}  "
+            f"{status:10} {workflow_id}"
+        )
+    if not info.recent_actions:
+        lines.append("    none yet")
+    lines.append(f"  Web UI          {link}")
+    return "\n".join(lines)
+
+
+@on_existing_schedule
+async def cmd_schedule_describe(args: argparse.Namespace) -> int:
+    client = await connect()
+    description = await client.get_schedule_handle(schedule_id(args.name)).describe()
+    statuses = await asyncio.gather(
+        *(run_status(client, result.action) for result in description.info.recent_actions)
+    )
+    memo = await description.memo()
+    print(format_schedule(description, memo, statuses, schedule_link(client, args.name)))
+    return 0
+
+
+@on_existing_schedule
+async def cmd_schedule_pause(args: argparse.Namespace) -> int:
+    client = await connect()
+    note = args.note or f"paused with qloop by {os.environ.get('USER', 'unknown')}"
+    await client.get_schedule_handle(schedule_id(args.name)).pause(note=note)
+    print(f"{schedule_id(args.name)}: paused ({note})")
+    return 0
+
+
+@on_existing_schedule
+async def cmd_schedule_unpause(args: argparse.Namespace) -> int:
+    client = await connect()
+    note = args.note or f"unpaused with qloop by {os.environ.get('USER', 'unknown')}"
+    await client.get_schedule_handle(schedule_id(args.name)).unpause(note=note)
+    print(f"{schedule_id(args.name)}: active ({note})")
+    return 0
+
+
+@on_existing_schedule
+async def cmd_schedule_trigger(args: argparse.Namespace) -> int:
+    """The server starts the run asynchronously; the command waits briefly to name it."""
+    client = await connect()
+    handle = client.get_schedule_handle(schedule_id(args.name))
+    before = (await handle.describe()).info.num_actions
+    await handle.trigger(overlap=args.overlap)
+    deadline = time.monotonic() + TRIGGER_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        info = (await handle.describe()).info
+        if info.num_actions > before and info.recent_actions:
+            started = info.recent_actions[-1].action
+            if isinstance(started, ScheduleActionExecutionStartWorkflow):
+                print(
+                    f"{handle.id}: triggered {started.workflow_id}\n"
+                    f"  Web UI          {workflow_link(client, started.workflow_id)}"
+                )
+                return 0
+        await asyncio.sleep(0.2)
+    print(
+        f"{handle.id}: trigger sent; no run started within {TRIGGER_WAIT_SECONDS:.0f} s "
+        "(with overlap skip or buffer_* a run still going holds it back; "
+        f"`qloop schedule describe {args.name}` shows what happened)"
+    )
+    return 0
+
+
+@on_existing_schedule
+async def cmd_schedule_backfill(args: argparse.Namespace) -> int:
+    if args.end < args.start:
+        print(
+            f"refused: --end {moment(args.end)} is before --start {moment(args.start)}",
+            file=sys.stderr,
+        )
+        return EXIT_REFUSED
+    client = await connect()
+    handle = client.get_schedule_handle(schedule_id(args.name))
+    if (await handle.describe()).schedule.state.paused:
+        print(
+            f"{handle.id} is paused, and the server drops a paused schedule's backfills: "
+            f"`qloop schedule unpause {args.name}` first",
+            file=sys.stderr,
+        )
+        return 1
+    await handle.backfill(
+        ScheduleBackfill(start_at=args.start, end_at=args.end, overlap=args.overlap)
+    )
+    overlap = "the schedule's" if args.overlap is None else overlap_name(args.overlap)
+    print(
+        f"{handle.id}: backfill of every run due from {moment(args.start)} to {moment(args.end)} "
+        f"(both included) requested, overlap {overlap}; "
+        f"`qloop schedule describe {args.name}` lists the runs"
+    )
+    return 0
+
+
+@on_existing_schedule
+async def cmd_schedule_delete(args: argparse.Namespace) -> int:
+    client = await connect()
+    await client.get_schedule_handle(schedule_id(args.name)).delete()
+    print(f"deleted schedule {schedule_id(args.name)}; runs it already started keep running")
+    return 0
+
+
+def add_schedule_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    schedule = commands.add_parser(
+        "schedule", help="run a sweep on a calendar (Temporal Schedules, id qloop-NAME)"
+    )
+    actions = schedule.add_subparsers(dest="schedule_command", required=True)
+    name_argument = {"type": schedule_argument(check_name), "help": f"schedule name: {NAME_RULE}"}
+    overlap_choice = {
+        "type": schedule_argument(overlap_policy),
+        "metavar": "|".join(OVERLAP_POLICIES),
+    }
+
+    create = actions.add_parser(
+        "create", help="validate a sweep file and start it on a cron spec or an interval"
+    )
+    create.add_argument("name", **name_argument)
+    create.add_argument("--sweep", required=True, metavar="FILE", help="sweep request (YAML/JSON)")
+    when = create.add_mutually_exclusive_group(required=True)
+    when.add_argument(
+        "--cron", metavar="EXPR", help="cron expression, e.g. '0 3 * * *' (UTC unless --time-zone)"
+    )
+    when.add_argument(
+        "--every", type=schedule_argument(parse_interval), metavar="DURATION", help=DURATION_RULE
+    )
+    create.add_argument(
+        "--overlap",
+        default=OVERLAP_POLICIES["skip"],
+        help="when a run is due while the last one still runs (default: skip)",
+        **overlap_choice,
+    )
+    create.add_argument(
+        "--jitter",
+        type=schedule_argument(parse_jitter),
+        metavar="DURATION",
+        help="start each run up to this much later, at random",
+    )
+    create.add_argument(
+        "--time-zone", type=time_zone_name, metavar="ZONE", help="IANA time zone of --cron"
+    )
+    create.add_argument("--note", help="a note shown with the schedule's state")
+    create.set_defaults(handler=cmd_schedule_create)
+
+    listing = actions.add_parser("list", help="qloop's schedules: spec, paused, next run")
+    listing.set_defaults(handler=cmd_schedule_list)
+
+    describe = actions.add_parser(
+        "describe", help="spec, state, next runs, recent runs and the Web UI link"
+    )
+    describe.add_argument("name", **name_argument)
+    describe.set_defaults(handler=cmd_schedule_describe)
+
+    for verb, handler, help_text in (
+        ("pause", cmd_schedule_pause, "stop starting runs (runs already going keep going)"),
+        ("unpause", cmd_schedule_unpause, "start runs again from the next due time"),
+    ):
+        toggle = actions.add_parser(verb, help=help_text)
+        toggle.add_argument("name", **name_argument)
+        toggle.add_argument("--note", help="why, shown with the schedule's state")
+        toggle.set_defaults(handler=handler)
+
+    trigger = actions.add_parser("trigger", help="start one run now")
+    trigger.add_argument("name", **name_argument)
+    trigger.add_argument(
+        "--overlap", help="for this run only (default: the schedule's)", **overlap_choice
+    )
+    trigger.set_defaults(handler=cmd_schedule_trigger)
+
+    backfill = actions.add_parser(
+        "backfill", help="start the runs that were due in a past time range"
+    )
+    backfill.add_argument("name", **name_argument)
+    moment_help = "ISO 8601, e.g. 2026-01-31T06:00 (UTC without an offset)"
+    backfill.add_argument(
+        "--start", required=True, type=schedule_argument(parse_moment), help=moment_help
+    )
+    backfill.add_argument(
+        "--end", required=True, type=schedule_argument(parse_moment), help=moment_help
+    )
+    backfill.add_argument(
+        "--overlap",
+        help="default: the schedule's; the runs are due at once, so skip starts only the first: "
+        "use allow_all or buffer_all to get every one",
+        **overlap_choice,
+    )
+    backfill.set_defaults(handler=cmd_schedule_backfill)
+
+    delete = actions.add_parser(
+        "delete", help="delete a schedule (runs it already started keep running)"
+    )
+    delete.add_argument("name", **name_argument)
+    delete.set_defaults(handler=cmd_schedule_delete)
+
+
 async def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(ExperimentRequest.model_json_schema(), indent=2))
     return 0
@@ -766,6 +1596,9 @@ def parser() -> argparse.ArgumentParser:
     health_reset.set_defaults(handler=cmd_health_reset)
 
     add_budget_commands(commands)
+    add_sweep_command(commands)
+    add_loop_command(commands)
+    add_schedule_commands(commands)
     return root
 
 

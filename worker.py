@@ -39,11 +39,19 @@ from schemas.payload_encryption import data_converter
 from workflows.backend_health import BackendHealthWorkflow
 from workflows.budget_ledger import BudgetLedgerWorkflow
 from workflows.experiment import ExperimentWorkflow
+from workflows.loop import LoopWorkflow
+from workflows.sweep import SweepWorkflow
 
 log = structlog.get_logger("qloop.worker")
 TASK_QUEUE = os.environ.get("QLOOP_TASK_QUEUE", "qloop")
 COMPUTE_TASK_QUEUE = os.environ.get("QLOOP_COMPUTE_TASK_QUEUE") or None
-WORKFLOWS = [ExperimentWorkflow, BackendHealthWorkflow, BudgetLedgerWorkflow]
+WORKFLOWS = [
+    ExperimentWorkflow,
+    BackendHealthWorkflow,
+    BudgetLedgerWorkflow,
+    LoopWorkflow,
+    SweepWorkflow,
+]
 ROLES = ("all", "orchestration", "compute")
 
 
@@ -54,6 +62,10 @@ def orchestration_activities() -> list[Callable[..., Any]]:
         settle_budget_activity,
     )
     from activities.health_calls import acquire_backend_activity, report_backend_outcome_activity
+    from activities.loop_trajectory import (
+        save_trajectory_chunk_activity,
+        write_trajectory_activity,
+    )
     from activities.policy import evaluate_policy_activity
     from activities.provider_calls import (
         cancel_job_activity,
@@ -73,11 +85,18 @@ def orchestration_activities() -> list[Callable[..., Any]]:
         reserve_budget_activity,
         settle_budget_activity,
         release_budget_activity,
+        save_trajectory_chunk_activity,
+        write_trajectory_activity,
     ]
 
 
 def compute_activities() -> list[Callable[..., Any]]:
     # Imported here, not at the top: an orchestration-only worker never loads mitiq and cirq.
+    from activities.batches import (
+        classical_reference_activity,
+        prepare_batch_activity,
+        score_batch_activity,
+    )
     from activities.mitigate import mitigate_activity
     from activities.plan import plan_activity
     from activities.postprocess import (
@@ -87,6 +106,7 @@ def compute_activities() -> list[Callable[..., Any]]:
     )
     from activities.preprocess import preprocess_activity
     from activities.prevalidate import prevalidate_activity
+    from activities.sweep_results import SWEEP_ACTIVITIES
 
     return [
         preprocess_activity,
@@ -96,6 +116,10 @@ def compute_activities() -> list[Callable[..., Any]]:
         postprocess_activity,
         classical_report_activity,
         ended_report_activity,
+        prepare_batch_activity,
+        score_batch_activity,
+        classical_reference_activity,
+        *SWEEP_ACTIVITIES,
     ]
 
 

@@ -4,6 +4,10 @@ Local, but behind the same asynchronous, durable contract as remote hardware: jo
 the on-disk job store of adapters/local_jobs.py under qloop_home()/aer-jobs/<client_token>/.
 Local simulation is free and, with the stored seed, deterministic, so a restarted orphan returns
 what the first run would have.
+
+A parameterized template runs through Aer's `parameter_binds`: parsed and mapped once, bound
+inside the simulator. Aer seeds the k-th executed circuit of a job with seed + k * 2113 either
+way, so a template with N bindings returns exactly the counts of its N bound circuits.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from qiskit import QuantumCircuit, qasm2, transpile
+from qiskit import QuantumCircuit, qasm2, qasm3, transpile
+from qiskit.circuit import Parameter
 from qiskit_aer import AerSimulator
 
 from adapters import local_jobs
@@ -124,9 +129,10 @@ class AerAdapter:
     def _check_limits(self, batch: CircuitBatch, shots: int) -> None:
         if not 1 <= shots <= MAX_SHOTS:
             raise InvalidRequestError(f"shots must be between 1 and {MAX_SHOTS}, got {shots}")
-        if len(batch.circuits) > MAX_CIRCUITS_PER_JOB:
+        if batch.num_executions > MAX_CIRCUITS_PER_JOB:
             raise InvalidRequestError(
-                f"a job holds at most {MAX_CIRCUITS_PER_JOB} circuits, got {len(batch.circuits)}"
+                f"a job holds at most {MAX_CIRCUITS_PER_JOB} circuits (every binding of a "
+                f"template counts), got {batch.num_executions}"
             )
 
     def _new_request(
@@ -195,6 +201,8 @@ def _prepare(spec: CircuitSpec, profile: DeviceProfile | None) -> QuantumCircuit
 
 
 def _parse(spec: CircuitSpec) -> QuantumCircuit:
+    if spec.parameters:
+        return _parse_template(spec)
     try:
         return qasm2.loads(
             spec.qasm,
@@ -203,6 +211,40 @@ def _parse(spec: CircuitSpec) -> QuantumCircuit:
         )
     except Exception as exc:
         raise InvalidRequestError(f"circuit {spec.name!r} is not valid OpenQASM 2: {exc}") from exc
+
+
+def _parse_template(spec: CircuitSpec) -> QuantumCircuit:
+    try:
+        circuit = qasm3.loads(spec.qasm)
+    except Exception as exc:
+        raise InvalidRequestError(f"template {spec.name!r} is not valid OpenQASM 3: {exc}") from exc
+    unbound = sorted({p.name for p in circuit.parameters} - set(spec.parameters))
+    if unbound:
+        raise InvalidRequestError(
+            f"template {spec.name!r} declares inputs {unbound} that its parameters "
+            f"{spec.parameters} do not bind"
+        )
+    return circuit
+
+
+def parameter_columns(spec: CircuitSpec, circuit: QuantumCircuit) -> dict[Parameter, list[float]]:
+    """The values of each of the circuit's parameters, one per binding (Aer's parameter_binds)."""
+    position = {name: i for i, name in enumerate(spec.parameters)}
+    return {
+        parameter: [row[position[parameter.name]] for row in spec.bindings]
+        for parameter in circuit.parameters
+    }
+
+
+def bound_circuits(spec: CircuitSpec, circuit: QuantumCircuit) -> list[QuantumCircuit]:
+    """The spec's executed circuits: the circuit itself, or the template at every binding."""
+    if not spec.parameters:
+        return [circuit]
+    columns = parameter_columns(spec, circuit)
+    return [
+        circuit.assign_parameters({p: values[row] for p, values in columns.items()})
+        for row in range(len(spec.bindings))
+    ]
 
 
 def _runs_as_is(circuit: QuantumCircuit, profile: DeviceProfile | None) -> bool:
@@ -266,23 +308,52 @@ def _simulate(request: dict[str, Any], circuits: list[QuantumCircuit] | None) ->
     if circuits is None:
         profile = None if noise.profile is None else load_profile(noise.profile)
         circuits = [_prepare(spec, profile) for spec in batch.circuits]
+    runs, binds = _executions(batch, circuits)
     started = time.perf_counter()
     result = (
         _simulator(noise)
-        .run(circuits, shots=request["shots"], seed_simulator=request["seed"])
+        .run(
+            runs,
+            shots=request["shots"],
+            seed_simulator=request["seed"],
+            parameter_binds=binds if any(binds) else None,
+        )
         .result()
     )
     if not result.success:
         raise RuntimeError(f"Aer reported failure: {result.status}")
-    counts = [
-        canonical_counts(result.get_counts(i), circuit.num_clbits)
-        for i, circuit in enumerate(circuits)
+    widths = [
+        circuit.num_clbits
+        for circuit, spec in zip(circuits, batch.circuits, strict=True)
+        for _ in range(spec.num_executions)
     ]
+    if len(result.results) != len(widths):
+        raise RuntimeError(
+            f"Aer returned {len(result.results)} results for {len(widths)} executed circuits"
+        )
+    counts = [canonical_counts(result.get_counts(i), width) for i, width in enumerate(widths)]
     return {
         "counts": counts,
         "shots": request["shots"],
         "duration_seconds": time.perf_counter() - started,
     }
+
+
+def _executions(
+    batch: CircuitBatch, circuits: list[QuantumCircuit]
+) -> tuple[list[QuantumCircuit], list[dict[Parameter, list[float]]]]:
+    """Aer's run arguments: each circuit with its parameter values (empty when plain). A
+    template whose compiled form lost every parameter runs once per binding all the same."""
+    runs: list[QuantumCircuit] = []
+    binds: list[dict[Parameter, list[float]]] = []
+    for spec, circuit in zip(batch.circuits, circuits, strict=True):
+        if spec.parameters and circuit.parameters:
+            runs.append(circuit)
+            binds.append(parameter_columns(spec, circuit))
+        else:
+            runs.extend([circuit] * spec.num_executions)
+            binds.extend({} for _ in range(spec.num_executions))
+    return runs, binds
 
 
 def _start(job_dir: Path, request: dict[str, Any], circuits: list[QuantumCircuit] | None) -> None:

@@ -7,14 +7,17 @@ seed, so a local job asks for the exact outcome distribution (shots=0 with a pro
 and samples it with the job's stored seed: counts are reproducible and a restarted orphan
 repeats itself, as with Aer.
 
-A device ARN selects the real service. A batch of n circuits becomes n quantum tasks (Braket
-tasks hold one circuit); `JobRef.job_id` is their ARNs joined by commas (ARNs hold no commas),
-so status, result and cancel need nothing but the JobRef on any worker. Task i carries the
-clientToken `task_client_token(client_token, i)`, so the service itself returns the existing
-task to a retried submit; a small record under qloop_home()/braket-tasks/ spares a retry on the
-same machine even the calls. Braket counts put the first measured qubit on the LEFT; qloop's
-canonical order has clbit 0 on the right: circuits measure clbit j as the j-th measurement, so
-a result bitstring reversed is canonical.
+A parameterized template runs as one circuit per binding, bound in Qiskit before translation
+(Braket bills per task, so free parameters with task `inputs` would cost the same).
+
+A device ARN selects the real service. A batch of n executed circuits becomes n quantum
+tasks (Braket tasks hold one circuit); `JobRef.job_id` is their ARNs joined by commas (ARNs
+hold no commas), so status, result and cancel need nothing but the JobRef on any worker. Task i
+carries the clientToken `task_client_token(client_token, i)`, so the service itself returns the
+existing task to a retried submit; a small record under qloop_home()/braket-tasks/ spares a
+retry on the same machine even the calls. Braket counts put the first measured qubit on the
+LEFT; qloop's canonical order has clbit 0 on the right: circuits measure clbit j as the j-th
+measurement, so a result bitstring reversed is canonical.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ from qiskit_braket_provider.providers.target import (
 )
 
 from adapters import local_jobs
-from adapters.aer import _parse, _prepare, simulator_capabilities
+from adapters.aer import _parse, _prepare, bound_circuits, simulator_capabilities
 from adapters.braket_noise import cached_noise_model
 from adapters.errors import (
     InvalidRequestError,
@@ -312,18 +315,27 @@ def _local_programs(request: dict[str, Any]) -> list[_LocalProgram]:
     profile = None if noise.profile is None else load_profile(noise.profile)
     max_qubits = int(LocalSimulator(request["device"]).properties.paradigm.qubitCount)
     batch = CircuitBatch.model_validate(request["batch"])
-    return [_local_program(spec, profile, noise, max_qubits) for spec in batch.circuits]
+    programs: list[_LocalProgram] = []
+    for spec in batch.circuits:
+        template = _prepare(spec, profile)
+        measured = clbit_qubits(template, spec.name)
+        for row, circuit in enumerate(bound_circuits(spec, template)):
+            name = _execution_name(spec, row)
+            programs.append(_local_program(name, circuit, measured, noise, max_qubits))
+    return programs
+
+
+def _execution_name(spec: CircuitSpec, row: int) -> str:
+    return f"{spec.name}[{row}]" if spec.parameters else spec.name
 
 
 def _local_program(
-    spec: CircuitSpec, profile: DeviceProfile | None, noise: NoiseChoice, max_qubits: int
+    name: str, circuit: QuantumCircuit, measured: list[int], noise: NoiseChoice, max_qubits: int
 ) -> _LocalProgram:
-    circuit = _prepare(spec, profile)
-    measured = clbit_qubits(circuit, spec.name)
-    program = translate(circuit, spec.name)
+    program = translate(circuit, name)
     if program.qubit_count > max_qubits:
         raise InvalidRequestError(
-            f"circuit {spec.name!r} acts on {program.qubit_count} qubits; the simulator "
+            f"circuit {name!r} acts on {program.qubit_count} qubits; the simulator "
             f"takes at most {max_qubits}"
         )
     if noise.profile is not None:
@@ -502,7 +514,7 @@ class BraketAwsAdapter:
         self, batch: CircuitBatch, shots: int, client_token: str, seed: int | None
     ) -> JobRef:
         record = _TaskRecord.open(client_token, self._fingerprint(batch, shots), self.device)
-        if len(record.task_arns) < len(batch.circuits):
+        if len(record.task_arns) < batch.num_executions:
             tasks = self._validated_tasks(batch, shots)
             for index in range(len(record.task_arns), len(tasks)):
                 token = task_client_token(client_token, index)
@@ -550,7 +562,7 @@ class BraketAwsAdapter:
 
     def _fingerprint(self, batch: CircuitBatch, shots: int) -> str:
         # Hardware cannot be seeded, so the seed is not part of a task's identity.
-        identity = {"device": self.device, "batch": batch.model_dump(mode="json"), "shots": shots}
+        identity = {"device": self.device, "batch": batch.identity(), "shots": shots}
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
     def _validated_tasks(self, batch: CircuitBatch, shots: int) -> list[_Task]:
@@ -559,19 +571,26 @@ class BraketAwsAdapter:
         if device.status != "ONLINE":
             raise RejectedError(f"Braket device {self.device} is {device.status}")
         _check_batch(batch, shots, device.shots_range)
-        return [self._task_for(spec, device) for spec in batch.circuits]
+        return [task for spec in batch.circuits for task in self._tasks_for(spec, device)]
 
-    def _task_for(self, spec: CircuitSpec, device: _Device) -> _Task:
-        circuit = _parse(spec)
-        if circuit.num_clbits != spec.num_clbits:
+    def _tasks_for(self, spec: CircuitSpec, device: _Device) -> list[_Task]:
+        """One task per executed circuit of the spec, checked once on the template."""
+        template = _parse(spec)
+        if template.num_clbits != spec.num_clbits:
             raise InvalidRequestError(
                 f"circuit {spec.name!r} declares {spec.num_clbits} clbits but its QASM has "
-                f"{circuit.num_clbits}"
+                f"{template.num_clbits}"
             )
-        clbit_qubits(circuit, spec.name)
+        clbit_qubits(template, spec.name)
+        return [
+            self._task_for(_execution_name(spec, row), circuit, device)
+            for row, circuit in enumerate(bound_circuits(spec, template))
+        ]
+
+    def _task_for(self, name: str, circuit: QuantumCircuit, device: _Device) -> _Task:
         gateset = gateset_from_properties(device.properties.action[OPENQASM_ACTION])
-        program = translate(circuit, spec.name, gateset - {"global_phase"})
-        _check_program(spec.name, program, device)
+        program = translate(circuit, name, gateset - {"global_phase"})
+        _check_program(name, program, device)
         # Native gates on a QPU go in a verbatim box, so the provider's compiler cannot undo a
         # fold; qubit rewiring is off so qloop's layout stays.
         verbatim = bool(device.native_gates) and _gate_names(program) <= device.native_gates
@@ -719,9 +738,10 @@ def _check_batch(batch: CircuitBatch, shots: int, shots_range: tuple[int, int]) 
     low, high = max(1, shots_range[0]), shots_range[1]
     if not low <= shots <= high:
         raise InvalidRequestError(f"shots must be between {low} and {high}, got {shots}")
-    if len(batch.circuits) > MAX_CIRCUITS_PER_JOB:
+    if batch.num_executions > MAX_CIRCUITS_PER_JOB:
         raise InvalidRequestError(
-            f"a job holds at most {MAX_CIRCUITS_PER_JOB} circuits, got {len(batch.circuits)}"
+            f"a job holds at most {MAX_CIRCUITS_PER_JOB} circuits (every binding of a template "
+            f"counts), got {batch.num_executions}"
         )
 
 

@@ -308,7 +308,7 @@ def new_job_request(
     identity = {
         "device": device,
         **noise.as_json(),
-        "batch": batch.model_dump(mode="json"),
+        "batch": batch.identity(),
         "shots": shots,
         "seed": seed,
     }

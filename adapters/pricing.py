@@ -86,8 +86,9 @@ def price_table() -> PriceTable:
 
 
 def estimate_cost(device: DevicePrice, batch: CircuitBatch, shots: int) -> Cost:
-    """Every circuit of the batch is one Braket task (ZNE's folded circuits included)."""
-    tasks = len(batch.circuits)
+    """Every executed circuit of the batch is one Braket task (ZNE's folded circuits and every
+    binding of a template included)."""
+    tasks = batch.num_executions
     total = device.task_cost(shots) * tasks
     if device.kind == "qpu":
         detail = (

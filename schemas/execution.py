@@ -1,16 +1,18 @@
 """Contracts of the execution plane: what crosses the boundary between qloop and a provider.
 
-Circuits cross as OpenQASM 2 text; counts come back keyed by bitstrings in qloop's canonical
-order (Qiskit's: the rightmost character is classical bit 0), whatever the provider uses.
+Circuits cross as OpenQASM text (2 for a plain circuit, 3 for a parameterized template with
+its bindings); counts come back keyed by bitstrings in qloop's canonical order (Qiskit's: the
+rightmost character is classical bit 0), whatever the provider uses.
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ContractModel(BaseModel):
@@ -49,16 +51,64 @@ class Capabilities(ContractModel):
 
 
 class CircuitSpec(ContractModel):
-    """One circuit of a batch: OpenQASM 2 text measuring into a single classical register."""
+    """One circuit of a batch, measuring into a single classical register.
+
+    Without `parameters`: OpenQASM 2 text, one circuit. With `parameters`: an OpenQASM 3
+    template declaring its free parameters as `input float[64] NAME;`, and every row of
+    `bindings` (one value per name of `parameters`, in that order) is one circuit to run, so
+    the template is parsed and compiled once for the whole batch. A name the template no
+    longer uses (the compiler may drop a gate whose angle is always 0) is ignored.
+    """
 
     name: str
     qasm: str
     num_qubits: int
     num_clbits: int
+    parameters: list[str] = []
+    bindings: list[list[float]] = []
+
+    @model_validator(mode="after")
+    def _bindings_fit(self) -> CircuitSpec:
+        if not self.parameters:
+            if self.bindings:
+                raise ValueError(f"circuit {self.name!r} has bindings but no parameters")
+            return self
+        if len(set(self.parameters)) != len(self.parameters):
+            raise ValueError(f"circuit {self.name!r} names a parameter twice: {self.parameters}")
+        if not self.bindings:
+            raise ValueError(f"circuit {self.name!r} has parameters but no bindings")
+        width = len(self.parameters)
+        for row, values in enumerate(self.bindings):
+            if len(values) != width:
+                raise ValueError(
+                    f"binding {row} of circuit {self.name!r} has {len(values)} values; the "
+                    f"template takes {width} ({', '.join(self.parameters)})"
+                )
+            if not all(math.isfinite(value) for value in values):
+                raise ValueError(f"binding {row} of circuit {self.name!r} is not finite: {values}")
+        return self
+
+    @property
+    def num_executions(self) -> int:
+        """How many circuits this spec runs: one per binding, or one."""
+        return len(self.bindings) if self.parameters else 1
 
 
 class CircuitBatch(ContractModel):
+    """Results come back one per executed circuit, in batch order: template by template, and
+    within a template binding by binding."""
+
     circuits: Annotated[list[CircuitSpec], Field(min_length=1)]
+
+    @property
+    def num_executions(self) -> int:
+        """How many circuits the batch runs (what providers limit and bill per task)."""
+        return sum(spec.num_executions for spec in self.circuits)
+
+    def identity(self) -> dict[str, Any]:
+        """The batch as JSON for fingerprints: fields at their defaults are left out, so a batch
+        without parameters has the fingerprint it had before templates existed."""
+        return self.model_dump(mode="json", exclude_defaults=True)
 
 
 class Cost(ContractModel):

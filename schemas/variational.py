@@ -9,13 +9,14 @@ parameter bindings.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from schemas.execution import Cost
-from schemas.pipeline import PipelineModel
+from schemas.execution import Cost, Tier
+from schemas.pipeline import PipelineModel, PollingPolicy
 from schemas.request import (
     MAX_SHOTS,
     BackendChoice,
@@ -110,6 +111,11 @@ class BatchInput(PipelineModel):
     points: list[Point]
     evaluation: EvaluationSpec
 
+    @property
+    def artifact_folder(self) -> str:
+        """The artifact store's folder of this batch (submission, counts, scores)."""
+        return f"{self.owner_id}.{self.label}"
+
 
 class PreparedBatch(PipelineModel):
     """The submission (in `batch_uri`: a PlannedBatch-like artifact with the template and its
@@ -119,6 +125,7 @@ class PreparedBatch(PipelineModel):
     num_circuits: int
     cost_estimate: Cost
     fingerprints: list[str]
+    tier: Tier = Tier.SIMULATOR
 
 
 class PointValue(PipelineModel):
@@ -205,6 +212,59 @@ class LoopRequest(StrictModel):
         return self
 
 
+LoopStopReason = Literal["converged", "max_iterations", "budget_exhausted", "deadline", "max_cost"]
+
+
+class LoopObjective(PipelineModel):
+    """The answer against the classical baseline. QAOA: `approximation_ratio` (cut / maximum
+    cut). VQE: `energy_error_ha` (energy − exact ground energy, in Hartree). `exact` is that of
+    the exact (statevector) value at the best point; `measured` and `raw` of the final
+    evaluation's mitigated and raw values (None when the loop stopped without one, and every
+    ratio None for a graph whose maximum cut is not positive)."""
+
+    name: Literal["approximation_ratio", "energy_error_ha"]
+    exact: float | None
+    measured: float | None = None
+    raw: float | None = None
+
+
+class LoopReport(PipelineModel):
+    """What `LoopWorkflow` answers. After the loop stops, the last iterate and the iterate SPSA
+    estimated best are measured again as one batch (`final_evaluation`) and the better one is
+    `best_point`, with its measurement `best_measured` and its value `best_value`. SPSA's
+    estimates carry a bias of order c_k² from the perturbations, which a direct measurement does
+    not. When money or time ran out there is no final evaluation: `best_point` is SPSA's best
+    iterate and `best_value` its estimate (None when no iteration completed). `exact_value` is
+    the exact value at `best_point`. The whole trajectory is in `trajectory_uri`."""
+
+    loop_id: str
+    name: str
+    family: str
+    goal: Literal["minimize", "maximize"]
+    stop_reason: LoopStopReason
+    stop_detail: str
+    iterations: int
+    evaluations: int
+    runs: int
+    best_point: Point
+    best_value: float | None
+    best_measured: PointValue | None = None
+    final_evaluation: list[PointValue] = Field(default_factory=list)
+    exact_value: float
+    baseline_method: str
+    baseline_value: float
+    objective: LoopObjective
+    cost_usd: float
+    trajectory_uri: str
+    backend: str
+    shots: int
+    zne: ZneSpec | None = None
+    readout: bool = False
+    optimizer: SpsaSettings
+    evaluation_seed: int
+    elapsed_seconds: float
+
+
 # --- the sweep ---------------------------------------------------------------------------------
 
 
@@ -265,3 +325,117 @@ class SweepRequest(StrictModel):
         if points.points is not None and not points.points:
             raise ValueError("points is empty")
         return points
+
+
+# --- running a sweep (SweepWorkflow) -----------------------------------------------------------
+
+
+class SweepStage(StrEnum):
+    EXPANDING = "expanding"
+    LOOKING_UP_CACHE = "looking_up_cache"
+    CANARY = "canary"
+    RUNNING = "running"
+    WRITING_RESULTS = "writing_results"
+    COMPLETED = "completed"
+    CANARY_FAILED = "canary_failed"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    FAILED = "failed"
+
+
+SweepStatus = Literal["completed", "canary_failed", "budget_exhausted"]
+
+
+class BestPoint(PipelineModel):
+    """The best evaluated point: the largest cut for QAOA, the lowest energy for VQE."""
+
+    index: int
+    parameters: Point
+    value: float
+    std_error: float
+
+
+class CanaryVerdict(PipelineModel):
+    """`problems` names every canary point that failed a check, and why."""
+
+    passed: bool
+    points: int
+    problems: list[str] = Field(default_factory=list)
+
+
+class SweepProgress(PipelineModel):
+    """The `progress` query of SweepWorkflow. `points_done` counts points this sweep evaluated
+    (and paid for); `points_cached` those it found in the fingerprint cache. `cost_usd` and
+    `estimated_cost_usd` are the actual and estimated cost of the batches run so far;
+    `estimated_total_usd` extrapolates the whole sweep at the last batch's price per point."""
+
+    stage: SweepStage
+    backend: str
+    points_total: int = 0
+    points_done: int = 0
+    points_cached: int = 0
+    batches_done: int = 0
+    batches_total: int = 0
+    cost_usd: float = 0.0
+    estimated_cost_usd: float = 0.0
+    estimated_total_usd: float | None = None
+    canary: CanaryVerdict | None = None
+    error: str | None = None
+
+
+class SweepCarry(PipelineModel):
+    """What a sweep carries into its next run (continue-as-new, between two batches). The next
+    run finds every point finished so far in the fingerprint cache; these counters keep the
+    report about the whole sweep."""
+
+    started_at: datetime
+    runs: int
+    batches_done: int
+    points_done: int
+    points_cached: int
+    cost_usd: float
+    estimated_cost_usd: float
+    canary: CanaryVerdict | None = None
+
+
+class SweepInput(PipelineModel):
+    """The input of SweepWorkflow. `compute_task_queue`: where the CPU-heavy activities run
+    (None: the workflow's own task queue). After the canary, up to `batches_in_flight` batches
+    run at once (one under a cost limit). The sweep continues as new when the server suggests
+    it and at least every `batches_per_run` batches; `carry` is None on the first run."""
+
+    request: SweepRequest
+    polling: PollingPolicy = PollingPolicy()
+    compute_task_queue: str | None = None
+    batches_in_flight: int = Field(default=2, ge=1)
+    batches_per_run: int = Field(default=200, ge=1)
+    carry: SweepCarry | None = None
+
+
+class SweepReport(PipelineModel):
+    """What a sweep answers. `points_evaluated` were run (and paid for) by this sweep,
+    `points_cached` came from the fingerprint cache, `points_pending` were not evaluated because
+    the sweep stopped early (`status` says why). `table_uri`: one CSV row per point in grid
+    order; `plot_uri`: the values as a picture."""
+
+    sweep_id: str
+    name: str
+    status: SweepStatus
+    status_reason: str = ""
+    family: str
+    backend: str
+    goal: Literal["minimize", "maximize"]
+    points_total: int
+    points_evaluated: int
+    points_cached: int
+    points_pending: int
+    batches_total: int
+    batches_done: int
+    best: BestPoint | None = None
+    canary: CanaryVerdict | None = None
+    estimated_cost_usd: float
+    cost_usd: float
+    table_uri: str
+    plot_uri: str | None = None
+    points_uri: str
+    elapsed_seconds: float
+    runs: int = 1

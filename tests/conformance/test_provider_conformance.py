@@ -30,6 +30,7 @@ import pytest
 from qiskit.quantum_info import Statevector
 
 from activities import artifact_store
+from activities.batches import prepare_batch
 from activities.circuits import load_qasm2, parse_qasm, to_logical
 from activities.plan import plan
 from activities.preprocess import preprocess
@@ -48,6 +49,7 @@ from adapters.registry import get_adapter
 from schemas.execution import CircuitBatch, CircuitSpec, JobRef, JobState
 from schemas.pipeline import PlanInput, PlannedBatch, PreparedCircuits, PreprocessInput
 from schemas.request import BackendChoice, ExperimentRequest
+from schemas.variational import BatchInput, EvaluationSpec, VqeFamily
 from tests.harness import OFFLINE_QPU, QPU, LocalStack
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "qasmbench"
@@ -354,6 +356,44 @@ def test_a_batch_wider_than_the_device_is_invalid_before_any_job(
     with pytest.raises(InvalidRequestError, match="qubits"):
         adapter.submit(wider_than(adapter.capabilities().num_qubits), SHOTS, token(), SEED)
     assert jobs_created() == before
+
+
+def test_a_template_runs_once_per_binding_in_binding_order(
+    backend: Backend, adapter: Adapter, request: pytest.FixtureRequest
+) -> None:
+    """A parameterized batch as prepare_batch builds it for the backend: a two-qubit
+    hardware-efficient template (RY layer, CNOT, RY layer) at four points whose ideal outputs
+    are four different basis states. Each binding is one result, in binding order, with the
+    most frequent outcome that basis state (all shots when noiseless); remote hardware gets one
+    task per binding."""
+    family = VqeFamily.model_validate(
+        {"hamiltonian": {"terms": [{"pauli": "ZI"}, {"pauli": "IZ"}]}, "ansatz": {"reps": 1}}
+    )
+    pi = math.pi
+    points = {"00": [0, 0, 0, 0], "11": [pi, 0, 0, 0], "10": [0, 0, 0, pi], "01": [0, 0, pi, 0]}
+    evaluation = EvaluationSpec(backend=backend.choice, shots=SHOTS, seed=SEED)
+    batch = BatchInput(
+        owner_id="conformance",
+        label=backend.id,
+        family=family,
+        points=list(points.values()),
+        evaluation=evaluation,
+    )
+    prepared = prepare_batch(batch)
+    planned = artifact_store.read_model(prepared.batch_uri, PlannedBatch).batch
+    assert prepared.num_circuits == planned.num_executions == len(points)
+    same = token()
+    counts = run_to_completion(adapter, planned, same)
+    assert len(counts) == len(points)
+    for expected, found in zip(points, counts, strict=True):
+        assert max(found, key=found.__getitem__) == expected, (expected, found)
+        if backend.noise_profile is None:
+            assert found == {expected: SHOTS}
+    if backend.standin:
+        per_token = request.getfixturevalue("standin").tasks_per_token()
+        mine = {t: n for t, n in per_token.items() if t.startswith(same)}
+        assert mine == {task_client_token(same, i): 1 for i in range(len(points))}
+        assert prepared.cost_estimate.usd == pytest.approx(len(points) * (0.30 + SHOTS * 0.0009))
 
 
 # --- the stand-in only: what only remote hardware can do ---------------------------------------

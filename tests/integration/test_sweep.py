@@ -1,0 +1,228 @@
+"""Sweeps on the whole local stack: a real dev server with its database on disk, worker processes
+that get killed, the QPU stand-in behind the unmodified Braket SDK, budget ledgers, and the CLI
+in its own process. Submissions are counted where they land: Aer jobs in the stack's QLOOP_HOME,
+quantum tasks at the stand-in (`GET /_admin/tasks`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+import yaml
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from activities import artifact_store
+from activities.budget_calls import set_budget_limit
+from schemas.budget import SetLimit
+from schemas.pipeline import PollingPolicy
+from schemas.variational import SweepInput, SweepProgress, SweepReport, SweepRequest
+from tests.harness import QPU, REPO_ROOT, LocalStack
+
+pytestmark = pytest.mark.integration
+
+TRIANGLE = {
+    "kind": "qaoa_maxcut",
+    "graph": {
+        "nodes": 3,
+        "edges": [{"u": 0, "v": 1, "weight": 1.0}, {"u": 1, "v": 2, "weight": 1.0}],
+    },
+}
+QPU_SHOTS = 10
+# One task per point (one measurement basis, no ZNE, no readout calibration), Ankaa prices.
+COST_PER_POINT = 0.30 + QPU_SHOTS * 0.0009
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    folder = tmp_path_factory.mktemp("sweeps")
+    local = LocalStack(folder, task_queue=f"sweep-{uuid.uuid4().hex[:8]}")
+    local.start()
+    local.set_faults()
+    local.start_worker()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(stack: LocalStack) -> AsyncIterator[Client]:
+    yield await Client.connect(stack.address, data_converter=pydantic_data_converter)
+
+
+def grid_sweep(name: str, gammas: int, **fields: object) -> SweepRequest:
+    return SweepRequest.model_validate(
+        {
+            "name": name,
+            "family": TRIANGLE,
+            "points": {
+                "grid": [{"start": 0.0, "stop": 1.0, "num": gammas}, {"values": [0.3, 0.6]}]
+            },
+            "evaluation": {"shots": 200, "seed": 3},
+            **fields,
+        }
+    )
+
+
+async def with_budget(client: Client, stack: LocalStack, account: str, usd: float) -> str:
+    await set_budget_limit(client, stack.task_queue, account, SetLimit(limit_usd=usd, by="test"))
+    return account
+
+
+def on_qpu(name: str, account: str, seed: int) -> SweepRequest:
+    """Six points on the stand-in's QPU; `seed` keeps tests from finding each other's points in
+    the stack's fingerprint cache."""
+    return grid_sweep(
+        name,
+        3,
+        evaluation={
+            "shots": QPU_SHOTS,
+            "seed": seed,
+            "backend": {"provider": "braket", "device": QPU},
+        },
+        batch_size=2,
+        canary={"points": 2},
+        policy={"account": account},
+    )
+
+
+async def start(
+    client: Client, stack: LocalStack, request: SweepRequest, polling: PollingPolicy
+) -> WorkflowHandle:
+    return await client.start_workflow(
+        "SweepWorkflow",
+        SweepInput(request=request, polling=polling),
+        id=f"{request.name}-{uuid.uuid4().hex[:8]}",
+        task_queue=stack.task_queue,
+        result_type=SweepReport,
+    )
+
+
+QUICK = PollingPolicy(initial_seconds=0.2, ceiling_seconds=0.5)
+
+
+def aer_submissions(stack: LocalStack) -> Counter[tuple[float, ...]]:
+    """How often each point went into an Aer job of the stack."""
+    submitted: Counter[tuple[float, ...]] = Counter()
+    for request_file in (stack.qloop_home / "aer-jobs").glob("*/request.json"):
+        batch = json.loads(request_file.read_text())["batch"]
+        template = next(spec for spec in batch["circuits"] if spec.get("parameters"))
+        submitted.update(tuple(binding) for binding in template["bindings"])
+    return submitted
+
+
+async def batches_done_waiting_on_a_timer(handle: WorkflowHandle) -> int | None:
+    """Batches done while no activity runs (the sweep waits on a poll timer), else None."""
+    progress = await handle.query("progress", result_type=SweepProgress)
+    description = await handle.describe()
+    return None if description.raw_description.pending_activities else progress.batches_done
+
+
+async def test_a_sweep_whose_worker_is_killed_resumes_without_rerunning_a_batch(
+    stack: LocalStack, client: Client
+) -> None:
+    # 8 batches of 3 points, each polled no sooner than 0.5 s after its submission.
+    request = grid_sweep("killed", 12, batch_size=3, canary=None)
+    slow = PollingPolicy(initial_seconds=0.5, ceiling_seconds=0.5)
+    handle = await start(client, stack, request, slow)
+    deadline = asyncio.get_running_loop().time() + 120
+    # Killed while the sweep waits on a poll timer: an activity the dead worker held would
+    # only be retried once its start-to-close timeout passed, which is not what this measures.
+    while (done := await batches_done_waiting_on_a_timer(handle)) is None or done < 3:
+        assert asyncio.get_running_loop().time() < deadline, "the sweep did not get going"
+        await asyncio.sleep(0.05)
+    (worker,) = [w for w in stack.workers if w.poll() is None]
+    stack.kill_worker(worker)
+    assert done < 8, "the sweep ended before the worker was killed"
+    stack.start_worker()
+    report = await asyncio.wait_for(handle.result(), 300)
+
+    assert report.status == "completed"
+    assert (report.points_evaluated, report.points_cached, report.batches_done) == (24, 0, 8)
+    submitted = aer_submissions(stack)
+    assert len(submitted) == 24
+    # The batch in flight at the kill found its job again through its client token.
+    assert set(submitted.values()) == {1}
+    assert len(list((stack.qloop_home / "aer-jobs").glob("*/request.json"))) == 8
+
+
+async def test_a_qpu_sweep_run_twice_pays_for_nothing_the_second_time(
+    stack: LocalStack, client: Client
+) -> None:
+    request = on_qpu("qpu-twice", await with_budget(client, stack, "sweeps", 100.0), seed=1)
+    tasks_before = len(stack.tasks())
+    first = await asyncio.wait_for((await start(client, stack, request, QUICK)).result(), 300)
+    assert first.status == "completed"
+    assert first.canary is not None and first.canary.passed
+    assert (first.points_evaluated, first.points_cached) == (6, 0)
+    assert first.cost_usd == pytest.approx(6 * COST_PER_POINT)
+    tasks_after_first = len(stack.tasks())
+    assert tasks_after_first - tasks_before == 6
+
+    second = await asyncio.wait_for((await start(client, stack, request, QUICK)).result(), 300)
+    assert second.status == "completed"
+    assert (second.points_evaluated, second.points_cached, second.batches_done) == (0, 6, 0)
+    assert second.cost_usd == 0.0
+    assert len(stack.tasks()) == tasks_after_first
+    assert second.best == first.best
+
+
+async def test_an_exhausted_budget_stops_the_sweep_with_its_partial_results(
+    stack: LocalStack, client: Client
+) -> None:
+    # Room for the 2-point canary, not for the batch after it.
+    account = await with_budget(client, stack, "tight", 3 * COST_PER_POINT)
+    tasks_before = len(stack.tasks())
+    report = await asyncio.wait_for(
+        (await start(client, stack, on_qpu("budget", account, seed=2), QUICK)).result(), 300
+    )
+    assert report.status == "budget_exhausted"
+    assert report.status_reason.startswith("budget: batch batch-00001/")
+    assert (report.points_evaluated, report.points_pending, report.batches_done) == (2, 4, 1)
+    assert report.cost_usd == pytest.approx(2 * COST_PER_POINT)
+    assert len(stack.tasks()) - tasks_before == 2
+    rows = artifact_store.path_of(report.table_uri).read_text().splitlines()
+    assert len(rows) == 1 + 6
+    assert [row.split(",")[-1] for row in rows[1:]] == ["no", "no", "", "", "", ""]
+
+
+async def test_qloop_sweep_wait_shows_progress_and_the_artifacts(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    path = tmp_path / "sweep.yaml"
+    request = grid_sweep("cli-sweep", 3, canary={"points": 2, "max_deviation": 0.5})
+    path.write_text(yaml.safe_dump(request.model_dump(mode="json")))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "starter.py",
+        "sweep",
+        str(path),
+        "--wait",
+        cwd=REPO_ROOT,
+        env=stack.worker_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=180)
+    out = stdout.decode()
+    assert process.returncode == 0, stderr.decode()
+    assert out.startswith("started cli-sweep-")
+    assert re.search(r"^\[\s*\d+\.\ds\] (expanding|looking_up_cache|canary|running)", out, re.M)
+    summary = out[out.index("Sweep cli-sweep-") :]
+    assert ": completed" in summary.splitlines()[0]
+    assert "6 evaluated, 0 from the cache" in summary
+    assert "canary          passed (2 points)" in summary
+    table = next(line for line in summary.splitlines() if line.lstrip().startswith("table"))
+    plot = next(line for line in summary.splitlines() if line.lstrip().startswith("plot"))
+    assert Path(table.split()[-1]).is_file() and table.endswith("results.csv")
+    assert Path(plot.split()[-1]).is_file() and plot.endswith("results.png")

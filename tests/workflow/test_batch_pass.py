@@ -1,0 +1,353 @@
+"""workflows/batch_pass.py from inside a tiny workflow, with every activity the real one.
+
+- Time-skipping server, ideal Aer (free, so no budget call): values, the deterministic client
+  token shared by every run of a workflow id, and polling on doubling timers behind a queue of
+  an hour (the provider's status call is replaced by one that reports a queue, as in the
+  experiment workflow's test).
+- Dev server and the QPU stand-in (a paid backend): the reservation is made and settled with
+  the billed cost, a batch over budget is refused before any task exists, and a failed job
+  releases its reservation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.batches import classical_reference
+from activities.budget_calls import set_budget_limit, show_budget
+from activities.provider_calls import check_job
+from adapters import registry
+from adapters.braket import task_client_token
+from schemas.budget import SetLimit
+from schemas.execution import JobState, JobStatus
+from schemas.pipeline import JobInput, PipelineModel, PollingPolicy
+from schemas.request import Graph
+from schemas.variational import (
+    BatchInput,
+    EvaluationSpec,
+    PreparedBatch,
+    QaoaFamily,
+    ReferenceInput,
+    ScoredBatch,
+)
+from tests.harness import QPU, LocalStack
+from worker import WORKFLOWS, all_activities
+from workflows.batch_pass import BudgetExhausted, batch_client_token, reservation_key, run_batch
+
+GRAPH = Graph.model_validate(
+    {"nodes": 3, "edges": [{"u": 0, "v": 1}, {"u": 1, "v": 2, "weight": 2.0}]}
+)
+QUEUE_TIME = timedelta(hours=1)
+Z_LIMIT = 4.0
+
+
+class PassInput(PipelineModel):
+    batch: BatchInput
+    token_label: str
+    account: str = "default"
+    polling: PollingPolicy = PollingPolicy(initial_seconds=0.1, ceiling_seconds=1.0)
+    max_cost_usd: float | None = None
+
+
+class PassOutcome(PipelineModel):
+    prepared: PreparedBatch | None = None
+    scored: ScoredBatch | None = None
+    refused: str | None = None
+    run_id: str
+    polled: list[JobState]
+
+
+@workflow.defn(name="BatchPassTestWorkflow")
+class BatchPassTestWorkflow:
+    @workflow.run
+    async def run(self, input: PassInput) -> PassOutcome:
+        polled: list[JobState] = []
+        run_id = workflow.info().run_id
+        try:
+            prepared, scored = await run_batch(
+                input.batch,
+                account=input.account,
+                polling=input.polling,
+                compute_queue=None,
+                token_label=input.token_label,
+                max_cost_usd=input.max_cost_usd,
+                on_job_status=lambda status: polled.append(status.state),
+            )
+        except BudgetExhausted as refused:
+            return PassOutcome(refused=refused.message, run_id=run_id, polled=polled)
+        return PassOutcome(prepared=prepared, scored=scored, run_id=run_id, polled=polled)
+
+
+def batch_input(points: list[list[float]], **evaluation: object) -> BatchInput:
+    return BatchInput(
+        owner_id=f"pass-{uuid.uuid4().hex[:8]}",
+        label="iter-0000",
+        family=QaoaFamily(graph=GRAPH),
+        points=points,
+        evaluation=EvaluationSpec.model_validate({"shots": 4000, "seed": 3, **evaluation}),
+    )
+
+
+def batch_worker(client: Client, task_queue: str, activities: list | None = None) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[*WORKFLOWS, BatchPassTestWorkflow],
+        activities=activities or all_activities(),
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
+        ),
+    )
+
+
+async def run_pass(
+    client: Client, task_queue: str, input: PassInput, workflow_id: str
+) -> PassOutcome:
+    return await client.execute_workflow(
+        BatchPassTestWorkflow.run,
+        input,
+        id=workflow_id,
+        task_queue=task_queue,
+        result_type=PassOutcome,
+    )
+
+
+# --- ideal Aer on the time-skipping server ------------------------------------------------------
+
+
+async def test_a_free_batch_is_evaluated_and_every_run_finds_the_same_job(
+    time_skipping_env: WorkflowEnvironment, qloop_home: Path
+) -> None:
+    client, task_queue = time_skipping_env.client, f"tq-{uuid.uuid4()}"
+    points = [[0.3, 0.4], [1.1, -0.2], [-0.6, 0.9]]
+    input = PassInput(batch=batch_input(points), token_label="iter-0000")
+    workflow_id = f"pass-{uuid.uuid4()}"
+    async with batch_worker(client, task_queue):
+        first = await run_pass(client, task_queue, input, workflow_id)
+        second = await run_pass(client, task_queue, input, workflow_id)
+        history = [e async for e in client.get_workflow_handle(workflow_id).fetch_history_events()]
+
+    assert first.scored is not None and first.prepared is not None and second.scored is not None
+    exact = classical_reference(ReferenceInput(family=input.batch.family, points=points))
+    for value, truth in zip(first.scored.values, exact.exact_values, strict=True):
+        assert abs(value.value - truth) < Z_LIMIT * value.std_error
+    assert first.scored.actual_cost.usd == 0.0
+    assert first.polled[-1] is JobState.DONE
+    # A second run of the workflow id (a new run id, as after continue-as-new) submits with the
+    # same token and gets the first job's counts instead of a new job.
+    assert second.run_id != first.run_id
+    token = batch_client_token(workflow_id, "iter-0000")
+    assert [p.name for p in (qloop_home / "aer-jobs").iterdir()] == [token]
+    assert [v.value for v in second.scored.values] == [v.value for v in first.scored.values]
+    # Free backends never touch a ledger.
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert "reserve_budget" not in scheduled
+    assert scheduled[0] == "prepare_batch" and scheduled[-1] == "score_batch"
+
+
+QUEUE_ENTERED: dict[str, datetime] = {}
+
+
+@activity.defn(name="check_job")
+async def check_job_behind_a_queue(input: JobInput) -> JobStatus:
+    now = activity.info().current_attempt_scheduled_time
+    waited = now - QUEUE_ENTERED.setdefault(input.job.job_id, now)
+    if waited < QUEUE_TIME:
+        return JobStatus(state=JobState.QUEUED, queue_position=3)
+    return check_job(input)
+
+
+async def test_a_long_queue_is_waited_out_on_doubling_timers(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    client, task_queue = time_skipping_env.client, f"tq-{uuid.uuid4()}"
+    activities = [
+        a for a in all_activities() if a.__temporal_activity_definition.name != "check_job"
+    ]
+    input = PassInput(
+        batch=batch_input([[0.2, 0.1]]),
+        token_label="queued",
+        polling=PollingPolicy(initial_seconds=1, ceiling_seconds=60),
+    )
+    workflow_id = f"queued-{uuid.uuid4()}"
+    async with batch_worker(client, task_queue, [*activities, check_job_behind_a_queue]):
+        outcome = await run_pass(client, task_queue, input, workflow_id)
+        history = [e async for e in client.get_workflow_handle(workflow_id).fetch_history_events()]
+
+    timers = [
+        timedelta(seconds=e.timer_started_event_attributes.start_to_fire_timeout.ToSeconds())
+        for e in history
+        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+    ]
+    # 1, 2, 4, ..., 32 s, then every 60 s until the hour has passed.
+    assert timers[:7] == [timedelta(seconds=s) for s in (1, 2, 4, 8, 16, 32, 60)]
+    assert set(timers[6:]) == {timedelta(seconds=60)}
+    assert sum(timers, timedelta()) >= QUEUE_TIME
+    assert len(timers) < 70
+    assert outcome.polled == [JobState.QUEUED] * len(timers) + [JobState.DONE]
+    assert outcome.scored is not None and len(outcome.scored.values) == 1
+
+
+async def test_a_cancelled_workflow_cancels_the_job_it_waits_for(
+    time_skipping_env: WorkflowEnvironment,
+) -> None:
+    client, task_queue = time_skipping_env.client, f"tq-{uuid.uuid4()}"
+    activities = [
+        a for a in all_activities() if a.__temporal_activity_definition.name != "check_job"
+    ]
+    input = PassInput(
+        batch=batch_input([[0.2, 0.1]]),
+        token_label="cancelled",
+        polling=PollingPolicy(initial_seconds=60, ceiling_seconds=600),
+    )
+    async with batch_worker(client, task_queue, [*activities, check_job_behind_a_queue]):
+        handle = await client.start_workflow(
+            BatchPassTestWorkflow.run,
+            input,
+            id=f"cancelled-{uuid.uuid4()}",
+            task_queue=task_queue,
+            result_type=PassOutcome,
+        )
+        # No time is skipped until someone waits for the result: the first 60 s timer holds.
+        while EventType.EVENT_TYPE_TIMER_STARTED not in [
+            event.event_type async for event in handle.fetch_history_events()
+        ]:
+            await asyncio.sleep(0.05)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+        history = [e async for e in handle.fetch_history_events()]
+
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert scheduled[-1] == "cancel_job" and "score_batch" not in scheduled
+    assert history[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED
+
+
+# --- a paid backend: the QPU stand-in on the dev server ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """Only the QPU stand-in (and its S3) of the local stack, on free ports; its environment in
+    this process, where the worker runs."""
+    stack = LocalStack(tmp_path_factory.mktemp("batch-pass"), task_queue="batch-pass")
+    try:
+        stack.sh("standin-start")
+        with pytest.MonkeyPatch.context() as env:
+            for line in stack.sh("standin-env").splitlines():
+                key, _, value = line.partition("=")
+                env.setenv(key, value)
+            env.delenv("AWS_PROFILE", raising=False)
+            # The registry keeps one adapter per choice, with the endpoints of its first use.
+            env.setattr(registry, "_CACHE", {})
+            yield stack
+    finally:
+        stack.sh("standin-stop")
+
+
+@pytest_asyncio.fixture
+async def paid(
+    dev_server: WorkflowEnvironment, standin: LocalStack
+) -> AsyncIterator[tuple[Client, str, str]]:
+    """A worker on the dev server and a fresh account; the stand-in quiet, with short queues."""
+    standin.set_faults()
+    task_queue = f"tq-{uuid.uuid4()}"
+    async with batch_worker(dev_server.client, task_queue):
+        yield dev_server.client, task_queue, f"batch-{uuid.uuid4().hex[:12]}"
+
+
+def qpu_batch() -> BatchInput:
+    # Two points, 100 shots: two tasks at $0.30 + 100 x $0.0009 each.
+    return batch_input(
+        [[0.3, 0.4], [1.1, -0.2]], shots=100, backend={"provider": "braket", "device": QPU}
+    )
+
+
+async def test_a_paid_batch_reserves_its_estimate_and_settles_what_was_billed(
+    paid: tuple[Client, str, str], standin: LocalStack
+) -> None:
+    client, task_queue, account = paid
+    await set_budget_limit(client, task_queue, account, SetLimit(limit_usd=10.0, by="test"))
+    workflow_id = f"paid-{uuid.uuid4()}"
+    input = PassInput(batch=qpu_batch(), token_label="iter-0003", account=account)
+    outcome = await run_pass(client, task_queue, input, workflow_id)
+
+    assert outcome.prepared is not None and outcome.scored is not None
+    assert outcome.prepared.cost_estimate.usd == pytest.approx(0.78)
+    assert outcome.scored.actual_cost.usd == pytest.approx(0.78)
+    assert all(0.0 <= v.value <= 3.0 for v in outcome.scored.values)
+    view = await show_budget(client, account)
+    assert view is not None
+    (entry,) = view.entries
+    assert entry.key == reservation_key(workflow_id, outcome.run_id, "iter-0003")
+    assert (entry.state, entry.amount_usd, entry.actual_usd) == ("committed", 0.78, 0.78)
+    token = batch_client_token(workflow_id, "iter-0003")
+    assert {t: n for t, n in standin.tasks_per_token().items() if t.startswith(token)} == {
+        task_client_token(token, 0): 1,
+        task_client_token(token, 1): 1,
+    }
+
+
+async def test_a_batch_over_budget_is_refused_before_any_task(
+    paid: tuple[Client, str, str], standin: LocalStack
+) -> None:
+    client, task_queue, account = paid
+    await set_budget_limit(client, task_queue, account, SetLimit(limit_usd=0.5, by="test"))
+    before = len(standin.tasks())
+    input = PassInput(batch=qpu_batch(), token_label="iter-0000", account=account)
+    refused = await run_pass(client, task_queue, input, f"poor-{uuid.uuid4()}")
+    over_limit = await run_pass(
+        client,
+        task_queue,
+        input.model_copy(update={"account": "default", "max_cost_usd": 0.5}),
+        f"limited-{uuid.uuid4()}",
+    )
+
+    assert refused.scored is None and refused.refused is not None
+    assert "iter-0000" in refused.refused and "$0.50" in refused.refused
+    assert over_limit.refused is not None and "more than the $0.50" in over_limit.refused
+    assert len(standin.tasks()) == before
+    view = await show_budget(client, account)
+    assert view is not None and view.entries == [] and view.committed_usd == 0.0
+
+
+async def test_a_failed_job_fails_the_batch_and_releases_its_reservation(
+    paid: tuple[Client, str, str], standin: LocalStack
+) -> None:
+    client, task_queue, account = paid
+    await set_budget_limit(client, task_queue, account, SetLimit(limit_usd=10.0, by="test"))
+    standin.set_faults(task_failure_rate=1.0)
+    input = PassInput(batch=qpu_batch(), token_label="iter-0001", account=account)
+    with pytest.raises(WorkflowFailureError) as failure:
+        await run_pass(client, task_queue, input, f"failing-{uuid.uuid4()}")
+
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "JobFailed"
+    assert "iter-0001" in cause.message and "failed" in cause.message
+    view = await show_budget(client, account)
+    assert view is not None
+    (entry,) = view.entries
+    assert entry.state == "released" and entry.reason.startswith("batch iter-0001 failed")
+    assert view.available_usd == pytest.approx(10.0)

@@ -1,0 +1,485 @@
+"""SweepWorkflow: one circuit family evaluated at every point of a grid or list, in batches.
+
+expand the points (an artifact; history carries index ranges) → look them up in the fingerprint
+cache (a point evaluated before with the same circuit, parameters, backend, shots and seed is
+neither run nor paid for again) → group the rest into batches of one submission each → the
+canary batch first, checked (finite, within the observable's range, within max_deviation of
+the exact value) → the other batches → the results table and plot.
+
+Each finished batch is written to a partial artifact and stored in the cache before the next
+one starts, so a sweep resumes where it stopped whatever interrupts it: a killed worker (Temporal
+replays; no activity that finished runs again), a reset, or a new run of the same request (the
+cache holds every finished batch). An exhausted budget stops the sweep with its partial results.
+
+History stays bounded: about 30 events per batch on a simulator (prepare, submit, one or two
+polls and their timers, fetch, score, the batch's points and its store), so 1,000 points in
+batches of 500 take about 100 events; waiting in a QPU queue adds 8 events per poll. The sweep
+continues as new between two batches when the server suggests it, and at least every
+`batches_per_run` batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from datetime import timedelta
+from typing import TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from schemas.execution import JobStatus
+    from schemas.sweep import (
+        BatchPoints,
+        BatchPointsInput,
+        CacheLookup,
+        CacheLookupInput,
+        CanaryCheckInput,
+        ExpandSweepInput,
+        IndexRange,
+        StoreBatchInput,
+        StoredBatch,
+        SweepLayout,
+        SweepResults,
+        SweepResultsInput,
+        as_ranges,
+        batch_label,
+        range_count,
+        split_ranges,
+        sweep_goal,
+    )
+    from schemas.variational import (
+        BatchInput,
+        CanaryVerdict,
+        Point,
+        PreparedBatch,
+        Reference,
+        ReferenceInput,
+        ScoredBatch,
+        SweepCarry,
+        SweepInput,
+        SweepProgress,
+        SweepReport,
+        SweepRequest,
+        SweepStage,
+        SweepStatus,
+    )
+    from workflows import search_attributes as attrs
+    from workflows.batch_pass import BudgetExhausted, run_batch
+    from workflows.experiment import COMPUTE_RETRY, describe_backend
+
+ResultT = TypeVar("ResultT")
+
+# A worker that dies holding an activity is noticed only when the activity's timeout passes,
+# so each is given little more than it needs: milliseconds to read a batch's points or store
+# its results, seconds to expand, look up, tabulate and plot 100,000 points.
+QUICK_TIMEOUT = timedelta(seconds=30)
+LONG_TIMEOUT = timedelta(minutes=3)
+FINAL_STAGES = {
+    "completed": SweepStage.COMPLETED,
+    "canary_failed": SweepStage.CANARY_FAILED,
+    "budget_exhausted": SweepStage.BUDGET_EXHAUSTED,
+}
+
+
+def plan_batches(
+    pending: list[IndexRange], canary_points: int, points_per_batch: int
+) -> list[list[IndexRange]]:
+    """The canary (the first `canary_points` points still to run) as a batch of its own, then
+    the rest in batches of `points_per_batch`, all in grid order."""
+    batches: list[list[IndexRange]] = []
+    rest = pending
+    if canary_points > 0 and rest:
+        canary, rest = split_ranges(rest, min(canary_points, points_per_batch))
+        batches.append(canary)
+    while rest:
+        batch, rest = split_ranges(rest, points_per_batch)
+        batches.append(batch)
+    return batches
+
+
+def submission_label(label: str, request: SweepRequest, points: list[Point]) -> str:
+    """Names a batch's submission by what it evaluates: a replay after a worker's death, a reset
+    or a new run under the same workflow id that submits the same points again finds the job
+    already paid for, and never one submitted for other points."""
+    content = json.dumps(
+        [request.family.model_dump(mode="json"), request.evaluation.model_dump(mode="json"), points]
+    )
+    return f"{label}/{hashlib.sha256(content.encode()).hexdigest()[:12]}"
+
+
+@workflow.defn(name="SweepWorkflow")
+class SweepWorkflow:
+    def __init__(self) -> None:
+        self._progress = SweepProgress(stage=SweepStage.EXPANDING, backend="")
+        self._published_stage: SweepStage | None = None
+        self._compute_queue: str | None = None
+        self._next_batch = 0
+        # The numbers of the batches this run finished (earlier runs finished batches 0 to
+        # carry.batches_done - 1), and the last job status of each batch in flight.
+        self._completed: list[int] = []
+        self._jobs: dict[str, JobStatus] = {}
+
+    @workflow.query(name="progress")
+    def progress(self) -> SweepProgress:
+        return self._progress
+
+    @workflow.run
+    async def run(self, input: SweepInput) -> SweepReport:
+        request = input.request
+        self._compute_queue = input.compute_task_queue
+        self._next_batch = input.carry.batches_done if input.carry else 0
+        carry = input.carry or SweepCarry(
+            started_at=workflow.now(),
+            runs=1,
+            batches_done=0,
+            points_done=0,
+            points_cached=0,
+            cost_usd=0.0,
+            estimated_cost_usd=0.0,
+        )
+        backend = request.evaluation.backend
+        workflow.upsert_search_attributes(
+            [
+                attrs.BACKEND.value_set(describe_backend(backend)),
+                attrs.PROVIDER.value_set(backend.provider),
+                attrs.ACCOUNT.value_set(request.policy.account),
+            ]
+        )
+        self._set_progress(
+            stage=SweepStage.EXPANDING,
+            backend=describe_backend(backend),
+            batches_done=carry.batches_done,
+            points_done=carry.points_done,
+            points_cached=carry.points_cached,
+            cost_usd=carry.cost_usd,
+            estimated_cost_usd=carry.estimated_cost_usd,
+            canary=carry.canary,
+        )
+        try:
+            return await self._sweep(input, carry)
+        except (ActivityError, ApplicationError) as error:
+            # An activity that failed for good, or a job the provider failed (batch_pass).
+            cause = error.cause if isinstance(error, ActivityError) else error
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            failed_stage = self._progress.stage
+            self._set_progress(stage=SweepStage.FAILED, error=f"{failed_stage.value}: {message}")
+            raise ApplicationError(
+                f"sweep failed in {failed_stage.value}: {message}",
+                type=cause.type if isinstance(cause, ApplicationError) else None,
+                non_retryable=True,
+            ) from error
+
+    async def _sweep(self, input: SweepInput, carry: SweepCarry) -> SweepReport:
+        request = input.request
+        sweep_id = workflow.info().workflow_id
+        layout = await self._activity(
+            "expand_sweep",
+            ExpandSweepInput(sweep_id=sweep_id, request=request),
+            SweepLayout,
+            LONG_TIMEOUT,
+        )
+        self._set_progress(stage=SweepStage.LOOKING_UP_CACHE, points_total=layout.num_points)
+        lookup = await self._activity(
+            "lookup_sweep_cache", CacheLookupInput(layout=layout), CacheLookup, QUICK_TIMEOUT
+        )
+        if input.carry is None:
+            # Later runs find this sweep's own finished batches in the cache as well.
+            self._set_progress(points_cached=lookup.cached)
+        canary_points = request.canary.points if request.canary and carry.canary is None else 0
+        batches = plan_batches(lookup.pending, canary_points, layout.points_per_batch)
+        self._set_progress(batches_total=carry.batches_done + len(batches))
+        status: SweepStatus = "completed"
+        reason = ""
+        queue = list(batches)
+        if canary_points > 0 and queue:
+            outcome = await self._run_one(input, layout, self._take_number(), queue.pop(0), True)
+            if isinstance(outcome, str):
+                status, reason = "budget_exhausted", outcome
+            elif outcome is not None and not outcome.passed:
+                status = "canary_failed"
+                reason = "canary failed: " + "; ".join(outcome.problems)
+        if status == "completed" and queue:
+            refusal = await self._run_rest(input, layout, queue, carry)
+            if refusal is not None:
+                status, reason = "budget_exhausted", refusal
+        return await self._report(input, layout, status, reason, carry)
+
+    async def _run_rest(
+        self,
+        input: SweepInput,
+        layout: SweepLayout,
+        queue: list[list[IndexRange]],
+        carry: SweepCarry,
+    ) -> str | None:
+        """The batches after the canary, `batches_in_flight` at a time (one at a time under a
+        cost limit, so that each batch's estimate meets what is left): the next batch is
+        submitted while the last one runs or is scored, and each is stored as soon as it ends.
+        Returns why the budget stopped the sweep (batches in flight still finish), or None."""
+        window = 1 if input.request.policy.max_cost_usd is not None else input.batches_in_flight
+        in_flight: list[asyncio.Task[CanaryVerdict | str | None]] = []
+        refusal: str | None = None
+        continuing = False
+        try:
+            while True:
+                while queue and refusal is None and len(in_flight) < window:
+                    # Batches this run started, the canary included.
+                    launched = self._next_batch - carry.batches_done
+                    if launched > 0 and self._should_continue_as_new(input, launched):
+                        continuing = True
+                        break
+                    batch = self._run_one(input, layout, self._take_number(), queue.pop(0), False)
+                    in_flight.append(asyncio.create_task(batch))
+                if not in_flight:
+                    break
+                done, _ = await workflow.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in [task for task in in_flight if task in done]:
+                    in_flight.remove(task)
+                    outcome = task.result()
+                    if isinstance(outcome, str) and refusal is None:
+                        refusal = outcome
+        except BaseException:
+            # A batch failed for good, or the sweep was cancelled: the others stop too (their
+            # jobs cancelled, their reservations released) before the sweep ends.
+            for task in in_flight:
+                task.cancel()
+            if in_flight:
+                await workflow.wait(in_flight)
+            raise
+        if continuing and refusal is None:
+            workflow.continue_as_new(input.model_copy(update={"carry": self._carry(carry)}))
+        return refusal
+
+    def _take_number(self) -> int:
+        """Batches are numbered as they start, across the runs of the sweep."""
+        number = self._next_batch
+        self._next_batch += 1
+        return number
+
+    async def _run_one(
+        self,
+        input: SweepInput,
+        layout: SweepLayout,
+        number: int,
+        indices: list[IndexRange],
+        is_canary: bool,
+    ) -> CanaryVerdict | str | None:
+        """Runs one batch and stores its results. Returns the canary's verdict (None for other
+        batches), or why the budget stopped the sweep."""
+        request = input.request
+        label = batch_label(number)
+        self._set_progress(stage=SweepStage.CANARY if is_canary else SweepStage.RUNNING)
+        chosen = await self._activity(
+            "sweep_batch_points",
+            BatchPointsInput(layout=layout, indices=indices),
+            BatchPoints,
+            QUICK_TIMEOUT,
+        )
+        batch = BatchInput(
+            owner_id=workflow.info().workflow_id,
+            label=label,
+            family=request.family,
+            points=chosen.points,
+            evaluation=request.evaluation,
+        )
+        limit = request.policy.max_cost_usd
+        try:
+            prepared, scored = await run_batch(
+                batch,
+                account=request.policy.account,
+                polling=input.polling,
+                compute_queue=self._compute_queue,
+                token_label=submission_label(label, request, chosen.points),
+                max_cost_usd=None if limit is None else max(limit - self._progress.cost_usd, 0),
+                on_job_status=lambda status: self._job_status(label, status),
+            )
+        except BudgetExhausted as exhausted:
+            return f"budget: {exhausted.message}"
+        finally:
+            self._jobs.pop(label, None)
+        verdict = await self._check_canary(request, scored) if is_canary else None
+        await self._activity(
+            "store_sweep_batch",
+            StoreBatchInput(
+                sweep_id=workflow.info().workflow_id,
+                label=label,
+                layout=layout,
+                indices=indices,
+                values=scored.values,
+                cache=verdict is None or verdict.passed,
+                cost_usd=scored.actual_cost.usd,
+            ),
+            StoredBatch,
+            QUICK_TIMEOUT,
+        )
+        self._completed.append(number)
+        self._batch_done(layout, prepared, scored, range_count(indices))
+        return verdict
+
+    async def _check_canary(self, request: SweepRequest, scored: ScoredBatch) -> CanaryVerdict:
+        assert request.canary is not None
+        exact: list[float] | None = None
+        if request.canary.max_deviation is not None:
+            reference = await self._activity(
+                "classical_reference",
+                ReferenceInput(family=request.family, points=[v.parameters for v in scored.values]),
+                Reference,
+                LONG_TIMEOUT,
+            )
+            exact = reference.exact_values
+        verdict = await self._activity(
+            "check_sweep_canary",
+            CanaryCheckInput(
+                family=request.family,
+                spec=request.canary,
+                values=scored.values,
+                exact_values=exact,
+            ),
+            CanaryVerdict,
+            QUICK_TIMEOUT,
+        )
+        self._set_progress(canary=verdict)
+        return verdict
+
+    def _batch_done(
+        self,
+        layout: SweepLayout,
+        prepared: PreparedBatch,
+        scored: ScoredBatch,
+        points: int,
+    ) -> None:
+        progress = self._progress
+        done = progress.points_done + points
+        remaining = max(layout.num_points - done - progress.points_cached, 0)
+        spent_estimate = progress.estimated_cost_usd + prepared.cost_estimate.usd
+        per_point = prepared.cost_estimate.usd / points if points else 0.0
+        # The whole sweep's estimate: what the batches so far were estimated at, plus the rest at
+        # the last batch's price per point.
+        total_estimate = spent_estimate + per_point * remaining
+        self._set_progress(
+            points_done=done,
+            batches_done=progress.batches_done + 1,
+            cost_usd=progress.cost_usd + scored.actual_cost.usd,
+            estimated_cost_usd=spent_estimate,
+            estimated_total_usd=round(total_estimate, 6),
+        )
+        workflow.upsert_search_attributes(
+            [attrs.ESTIMATED_COST_USD.value_set(round(total_estimate, 6))]
+        )
+
+    def _should_continue_as_new(self, input: SweepInput, launched: int) -> bool:
+        return launched >= input.batches_per_run or workflow.info().is_continue_as_new_suggested()
+
+    def _carry(self, carry: SweepCarry) -> SweepCarry:
+        progress = self._progress
+        return SweepCarry(
+            started_at=carry.started_at,
+            runs=carry.runs + 1,
+            batches_done=progress.batches_done,
+            points_done=progress.points_done,
+            points_cached=progress.points_cached,
+            cost_usd=progress.cost_usd,
+            estimated_cost_usd=progress.estimated_cost_usd,
+            canary=progress.canary,
+        )
+
+    async def _report(
+        self,
+        input: SweepInput,
+        layout: SweepLayout,
+        status: SweepStatus,
+        reason: str,
+        carry: SweepCarry,
+    ) -> SweepReport:
+        request = input.request
+        sweep_id = workflow.info().workflow_id
+        self._set_progress(stage=SweepStage.WRITING_RESULTS)
+        results = await self._activity(
+            "write_sweep_results",
+            SweepResultsInput(
+                sweep_id=sweep_id,
+                request=request,
+                layout=layout,
+                batches=as_ranges([*range(carry.batches_done), *sorted(self._completed)]),
+            ),
+            SweepResults,
+            LONG_TIMEOUT,
+        )
+        progress = self._progress
+        self._set_progress(stage=FINAL_STAGES[status], error=reason or None)
+        return SweepReport(
+            sweep_id=sweep_id,
+            name=request.name,
+            status=status,
+            status_reason=reason,
+            family=request.family.kind,
+            backend=progress.backend,
+            goal=sweep_goal(request.family),
+            points_total=layout.num_points,
+            points_evaluated=results.evaluated,
+            points_cached=results.cached,
+            points_pending=results.missing,
+            batches_total=progress.batches_total,
+            batches_done=progress.batches_done,
+            best=results.best,
+            canary=progress.canary,
+            estimated_cost_usd=progress.estimated_cost_usd,
+            cost_usd=progress.cost_usd,
+            table_uri=results.table_uri,
+            plot_uri=results.plot_uri,
+            points_uri=layout.points_uri,
+            elapsed_seconds=round((workflow.now() - carry.started_at).total_seconds(), 3),
+            runs=carry.runs,
+        )
+
+    async def _activity(
+        self, name: str, arg: object, result_type: type[ResultT], timeout: timedelta
+    ) -> ResultT:
+        """The sweep's own activities run on the compute queue, beside the artifacts they
+        read and write."""
+        return await workflow.execute_activity(
+            name,
+            arg,
+            result_type=result_type,
+            task_queue=self._compute_queue,
+            start_to_close_timeout=timeout,
+            retry_policy=COMPUTE_RETRY,
+            summary=name.replace("_", " "),
+        )
+
+    def _job_status(self, label: str, status: JobStatus) -> None:
+        self._jobs[label] = status
+        workflow.set_current_details(self._details_markdown())
+
+    def _set_progress(self, **changes: object) -> None:
+        self._progress = self._progress.model_copy(update=changes)
+        if self._progress.stage != self._published_stage:
+            self._published_stage = self._progress.stage
+            workflow.upsert_search_attributes([attrs.STAGE.value_set(self._progress.stage.value)])
+        workflow.set_current_details(self._details_markdown())
+
+    def _details_markdown(self) -> str:
+        progress = self._progress
+        lines = [
+            f"**Stage:** {progress.stage.value}",
+            f"**Backend:** {progress.backend}",
+            f"**Points:** {progress.points_done:,} evaluated, {progress.points_cached:,} from "
+            f"the cache, of {progress.points_total:,}",
+            f"**Batches:** {progress.batches_done} of {progress.batches_total} done",
+            f"**Cost so far:** ${progress.cost_usd:.2f} (estimated "
+            f"${progress.estimated_cost_usd:.2f})",
+        ]
+        if progress.estimated_total_usd is not None:
+            lines.append(f"**Whole sweep:** about ${progress.estimated_total_usd:.2f}")
+        for label, job in self._jobs.items():
+            queue = f", queue position {job.queue_position}" if job.queue_position else ""
+            lines.append(f"**{label}:** job {job.state.value}{queue}")
+        if progress.canary is not None:
+            verdict = "passed" if progress.canary.passed else "failed"
+            lines.append(f"**Canary:** {verdict} ({progress.canary.points} points)")
+            lines.extend(f"- {problem}" for problem in progress.canary.problems)
+        if progress.error:
+            lines.append(f"**Stopped:** {progress.error}")
+        return "\n\n".join(lines)
