@@ -8,32 +8,37 @@ Aer, measured three ways in one run:
 (c) one ExperimentWorkflow per point (the same bound circuit and Hamiltonian, ZNE and readout
     off): a sample of SAMPLE experiments started together, scaled to 1,000 points.
 
-Starts its own Temporal dev server (the venv's `temporal` binary) and an in-process worker, with
-an empty QLOOP_HOME, so nothing is cached beforehand. Each of (a) and (b) runs RUNS times with a
-different evaluation seed (so the cache never answers) after an untimed warm-up; medians are
+Starts its own Temporal dev server (the venv's `temporal` binary) and qloop's two-role deployment
+as subprocesses (`worker.py --role orchestration` and `--role compute`: Aer holds the GIL while it
+simulates, and the compute worker keeps preparing and scoring meanwhile), with an empty
+QLOOP_HOME, so nothing is cached beforehand. (a) and (b) alternate RUNS times, each run with its
+own evaluation seed (so the cache never answers), after an untimed warm-up; medians are
 reported. Targets: (a) <= 1.5 x (b); (a) >= 20 x faster than (c).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1])]
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO_ROOT)]
 os.environ["QLOOP_HOME"] = tempfile.mkdtemp(prefix="qloop-bench-sweep-")
 
 from qiskit import QuantumCircuit, qasm2, transpile  # noqa: E402
 from qiskit_aer import AerSimulator  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
-from temporalio.worker import Worker  # noqa: E402
 
 from activities.families import family_circuit  # noqa: E402
 from activities.observables import expectation  # noqa: E402
@@ -45,9 +50,8 @@ from schemas.report import ExperimentReport  # noqa: E402
 from schemas.request import ExperimentRequest  # noqa: E402
 from schemas.variational import SweepInput, SweepReport, SweepRequest  # noqa: E402
 from tests.conftest import qloop_search_attribute_keys, temporal_cli_path  # noqa: E402
-from worker import WORKFLOWS, all_activities  # noqa: E402
 
-RUNS = int(os.environ.get("QLOOP_BENCH_RUNS", "3"))
+RUNS = int(os.environ.get("QLOOP_BENCH_RUNS", "5"))
 SAMPLE = int(os.environ.get("QLOOP_BENCH_SAMPLE", "30"))
 SHOTS = int(os.environ.get("QLOOP_BENCH_SHOTS", "1000"))
 POINTS = 1000
@@ -78,10 +82,38 @@ def sweep_request(seed: int, points: int = POINTS) -> SweepRequest:
     )
 
 
+def compute_queue(task_queue: str) -> str:
+    return f"{task_queue}.compute"
+
+
+@contextlib.contextmanager
+def workers(client: Client, task_queue: str) -> Iterator[None]:
+    """The orchestration and compute workers, as `make worker` runs them with
+    QLOOP_COMPUTE_TASK_QUEUE set."""
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "QLOOP_TASK_QUEUE": task_queue,
+        "QLOOP_COMPUTE_TASK_QUEUE": compute_queue(task_queue),
+        "QLOOP_LOG_LEVEL": "WARNING",
+    }
+    processes = [
+        subprocess.Popen([sys.executable, "worker.py", "--role", role], cwd=REPO_ROOT, env=env)
+        for role in ("orchestration", "compute")
+    ]
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=60)
+
+
 async def run_sweep(client: Client, task_queue: str, request: SweepRequest) -> SweepReport:
     handle = await client.start_workflow(
         "SweepWorkflow",
-        SweepInput(request=request),
+        SweepInput(request=request, compute_task_queue=compute_queue(task_queue)),
         id=f"bench-sweep-{uuid.uuid4().hex[:8]}",
         task_queue=task_queue,
         result_type=SweepReport,
@@ -144,7 +176,7 @@ async def run_experiments(
     handles = [
         await client.start_workflow(
             "ExperimentWorkflow",
-            ExperimentInput(request=request),
+            ExperimentInput(request=request, compute_task_queue=compute_queue(task_queue)),
             id=f"bench-point-{uuid.uuid4().hex[:8]}",
             task_queue=task_queue,
             result_type=ExperimentReport,
@@ -176,10 +208,9 @@ async def main() -> None:
     client = env.client
     task_queue = f"bench-sweep-{uuid.uuid4().hex[:8]}"
     try:
-        async with Worker(
-            client, task_queue=task_queue, workflows=WORKFLOWS, activities=all_activities()
-        ):
-            # Warm-up: imports, transpiler, simulator and the first workflow tasks.
+        with workers(client, task_queue):
+            # Warm-up (and waiting for the workers to come up): imports, transpiler, simulator
+            # and the first workflow tasks.
             await run_sweep(client, task_queue, sweep_request(seed=1, points=8))
             run_floor(sweep_request(seed=1, points=8))
             warm = sweep_request(seed=1, points=8)

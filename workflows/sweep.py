@@ -23,14 +23,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from schemas.execution import JobStatus
+    from schemas.execution import JobState, JobStatus
+    from schemas.pipeline import PollingPolicy
     from schemas.sweep import (
         BatchPoints,
         BatchPointsInput,
@@ -68,7 +70,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import search_attributes as attrs
     from workflows.batch_pass import BudgetExhausted, run_batch
-    from workflows.experiment import COMPUTE_RETRY, describe_backend
+    from workflows.experiment import COMPUTE_RETRY, describe_backend, is_remote
 
 ResultT = TypeVar("ResultT")
 
@@ -77,11 +79,23 @@ ResultT = TypeVar("ResultT")
 # its results, seconds to expand, look up, tabulate and plot 100,000 points.
 QUICK_TIMEOUT = timedelta(seconds=30)
 LONG_TIMEOUT = timedelta(minutes=3)
+# Polling a local simulator: the longest wait before its first batch has set the pace, and the
+# shortest wait ever (a poll is an activity round trip of some 10 ms).
+LOCAL_POLL_CEILING = 0.5
+MIN_POLL_SECONDS = 0.05
 FINAL_STAGES = {
     "completed": SweepStage.COMPLETED,
     "canary_failed": SweepStage.CANARY_FAILED,
     "budget_exhausted": SweepStage.BUDGET_EXHAUSTED,
 }
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How long the last finished batch of `points` points took, from submission to done."""
+
+    points: int
+    seconds: float
 
 
 def plan_batches(
@@ -121,6 +135,9 @@ class SweepWorkflow:
         # carry.batches_done - 1), and the last job status of each batch in flight.
         self._completed: list[int] = []
         self._jobs: dict[str, JobStatus] = {}
+        # When each job in flight was first seen, and how long the last finished one took.
+        self._job_seen: dict[str, datetime] = {}
+        self._pace: Pace | None = None
 
     @workflow.query(name="progress")
     def progress(self) -> SweepProgress:
@@ -289,16 +306,17 @@ class SweepWorkflow:
             prepared, scored = await run_batch(
                 batch,
                 account=request.policy.account,
-                polling=input.polling,
+                polling=self._polling(input, range_count(indices)),
                 compute_queue=self._compute_queue,
                 token_label=submission_label(label, request, chosen.points),
                 max_cost_usd=None if limit is None else max(limit - self._progress.cost_usd, 0),
-                on_job_status=lambda status: self._job_status(label, status),
+                on_job_status=lambda status: self._job_status(label, len(chosen.points), status),
             )
         except BudgetExhausted as exhausted:
             return f"budget: {exhausted.message}"
         finally:
             self._jobs.pop(label, None)
+            self._job_seen.pop(label, None)
         verdict = await self._check_canary(request, scored) if is_canary else None
         await self._activity(
             "store_sweep_batch",
@@ -449,9 +467,32 @@ class SweepWorkflow:
             summary=name.replace("_", " "),
         )
 
-    def _job_status(self, label: str, status: JobStatus) -> None:
+    def _job_status(self, label: str, points: int, status: JobStatus) -> None:
         self._jobs[label] = status
+        now = workflow.now()
+        first_seen = self._job_seen.setdefault(label, now)
+        if status.state is JobState.DONE:
+            self._pace = Pace(points=points, seconds=(now - first_seen).total_seconds())
         workflow.set_current_details(self._details_markdown())
+
+    def _polling(self, input: SweepInput, points: int) -> PollingPolicy:
+        """A local simulator has no queue: a batch takes about as long as the last one of its
+        size took, so the first poll waits 90 % of that and later ones an eighth of it, instead
+        of doubling well past the end. Remote backends keep the sweep's policy: their queues
+        make the last batch no guide."""
+        base = input.polling
+        if is_remote(input.request.evaluation.backend):
+            return base
+        pace = self._pace
+        if pace is None or pace.points * 2 < points:
+            return base.model_copy(
+                update={"ceiling_seconds": min(base.ceiling_seconds, LOCAL_POLL_CEILING)}
+            )
+        expected = pace.seconds * points / pace.points
+        return PollingPolicy(
+            initial_seconds=min(max(0.9 * expected, MIN_POLL_SECONDS), base.ceiling_seconds),
+            ceiling_seconds=min(max(expected / 8, MIN_POLL_SECONDS), base.ceiling_seconds),
+        )
 
     def _set_progress(self, **changes: object) -> None:
         self._progress = self._progress.model_copy(update=changes)

@@ -79,7 +79,7 @@ async def with_budget(client: Client, stack: LocalStack, account: str, usd: floa
     return account
 
 
-def on_qpu(name: str, account: str, seed: int) -> SweepRequest:
+def on_qpu(name: str, account: str, seed: int, max_cost_usd: float | None = None) -> SweepRequest:
     """Six points on the stand-in's QPU; `seed` keeps tests from finding each other's points in
     the stack's fingerprint cache."""
     return grid_sweep(
@@ -92,7 +92,7 @@ def on_qpu(name: str, account: str, seed: int) -> SweepRequest:
         },
         batch_size=2,
         canary={"points": 2},
-        policy={"account": account},
+        policy={"account": account, "max_cost_usd": max_cost_usd},
     )
 
 
@@ -177,17 +177,29 @@ async def test_a_qpu_sweep_run_twice_pays_for_nothing_the_second_time(
     assert second.best == first.best
 
 
+@pytest.mark.parametrize(
+    ("limit", "refusal"),
+    [
+        # Both batches after the canary start together; either may be the one refused first.
+        ("ledger", r"budget: batch batch-0000[12]/[0-9a-f]{12}: "),
+        # Under a cost limit batches run one at a time, each checked against what is left.
+        ("max_cost_usd", r"budget: batch batch-00001/[0-9a-f]{12} would cost \$0\.62, more "),
+    ],
+)
 async def test_an_exhausted_budget_stops_the_sweep_with_its_partial_results(
-    stack: LocalStack, client: Client
+    stack: LocalStack, client: Client, limit: str, refusal: str
 ) -> None:
     # Room for the 2-point canary, not for the batch after it.
-    account = await with_budget(client, stack, "tight", 3 * COST_PER_POINT)
+    room = 3 * COST_PER_POINT
+    if limit == "ledger":
+        request = on_qpu("ledger", await with_budget(client, stack, "tight", room), seed=2)
+    else:
+        account = await with_budget(client, stack, "capped", 100.0)
+        request = on_qpu("capped", account, seed=3, max_cost_usd=room)
     tasks_before = len(stack.tasks())
-    report = await asyncio.wait_for(
-        (await start(client, stack, on_qpu("budget", account, seed=2), QUICK)).result(), 300
-    )
+    report = await asyncio.wait_for((await start(client, stack, request, QUICK)).result(), 300)
     assert report.status == "budget_exhausted"
-    assert report.status_reason.startswith("budget: batch batch-00001/")
+    assert re.match(refusal, report.status_reason), report.status_reason
     assert (report.points_evaluated, report.points_pending, report.batches_done) == (2, 4, 1)
     assert report.cost_usd == pytest.approx(2 * COST_PER_POINT)
     assert len(stack.tasks()) - tasks_before == 2
@@ -200,7 +212,13 @@ async def test_qloop_sweep_wait_shows_progress_and_the_artifacts(
     stack: LocalStack, tmp_path: Path
 ) -> None:
     path = tmp_path / "sweep.yaml"
-    request = grid_sweep("cli-sweep", 3, canary={"points": 2, "max_deviation": 0.5})
+    request = grid_sweep(
+        "cli-sweep",
+        3,
+        canary={"points": 2, "max_deviation": 0.5},
+        # A seed of its own: the stack's cache holds the other tests' points.
+        evaluation={"shots": 200, "seed": 4},
+    )
     path.write_text(yaml.safe_dump(request.model_dump(mode="json")))
     process = await asyncio.create_subprocess_exec(
         sys.executable,
