@@ -77,6 +77,9 @@ from schemas.variational import (
 # History holds one activity result per batch; 100,000 points keep the number of batches, the
 # artifacts and the table within what one sweep should be (split bigger studies).
 MAX_SWEEP_POINTS = 100_000
+# The request is the workflow's input: Temporal warns about payloads above 256 KB (and refuses
+# them above 2 MB), and a grid is never that large, but a list of points can be.
+MAX_REQUEST_BYTES = 256_000
 CACHE_FILE = "sweep-cache.sqlite3"
 POINTS_ARTIFACT = "points.npy"
 FINGERPRINTS_ARTIFACT = "fingerprints.txt"
@@ -153,6 +156,13 @@ def sweep_problems(request: SweepRequest) -> list[str]:
         problems.append(
             f"points: {total:,} points; a sweep takes at most {MAX_SWEEP_POINTS:,} "
             "(split the study into several sweeps)"
+        )
+    size = len(request.model_dump_json())
+    if request.points.points is not None and size > MAX_REQUEST_BYTES:
+        problems.append(
+            f"points.points: the request is {size:,} bytes as JSON; it travels as the workflow's "
+            f"input, which should stay under {MAX_REQUEST_BYTES:,}: describe the points as a grid "
+            "or split the list into several sweeps"
         )
     return problems
 

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,13 +35,15 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT)]
-os.environ["QLOOP_HOME"] = tempfile.mkdtemp(prefix="qloop-bench-sweep-")
+BENCH_HOME = tempfile.mkdtemp(prefix="qloop-bench-sweep-")
+os.environ["QLOOP_HOME"] = BENCH_HOME
 
 from qiskit import QuantumCircuit, qasm2, transpile  # noqa: E402
 from qiskit_aer import AerSimulator  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
+from activities import artifact_store  # noqa: E402
 from activities.families import family_circuit  # noqa: E402
 from activities.observables import expectation  # noqa: E402
 from activities.preprocess import measurement_bases  # noqa: E402
@@ -107,7 +111,12 @@ def workers(client: Client, task_queue: str) -> Iterator[None]:
         for process in processes:
             process.terminate()
         for process in processes:
-            process.wait(timeout=60)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                # A worker stuck in shutdown must not outlive the benchmark.
+                process.kill()
+                process.wait(timeout=30)
 
 
 async def run_sweep(client: Client, task_queue: str, request: SweepRequest) -> SweepReport:
@@ -238,8 +247,10 @@ async def main() -> None:
             ]
             experiments_seconds, _ = await timed(run_experiments(client, task_queue, sample))
             events = await history_length(client, report.sweep_id)
+            table = artifact_values(report)
     finally:
         await env.shutdown()
+        shutil.rmtree(BENCH_HOME)
 
     sweep, floor = statistics.median(sweep_times), statistics.median(floor_times)
     per_point = experiments_seconds / SAMPLE * POINTS
@@ -258,7 +269,6 @@ async def main() -> None:
     )
     print(f"ratio (a) / (b): {sweep / floor:6.2f}  (target <= 1.50)")
     print(f"ratio (c) / (a): {per_point / sweep:6.1f}  (target >= 20)")
-    table = artifact_values(report)
     differences = [abs(a - b) for a, b in zip(table, floor_values, strict=True)]
     print(
         f"same answers: median |sweep - floor| {statistics.median(differences):.4f} "
@@ -267,10 +277,6 @@ async def main() -> None:
 
 
 def artifact_values(report: SweepReport) -> list[float]:
-    import csv
-
-    from activities import artifact_store
-
     with artifact_store.path_of(report.table_uri).open(newline="") as handle:
         return [float(row["value"]) for row in csv.DictReader(handle)]
 

@@ -3,18 +3,20 @@
 expand the points (an artifact; history carries index ranges) → look them up in the fingerprint
 cache (a point evaluated before with the same circuit, parameters, backend, shots and seed is
 neither run nor paid for again) → group the rest into batches of one submission each → the
-canary batch first, checked (finite, within the observable's range, within max_deviation of
-the exact value) → the other batches → the results table and plot.
+canary batch alone, checked (finite, within the observable's range, within max_deviation of
+the exact value) → the other batches, `batches_in_flight` at a time → the table and plot.
 
-Each finished batch is written to a partial artifact and stored in the cache before the next
-one starts, so a sweep resumes where it stopped whatever interrupts it: a killed worker (Temporal
-replays; no activity that finished runs again), a reset, or a new run of the same request (the
-cache holds every finished batch). An exhausted budget stops the sweep with its partial results.
+Each batch is written to a partial artifact and stored in the cache as soon as it finishes, so a
+sweep resumes where it stopped whatever interrupts it: a killed worker (Temporal replays; no
+activity that finished runs again, and a batch in flight finds its job through its client
+token), a reset, or a new run of the same request (the cache holds every finished batch; only
+batches that were in flight run again). An exhausted budget stops the sweep with its partial
+results.
 
-History stays bounded: about 30 events per batch on a simulator (prepare, submit, one or two
-polls and their timers, fetch, score, the batch's points and its store), so 1,000 points in
-batches of 500 take about 100 events; waiting in a QPU queue adds 8 events per poll. The sweep
-continues as new between two batches when the server suggests it, and at least every
+History stays bounded: about 45 events per batch on a simulator (its points, prepare, submit, a
+poll or two with their timers, fetch, score, store, and the workflow tasks between them), so
+1,000 points in 5 batches take about 250 events; waiting in a QPU queue adds 8 events per poll.
+The sweep continues as new between two batches when the server suggests it, and at least every
 `batches_per_run` batches.
 """
 
@@ -79,8 +81,8 @@ ResultT = TypeVar("ResultT")
 # its results, seconds to expand, look up, tabulate and plot 100,000 points.
 QUICK_TIMEOUT = timedelta(seconds=30)
 LONG_TIMEOUT = timedelta(minutes=3)
-# Polling a local simulator: the longest wait before its first batch has set the pace, and the
-# shortest wait ever (a poll is an activity round trip of some 10 ms).
+# Polling a local simulator: the longest wait before a full batch has set the pace, and the
+# shortest wait between polls (a poll is an activity round trip of some 10 ms).
 LOCAL_POLL_CEILING = 0.5
 MIN_POLL_SECONDS = 0.05
 FINAL_STAGES = {
@@ -477,9 +479,9 @@ class SweepWorkflow:
 
     def _polling(self, input: SweepInput, points: int) -> PollingPolicy:
         """A local simulator has no queue: a batch takes about as long as the last one of its
-        size took, so the first poll waits 90 % of that and later ones an eighth of it, instead
-        of doubling well past the end. Remote backends keep the sweep's policy: their queues
-        make the last batch no guide."""
+        size took, so the first poll waits 90 % of that (never sooner than the policy's first
+        wait) and later ones an eighth of it, instead of doubling well past the end. Remote
+        backends keep the sweep's policy: their queues make the last batch no guide."""
         base = input.polling
         if is_remote(input.request.evaluation.backend):
             return base
@@ -490,7 +492,7 @@ class SweepWorkflow:
             )
         expected = pace.seconds * points / pace.points
         return PollingPolicy(
-            initial_seconds=min(max(0.9 * expected, MIN_POLL_SECONDS), base.ceiling_seconds),
+            initial_seconds=min(max(0.9 * expected, base.initial_seconds), base.ceiling_seconds),
             ceiling_seconds=min(max(expected / 8, MIN_POLL_SECONDS), base.ceiling_seconds),
         )
 

@@ -167,6 +167,11 @@ def test_bell_task_queues_runs_and_returns_counts_from_s3(
     standin.admin("config", {"faults": {"queue_delay_s": 1.5}})
     device = AwsDevice(DEVICE, session)
     task = device.run(_bell(), (BUCKET, "bell"), shots=4000)
+    # Like Braket, a new task is CREATED until the device's scheduler queues it (a tick later).
+    assert task.state() in ("CREATED", "QUEUED")
+    deadline = time.monotonic() + 10
+    while task.state() == "CREATED" and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert task.state() == "QUEUED"
     assert task.queue_position().queue_position == "1"
 

@@ -118,6 +118,10 @@ def test_an_explicit_list_keeps_its_order() -> None:
             {"grid": [{"start": 0, "stop": 1, "num": 1000}, {"start": 0, "stop": 1, "num": 101}]},
             "points: 101,000 points; a sweep takes at most 100,000",
         ),
+        (
+            {"points": [[0.123456789 * k, 0.987654321 * k] for k in range(8000)]},
+            "points.points: the request is",
+        ),
     ],
 )
 def test_points_that_do_not_fit_the_family_are_refused(
@@ -402,6 +406,14 @@ family:
 points:
   grid: [{start: 0, stop: 1, num: 3}, {values: [0.5]}]
 """
+
+
+def test_the_shipped_example_is_admitted() -> None:
+    example = Path(__file__).parents[2] / "examples" / "sweep_qaoa.yaml"
+    request = starter.load_sweep(example)
+    points, shape = expand_points(request)
+    assert shape == [20, 20] and len(points) == 400
+    assert request.canary is not None and request.canary.max_deviation is not None
 
 
 def test_load_sweep_accepts_a_good_file(tmp_path: Path) -> None:
