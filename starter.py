@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from temporalio.client import (
     Client,
     Schedule,
@@ -207,26 +207,66 @@ def describe_progress(progress: Progress) -> str:
     return text
 
 
-async def follow(handle: WorkflowHandle, interval: float = 0.3) -> ExperimentReport:
-    """Prints each change of stage or job status until the experiment ends."""
-    started = time.monotonic()
+ProgressT = TypeVar("ProgressT")
+ReportModel = TypeVar("ReportModel", bound=BaseModel)
+
+
+class ProgressPrinter:
+    """Prints a timestamped line whenever the description of a workflow's progress changes."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.last = ""
+
+    def show(self, line: str) -> None:
+        if line != self.last:
+            print(f"[{time.monotonic() - self.started:7.1f}s] {line}", flush=True)
+            self.last = line
+
+
+async def watch(
+    handle: WorkflowHandle,
+    progress_type: type[ProgressT],
+    describe: Callable[[ProgressT], str],
+    printer: ProgressPrinter,
+    interval: float = 0.3,
+) -> Any:
+    """Polls the `progress` query until the workflow ends (following continue-as-new, as the
+    handle does) and returns its result."""
     result = asyncio.ensure_future(handle.result())
-    last = ""
     while not result.done():
         try:
-            progress = await handle.query("progress", result_type=Progress)
+            progress = await handle.query("progress", result_type=progress_type)
         except RPCError:
             progress = None
         if progress is not None:
-            line = describe_progress(progress)
-            if line != last:
-                print(f"[{time.monotonic() - started:7.1f}s] {line}", flush=True)
-                last = line
+            printer.show(describe(progress))
         await asyncio.wait([result], timeout=interval)
-    report = result.result()
-    if not last.startswith(Stage.COMPLETED.value):
-        print(f"[{time.monotonic() - started:7.1f}s] {Stage.COMPLETED.value}", flush=True)
+    return result.result()
+
+
+async def follow(handle: WorkflowHandle) -> ExperimentReport:
+    """Prints each change of stage or job status until the experiment ends."""
+    printer = ProgressPrinter()
+    report: ExperimentReport = await watch(handle, Progress, describe_progress, printer)
+    if not printer.last.startswith(Stage.COMPLETED.value):
+        printer.show(Stage.COMPLETED.value)
     return report
+
+
+def add_start_options(command: argparse.ArgumentParser, what: str) -> None:
+    """The options shared by `run`, `loop` and `sweep`."""
+    command.add_argument("file", help=f"{what} in YAML or JSON")
+    command.add_argument("--id", help="workflow id (default: NAME-random)")
+    command.add_argument("--wait", action="store_true", help="follow progress and print the report")
+    command.add_argument("--json", action="store_true", help="print the report as JSON")
+    command.add_argument(
+        "--poll-ceiling",
+        type=positive_seconds,
+        default=PollingPolicy().ceiling_seconds,
+        metavar="SECONDS",
+        help="longest wait between two polls of the provider (default: %(default)s)",
+    )
 
 
 def format_estimate(estimate: Estimate | None) -> str:
@@ -321,19 +361,31 @@ def report_failure(workflow_id: str, error: WorkflowFailureError) -> int:
     return 1
 
 
-async def cmd_run(args: argparse.Namespace) -> int:
-    request = admit_or_exit(args.file)
-    client = await connect()
-    handle = await start(client, request, args.id, args.poll_ceiling)
+async def announce_and_follow(
+    client: Client,
+    handle: WorkflowHandle,
+    args: argparse.Namespace,
+    follow_workflow: Callable[[WorkflowHandle], Awaitable[ReportModel]],
+    render: Callable[[ReportModel], str],
+) -> int:
+    """What `run`, `loop` and `sweep` do once their workflow started: link, then with --wait
+    live progress and the report."""
     print(f"started {handle.id}\n  Web UI: {workflow_link(client, handle.id)}", flush=True)
     if not args.wait:
         return 0
     try:
-        report = await follow(handle)
+        report = await follow_workflow(handle)
     except WorkflowFailureError as error:
         return report_failure(handle.id, error)
-    print_report(report, args.json)
+    print(report.model_dump_json(indent=2) if args.json else render(report))
     return 0
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    request = admit_or_exit(args.file)
+    client = await connect()
+    handle = await start(client, request, args.id, args.poll_ceiling)
+    return await announce_and_follow(client, handle, args, follow, format_report)
 
 
 # --- variational loops (workflows/loop.py) ------------------------------------------------------
@@ -414,28 +466,12 @@ def describe_loop_progress(progress: LoopProgress) -> str:
     return text
 
 
-async def follow_loop(handle: WorkflowHandle, interval: float = 0.3) -> LoopReport:
-    """Prints a line per iteration (best value, cost so far) until the loop ends; the handle
-    follows the loop across continue-as-new."""
-    started = time.monotonic()
-    result = asyncio.ensure_future(handle.result())
-    last = ""
-    while not result.done():
-        try:
-            progress = await handle.query("progress", result_type=LoopProgress)
-        except RPCError:
-            progress = None
-        if progress is not None:
-            line = describe_loop_progress(progress)
-            if line != last:
-                print(f"[{time.monotonic() - started:7.1f}s] {line}", flush=True)
-                last = line
-        await asyncio.wait([result], timeout=interval)
-    report = result.result()
+async def follow_loop(handle: WorkflowHandle) -> LoopReport:
+    """Prints a line per iteration (best value, cost so far) until the loop ends."""
+    printer = ProgressPrinter()
+    report: LoopReport = await watch(handle, LoopProgress, describe_loop_progress, printer)
     # The loop may have ended between two polls: its last state, with the stop reason.
-    final = describe_loop_progress(await handle.query("progress", result_type=LoopProgress))
-    if final != last:
-        print(f"[{time.monotonic() - started:7.1f}s] {final}", flush=True)
+    printer.show(describe_loop_progress(await handle.query("progress", result_type=LoopProgress)))
     return report
 
 
@@ -478,32 +514,14 @@ async def cmd_loop(args: argparse.Namespace) -> int:
     request = admit_loop_or_exit(args.file)
     client = await connect()
     handle = await start_loop(client, request, args.id, args.poll_ceiling)
-    print(f"started {handle.id}\n  Web UI: {workflow_link(client, handle.id)}", flush=True)
-    if not args.wait:
-        return 0
-    try:
-        report = await follow_loop(handle)
-    except WorkflowFailureError as error:
-        return report_failure(handle.id, error)
-    print(report.model_dump_json(indent=2) if args.json else format_loop_report(report))
-    return 0
+    return await announce_and_follow(client, handle, args, follow_loop, format_loop_report)
 
 
 def add_loop_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     loop = commands.add_parser(
         "loop", help="validate a loop file and start a variational optimisation (LoopWorkflow)"
     )
-    loop.add_argument("file", help="loop request in YAML or JSON (see examples/vqe_h2.yaml)")
-    loop.add_argument("--id", help="workflow id (default: NAME-random)")
-    loop.add_argument("--wait", action="store_true", help="follow progress and print the report")
-    loop.add_argument("--json", action="store_true", help="print the report as JSON")
-    loop.add_argument(
-        "--poll-ceiling",
-        type=positive_seconds,
-        default=PollingPolicy().ceiling_seconds,
-        metavar="SECONDS",
-        help="longest wait between two polls of the provider (default: %(default)s)",
-    )
+    add_start_options(loop, "loop request (see examples/vqe_h2.yaml)")
     loop.set_defaults(handler=cmd_loop)
 
 
@@ -607,24 +625,9 @@ def describe_sweep_progress(progress: SweepProgress) -> str:
     return text.rstrip()
 
 
-async def follow_sweep(handle: WorkflowHandle, interval: float = 0.3) -> SweepReport:
-    """Prints each change of stage, batch or cost until the sweep ends (across continue-as-new,
-    which the handle follows)."""
-    started = time.monotonic()
-    result = asyncio.ensure_future(handle.result())
-    last = ""
-    while not result.done():
-        try:
-            progress = await handle.query("progress", result_type=SweepProgress)
-        except RPCError:
-            progress = None
-        if progress is not None:
-            line = describe_sweep_progress(progress)
-            if line != last:
-                print(f"[{time.monotonic() - started:7.1f}s] {line}", flush=True)
-                last = line
-        await asyncio.wait([result], timeout=interval)
-    return result.result()
+async def follow_sweep(handle: WorkflowHandle) -> SweepReport:
+    """Prints each change of stage, batch or cost until the sweep ends."""
+    return await watch(handle, SweepProgress, describe_sweep_progress, ProgressPrinter())
 
 
 def artifact_path(uri: str) -> str:
@@ -669,32 +672,14 @@ async def cmd_sweep(args: argparse.Namespace) -> int:
     request = admit_sweep_or_exit(args.file)
     client = await connect()
     handle = await start_sweep(client, request, args.id, args.poll_ceiling)
-    print(f"started {handle.id}\n  Web UI: {workflow_link(client, handle.id)}", flush=True)
-    if not args.wait:
-        return 0
-    try:
-        report = await follow_sweep(handle)
-    except WorkflowFailureError as error:
-        return report_failure(handle.id, error)
-    print(report.model_dump_json(indent=2) if args.json else format_sweep_report(report))
-    return 0
+    return await announce_and_follow(client, handle, args, follow_sweep, format_sweep_report)
 
 
 def add_sweep_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sweep = commands.add_parser(
         "sweep", help="validate a sweep file and evaluate its points in batches (SweepWorkflow)"
     )
-    sweep.add_argument("file", help="sweep request in YAML or JSON (see examples/sweep_qaoa.yaml)")
-    sweep.add_argument("--id", help="workflow id (default: NAME-random)")
-    sweep.add_argument("--wait", action="store_true", help="follow progress and print the report")
-    sweep.add_argument("--json", action="store_true", help="print the report as JSON")
-    sweep.add_argument(
-        "--poll-ceiling",
-        type=positive_seconds,
-        default=PollingPolicy().ceiling_seconds,
-        metavar="SECONDS",
-        help="longest wait between two polls of the provider (default: %(default)s)",
-    )
+    add_start_options(sweep, "sweep request (see examples/sweep_qaoa.yaml)")
     sweep.set_defaults(handler=cmd_sweep)
 
 
@@ -1522,17 +1507,7 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="validate a request file and start the experiment")
-    run.add_argument("file", help="request in YAML or JSON")
-    run.add_argument("--id", help="workflow id (default: NAME-random)")
-    run.add_argument("--wait", action="store_true", help="follow progress and print the report")
-    run.add_argument("--json", action="store_true", help="print the report as JSON")
-    run.add_argument(
-        "--poll-ceiling",
-        type=positive_seconds,
-        default=PollingPolicy().ceiling_seconds,
-        metavar="SECONDS",
-        help="longest wait between two polls of the provider (default: %(default)s)",
-    )
+    add_start_options(run, "request")
     run.set_defaults(handler=cmd_run)
 
     status = commands.add_parser("status", help="stage and state of an experiment")
@@ -1551,8 +1526,10 @@ def parser() -> argparse.ArgumentParser:
     )
     listing.set_defaults(handler=cmd_list)
 
-    for verdict, help_text in (("approve", "approve an experiment awaiting approval"),
-                               ("reject", "reject an experiment awaiting approval")):
+    for verdict, help_text in (
+        ("approve", "approve an experiment awaiting approval"),
+        ("reject", "reject an experiment awaiting approval"),
+    ):
         decide = commands.add_parser(verdict, help=help_text)
         decide.add_argument("id")
         decide.add_argument("--as", dest="approver", required=True, help="approver name")

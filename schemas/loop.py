@@ -7,16 +7,14 @@ a JSON round trip unchanged; the request and the report live in schemas/variatio
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from schemas.loading import RequestError, describe_validation_error
+from schemas.loading import load_model
 from schemas.pipeline import PipelineModel, PollingPolicy
 from schemas.variational import (
     LoopRequest,
@@ -167,23 +165,4 @@ def reference_angles(family: VqeFamily) -> Point:
 
 def load_loop_request(path: str | Path) -> LoopRequest:
     """A `qloop loop` file (YAML, or JSON by its suffix); RequestError names each bad field."""
-    path = Path(path)
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise RequestError(source, [f"(file): cannot read it: {error.strerror}"]) from None
-    is_json = path.suffix == ".json"
-    try:
-        data = json.loads(text) if is_json else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        kind = "JSON" if is_json else "YAML"
-        raise RequestError(source, [f"(file): not valid {kind}: {error}"]) from None
-    if not isinstance(data, dict):
-        raise RequestError(
-            source, [f"(request): expected a mapping of fields, got {type(data).__name__}"]
-        )
-    try:
-        return LoopRequest.model_validate(data)
-    except ValidationError as error:
-        raise RequestError(source, describe_validation_error(error)) from None
+    return load_model(path, LoopRequest)

@@ -8,15 +8,13 @@ schemas/variational.py.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from schemas.loading import RequestError, describe_validation_error
+from schemas.loading import load_model
 from schemas.pipeline import PipelineModel
 from schemas.variational import (
     BestPoint,
@@ -31,26 +29,7 @@ from schemas.variational import (
 def load_sweep_request(path: str | Path) -> SweepRequest:
     """A `qloop sweep` file (YAML, or JSON by its suffix) checked against the schema;
     RequestError names each bad field."""
-    path = Path(path)
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise RequestError(source, [f"(file): cannot read it: {error.strerror}"]) from None
-    is_json = path.suffix == ".json"
-    try:
-        data = json.loads(text) if is_json else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        kind = "JSON" if is_json else "YAML"
-        raise RequestError(source, [f"(file): not valid {kind}: {error}"]) from None
-    if not isinstance(data, dict):
-        raise RequestError(
-            source, [f"(request): expected a mapping of fields, got {type(data).__name__}"]
-        )
-    try:
-        return SweepRequest.model_validate(data)
-    except ValidationError as error:
-        raise RequestError(source, describe_validation_error(error)) from None
+    return load_model(path, SweepRequest)
 
 
 def batch_label(number: int) -> str:

@@ -7,6 +7,7 @@ touches a developer's running stack.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -47,6 +48,22 @@ async def record_history(client: Any, workflow_id: str, name: str | None = None)
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     HISTORIES.mkdir(exist_ok=True)
     (HISTORIES / f"{name or workflow_id}.json").write_text(history.to_json())
+
+
+async def run_qloop(env: dict[str, str], *args: str, timeout: float = 300) -> tuple[int, str, str]:
+    """The CLI as a user runs it, in its own process: (exit code, stdout, stderr)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "starter.py",
+        *args,
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=timeout)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
 
 
 def free_ports(count: int) -> list[int]:

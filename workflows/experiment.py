@@ -381,8 +381,8 @@ class ExperimentWorkflow:
                 return refused
         try:
             await self._hold_while_paused()
-            job = await self._submit_governed(request, plan)
-            await self._wait_governed(job, backend, input)
+            job = await self._submit(request, plan)
+            await self._wait_until_done(job, backend, input)
         except LeaveBackend as leave:
             leave.cancelled_job = await self._cancel_provider_job()
             await self._release_reservation(leave.why)
@@ -852,7 +852,7 @@ class ExperimentWorkflow:
 
     # --- submission and waiting -------------------------------------------------------------------
 
-    async def _submit_governed(self, request: ExperimentRequest, plan: ExecutionPlan) -> JobRef:
+    async def _submit(self, request: ExperimentRequest, plan: ExecutionPlan) -> JobRef:
         index = self._submissions
         self._submissions += 1
         token = client_token(workflow.info().workflow_id, workflow.info().run_id, index)
@@ -874,7 +874,7 @@ class ExperimentWorkflow:
         self._job = (job, backend)
         return job
 
-    async def _wait_governed(
+    async def _wait_until_done(
         self, job: JobRef, backend: BackendChoice, input: ExperimentInput
     ) -> None:
         """Polls with growing intervals; polling is held while paused (the job keeps its place
@@ -953,7 +953,7 @@ class ExperimentWorkflow:
             [attrs.ESTIMATED_COST_USD.value_set(plan.cost_estimate.usd)]
         )
 
-        job = await self._submit(experiment_id, request, plan, submission_index=0)
+        job = await self._submit(request, plan)
         await self._wait_until_done(job, backend, input)
         fetched = await self._stage(
             Stage.FETCHING,
@@ -1023,74 +1023,6 @@ class ExperimentWorkflow:
         )
         self._record_time(stage.value, started)
         return result
-
-    async def _submit(
-        self,
-        experiment_id: str,
-        request: ExperimentRequest,
-        plan: ExecutionPlan,
-        submission_index: int,
-    ) -> JobRef:
-        # The token is a pure function of the workflow and the submission index, so a retry after
-        # a lost reply finds the first job instead of paying for a second one.
-        token = client_token(experiment_id, workflow.info().run_id, submission_index)
-        return await self._stage(
-            Stage.SUBMITTING,
-            "submit",
-            SubmitInput(
-                backend=request.execution.backend,
-                batch_uri=plan.batch_uri,
-                shots=request.execution.shots,
-                seed=request.execution.seed,
-                client_token=token,
-            ),
-            JobRef,
-            timeout=timedelta(minutes=2),
-            retry=PROVIDER_RETRY,
-        )
-
-    async def _wait_until_done(
-        self, job: JobRef, backend: BackendChoice, input: ExperimentInput
-    ) -> None:
-        self._set_progress(stage=Stage.WAITING, job_state=JobState.QUEUED)
-        started = workflow.now()
-        deadline = started + input.request.policy.max_queue_wait
-        interval = timedelta(seconds=input.polling.initial_seconds)
-        ceiling = timedelta(seconds=input.polling.ceiling_seconds)
-        while True:
-            status = await workflow.execute_activity(
-                "check_job",
-                JobInput(backend=backend, job=job),
-                result_type=JobStatus,
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=PROVIDER_RETRY,
-                summary="poll",
-            )
-            self._publish_job_status(status)
-            self._set_progress(
-                job_state=status.state,
-                queue_position=status.queue_position,
-                polls=self._progress.polls + 1,
-            )
-            if status.state == JobState.DONE:
-                break
-            if status.state.is_final:
-                raise ApplicationError(
-                    f"job {job.job_id} on {job.device} ended {status.state.value}: "
-                    f"{status.message or 'no reason given'}",
-                    type="JobFailed",
-                    non_retryable=True,
-                )
-            if workflow.now() >= deadline:
-                raise ApplicationError(
-                    f"job {job.job_id} still {status.state.value} after the request's "
-                    f"max_queue_wait of {input.request.policy.max_queue_wait}",
-                    type="QueueDeadlineExceeded",
-                    non_retryable=True,
-                )
-            await workflow.sleep(interval, summary="wait for provider")
-            interval = min(interval * 2, ceiling)
-        self._record_time(Stage.WAITING.value, started)
 
     def _publish_job_status(self, status: JobStatus) -> None:
         """Provider status and queue position as search attributes, upserted only on change."""

@@ -6,7 +6,6 @@ the replay test.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -20,7 +19,7 @@ from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
 from schemas.report import ExperimentReport
-from tests.harness import record_history
+from tests.harness import record_history, run_qloop
 from workflows import search_attributes as attrs
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -56,18 +55,7 @@ def worker_process(stack_env: dict[str, str], tmp_path: Path) -> Iterator[Path]:
 
 
 async def qloop(stack_env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "starter.py",
-        *args,
-        cwd=REPO_ROOT,
-        env=stack_env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=300)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+    return await run_qloop(stack_env, *args)
 
 
 def report_from(stdout: str) -> ExperimentReport:

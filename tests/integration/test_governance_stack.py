@@ -24,7 +24,7 @@ from schemas.health import HealthView, health_workflow_id
 from schemas.pipeline import ExperimentInput, PollingPolicy, Progress, Stage
 from schemas.report import ExperimentReport
 from schemas.request import BackendChoice, ExperimentRequest
-from tests.harness import QPU, REPO_ROOT, LocalStack, record_history
+from tests.harness import QPU, LocalStack, record_history, run_qloop
 
 pytestmark = pytest.mark.integration
 
@@ -101,18 +101,7 @@ async def start(client: Client, stack: LocalStack, request: ExperimentRequest) -
 
 async def qloop(stack: LocalStack, *args: str) -> tuple[int, str, str]:
     """The CLI as a user runs it, in its own process."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "starter.py",
-        *args,
-        cwd=REPO_ROOT,
-        env=stack.worker_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+    return await run_qloop(stack.worker_env(), *args, timeout=120)
 
 
 async def temporal_cli(stack: LocalStack, *args: str) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from schemas.budget import SetLimit
 from schemas.loop import LoopInput, LoopProgress, TrajectoryEntry, TrajectoryView
 from schemas.pipeline import PollingPolicy
 from schemas.variational import LoopReport, LoopRequest
-from tests.harness import QPU, REPO_ROOT, LocalStack, record_history
+from tests.harness import QPU, REPO_ROOT, LocalStack, record_history, run_qloop
 from workflows import search_attributes as attrs
 
 pytestmark = pytest.mark.integration
@@ -228,18 +227,7 @@ async def test_a_job_the_device_fails_fails_the_loop_and_says_where(
 
 
 async def qloop(stack: LocalStack, *args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "starter.py",
-        *args,
-        cwd=REPO_ROOT,
-        env=stack.worker_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=180)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+    return await run_qloop(stack.worker_env(), *args, timeout=180)
 
 
 async def test_qloop_loop_wait_shows_progress_and_prints_the_report(

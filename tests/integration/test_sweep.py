@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -26,7 +25,7 @@ from activities.budget_calls import set_budget_limit
 from schemas.budget import SetLimit
 from schemas.pipeline import PollingPolicy
 from schemas.variational import SweepInput, SweepProgress, SweepReport, SweepRequest
-from tests.harness import QPU, REPO_ROOT, LocalStack
+from tests.harness import QPU, LocalStack, run_qloop
 
 pytestmark = pytest.mark.integration
 
@@ -220,20 +219,10 @@ async def test_qloop_sweep_wait_shows_progress_and_the_artifacts(
         evaluation={"shots": 200, "seed": 4},
     )
     path.write_text(yaml.safe_dump(request.model_dump(mode="json")))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "starter.py",
-        "sweep",
-        str(path),
-        "--wait",
-        cwd=REPO_ROOT,
-        env=stack.worker_env(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    code, out, stderr = await run_qloop(
+        stack.worker_env(), "sweep", str(path), "--wait", timeout=180
     )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=180)
-    out = stdout.decode()
-    assert process.returncode == 0, stderr.decode()
+    assert code == 0, stderr
     assert out.startswith("started cli-sweep-")
     assert re.search(r"^\[\s*\d+\.\ds\] (expanding|looking_up_cache|canary|running)", out, re.M)
     summary = out[out.index("Sweep cli-sweep-") :]
