@@ -11,12 +11,17 @@ token can read experiments while the server and its database only ever hold ciph
   GET /health                   200 once keys and token are loaded (no authentication).
 
 Every POST to /decode or /encode needs `Authorization: Bearer <token>` or the session cookie,
-else 401. The token is QLOOP_CODEC_SERVER_TOKEN or the token file next to the key file
-(`python -m schemas.payload_encryption init` creates it). Keys are qloop's (see
+else 401. The token is checked before a byte of the body is read, and a body is read only with a
+Content-Length within the limit (else 413, 411 for none or a chunked body, 400 for a bad one), so
+a client without the token costs the server nothing but a header. Every read of the socket times
+out (--read-timeout) and a whole request must arrive within --request-timeout (slow clients that
+trickle bytes are cut off). The token is QLOOP_CODEC_SERVER_TOKEN or the token file next to
+the key file (`python -m schemas.payload_encryption init` creates it). Keys are qloop's (see
 schemas/payload_encryption.py). Only the Web UI's origin gets CORS headers (credentials
 allowed): --cors-origin, QLOOP_CODEC_CORS_ORIGIN, default http://localhost:$QLOOP_TEMPORAL_UI_PORT.
 
     python temporal-dev/codec_server.py [--host 127.0.0.1] [--port 9323] [--cors-origin URL]
+                                        [--read-timeout 10] [--request-timeout 30]
 """
 
 from __future__ import annotations
@@ -28,7 +33,11 @@ import html
 import json
 import logging
 import os
+import re
+import socket
 import sys
+import threading
+import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,7 +63,17 @@ DEFAULT_PORT = 9323
 SESSION_COOKIE = "qloop_codec_session"
 SESSION_SECONDS = 12 * 3600
 ALLOWED_HEADERS = "Authorization, Content-Type, X-Namespace"
-MAX_BODY_BYTES = 64 * 1024 * 1024  # a page of history: up to a few 2 MB payloads per event
+# Temporal refuses a payload over 2 MB and a gRPC message over 4 MB, so what the Web UI or
+# `temporal` sends in one decode call (the payloads of an event, or of a page of events) is a few
+# MB of payload bytes; proto JSON carries them as base64 (4/3 as large). 16 MiB is six 2 MB
+# payloads in base64 with room to spare, and bounds the memory one authorized request can take.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+LOGIN_BODY_BYTES = 4096  # the sign-in form: one token field
+CONTENT_LENGTH = re.compile(r"[0-9]{1,12}")
+READ_TIMEOUT_SECONDS = 10.0
+REQUEST_TIMEOUT_SECONDS = 30.0
+LINGER_SECONDS = 1.0
+LINGER_BYTES = 1024 * 1024
 LOGIN_PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
     "X-Frame-Options": "DENY",
@@ -67,6 +86,8 @@ class CodecServerConfig:
     ring: KeyRing
     token: str = field(repr=False)
     cors_origin: str
+    read_timeout_seconds: float = READ_TIMEOUT_SECONDS
+    request_timeout_seconds: float = REQUEST_TIMEOUT_SECONDS
 
     @property
     def session(self) -> str:
@@ -141,6 +162,47 @@ class CodecRequestHandler(BaseHTTPRequestHandler):
     server: CodecServer
     server_version = "qloop-codec"
 
+    body_unread = False
+
+    def setup(self) -> None:
+        config = self.server.config
+        self.timeout = config.read_timeout_seconds  # applied to the socket by StreamRequestHandler
+        super().setup()
+        # The read timeout alone lets a client that sends a byte now and then hold a thread
+        # forever; past this deadline the connection reads end of file.
+        self.deadline = threading.Timer(config.request_timeout_seconds, self.stop_reading)
+        self.deadline.daemon = True
+        self.deadline.start()
+
+    def stop_reading(self) -> None:
+        try:
+            self.connection.shutdown(socket.SHUT_RD)
+        except OSError:  # the connection is closed already
+            return
+
+    def finish(self) -> None:
+        self.deadline.cancel()
+        super().finish()
+        if self.body_unread:
+            self.discard_unread()
+
+    def discard_unread(self) -> None:
+        """A socket closed with unread bytes is reset, and a client that sent a body may lose
+        the refusal before it reads it. So the answer is sent and the sending side closed, then
+        what the client has sent meanwhile is dropped, a bounded amount for a bounded time."""
+        deadline = time.monotonic() + LINGER_SECONDS
+        dropped = 0
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            while dropped < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                chunk = self.connection.recv(65536)
+                if not chunk:
+                    return
+                dropped += len(chunk)
+        except OSError:  # timed out, or the client is gone
+            return
+
     def do_OPTIONS(self) -> None:
         cors = cors_headers(self.headers.get("Origin"), self.server.config, preflight=True)
         status = HTTPStatus.NO_CONTENT if cors else HTTPStatus.FORBIDDEN
@@ -157,25 +219,28 @@ class CodecRequestHandler(BaseHTTPRequestHandler):
             self.respond_error(HTTPStatus.NOT_FOUND, "unknown path; POST /decode or /encode")
 
     def do_POST(self) -> None:
+        """Path and token first, from the headers alone; the body is read last, if at all."""
         config = self.server.config
         cors = cors_headers(self.headers.get("Origin"), config, preflight=False)
         path = urllib.parse.urlsplit(self.path).path
-        body = self.read_body(cors)
-        if body is None:
-            return
         if path == "/login":
-            self.login(body)
+            form = self.read_body(LOGIN_BODY_BYTES, cors)
+            if form is not None:
+                self.login(form)
             return
         operation = path.rstrip("/").rsplit("/", 1)[-1]
         if operation not in ("decode", "encode"):
-            self.respond_error(HTTPStatus.NOT_FOUND, "unknown path; POST /decode or /encode", cors)
+            self.refuse(HTTPStatus.NOT_FOUND, "unknown path; POST /decode or /encode", cors)
             return
         if not is_authorized(self.headers, config):
-            self.respond_error(
+            self.refuse(
                 HTTPStatus.UNAUTHORIZED,
                 "send 'Authorization: Bearer <codec server token>', or sign in at /login",
                 {**cors, "WWW-Authenticate": 'Bearer realm="qloop-codec"'},
             )
+            return
+        body = self.read_body(MAX_BODY_BYTES, cors)
+        if body is None:
             return
         try:
             answer = remote_codec(config.ring, operation, body)
@@ -209,19 +274,43 @@ class CodecRequestHandler(BaseHTTPRequestHandler):
             {**LOGIN_PAGE_HEADERS, "Set-Cookie": cookie},
         )
 
-    def read_body(self, cors: Mapping[str, str]) -> bytes | None:
-        try:
-            length = int(self.headers.get("Content-Length") or "0")
-        except ValueError:
-            length = -1
-        if not 0 <= length <= MAX_BODY_BYTES:
-            self.respond_error(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"Content-Length must be between 0 and {MAX_BODY_BYTES} bytes",
+    def read_body(self, limit: int, cors: Mapping[str, str]) -> bytes | None:
+        """The body, when its Content-Length is given and at most `limit`; else None after a
+        refusal that reads none of it."""
+        if self.headers.get("Transfer-Encoding") is not None:
+            self.refuse(
+                HTTPStatus.LENGTH_REQUIRED,
+                "send the body with a Content-Length; chunked bodies are not accepted",
                 cors,
             )
             return None
-        return self.rfile.read(length)
+        lengths = self.headers.get_all("Content-Length") or []
+        if not lengths:
+            self.refuse(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required", cors)
+            return None
+        if len(lengths) > 1 or not CONTENT_LENGTH.fullmatch(lengths[0].strip()):
+            self.refuse(HTTPStatus.BAD_REQUEST, "Content-Length must be one number of bytes", cors)
+            return None
+        length = int(lengths[0])
+        if length > limit:
+            self.refuse(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"the body has {length} bytes; at most {limit} are accepted here",
+                cors,
+            )
+            return None
+        body = self.rfile.read(length)
+        if len(body) < length:  # the client stopped sending, or the request deadline passed
+            self.close_connection = True
+            return None
+        return body
+
+    def refuse(self, status: HTTPStatus, message: str, headers: Mapping[str, str]) -> None:
+        """An error answered without reading the body: the connection cannot carry another
+        request after the unread bytes, so it is closed."""
+        self.close_connection = True
+        self.body_unread = True
+        self.respond_error(status, message, {**headers, "Connection": "close"})
 
     def respond_error(
         self, status: HTTPStatus, message: str, headers: Mapping[str, str] | None = None
@@ -281,6 +370,18 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get(CORS_ORIGIN_ENV) or default_cors_origin(),
         help="the Web UI's origin, the only one given CORS headers",
     )
+    parser.add_argument(
+        "--read-timeout",
+        type=float,
+        default=READ_TIMEOUT_SECONDS,
+        help="seconds one read of a connection may wait for data",
+    )
+    parser.add_argument(
+        "--request-timeout",
+        type=float,
+        default=REQUEST_TIMEOUT_SECONDS,
+        help="seconds a whole request (headers and body) may take to arrive",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
@@ -290,7 +391,13 @@ def main(argv: list[str] | None = None) -> int:
                 "no codec key is configured: set QLOOP_CODEC_KEY and QLOOP_CODEC_KEY_ID, or "
                 "QLOOP_CODEC_KEY_FILE, or run `python -m schemas.payload_encryption init`"
             )
-        config = CodecServerConfig(ring=ring, token=read_token(), cors_origin=args.cors_origin)
+        config = CodecServerConfig(
+            ring=ring,
+            token=read_token(),
+            cors_origin=args.cors_origin,
+            read_timeout_seconds=args.read_timeout,
+            request_timeout_seconds=args.request_timeout,
+        )
     except CodecKeyError as error:
         print(f"codec_server: error: {error}", file=sys.stderr)
         return 2

@@ -1,13 +1,19 @@
 """The codec server as stack.sh runs it: bearer token or session cookie, CORS for the Web UI's
 origin only, and a real history decoded through it by the `temporal` CLI (the same remote codec
-protocol the Web UI speaks).
+protocol the Web UI speaks). Then a codec server process of its own, spoken to over raw sockets:
+the token is checked before any body is read, sizes are capped, and slow clients are cut off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
 import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -32,7 +38,7 @@ from schemas.pipeline import ExperimentInput
 from schemas.report import ExperimentReport
 from schemas.request import ExperimentRequest
 from tests.conftest import temporal_cli_path
-from tests.harness import LocalStack
+from tests.harness import REPO_ROOT, LocalStack, free_ports, wait_until
 
 OTHER_ORIGIN = "http://evil.example:8233"
 
@@ -261,3 +267,193 @@ def test_codec_server_log_holds_no_token(stack: LocalStack, token: str) -> None:
     log = (stack.data_dir / "codec-server.log").read_text()
     assert "POST /decode 401" in log and "POST /decode 200" in log and "POST /login 200" in log
     assert token not in log and token[::-1] not in log
+
+
+# --- the edges: a codec server process of its own, raw sockets --------------------------------
+
+OWN_TOKEN = "edge-token-" + uuid.uuid4().hex
+READ_TIMEOUT = 2.0
+REQUEST_TIMEOUT = 4.0
+GIGABYTE = 1 << 30
+
+
+@dataclass
+class RawAnswer:
+    status: int | None  # None: the connection closed without an answer
+    headers: dict[str, str]
+    body: bytes
+    seconds: float  # from the last byte sent to the first byte of the answer (or the close)
+
+
+@pytest.fixture(scope="module")
+def own_codec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, KeyRing]]:
+    """A codec server with short read and request timeouts; its port and key ring."""
+    home = tmp_path_factory.mktemp("own-codec")
+    (port,) = free_ports(1)
+    key = os.urandom(32)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("QLOOP_")},
+        "PYTHONPATH": str(REPO_ROOT),
+        "QLOOP_HOME": str(home),
+        "QLOOP_CODEC_KEY": base64.b64encode(key).decode(),
+        "QLOOP_CODEC_KEY_ID": "edge",
+        "QLOOP_CODEC_SERVER_TOKEN": OWN_TOKEN,
+    }
+    log = (home / "codec-server.log").open("wb")
+    server = subprocess.Popen(
+        [sys.executable, "temporal-dev/codec_server.py", "--port", str(port),
+         "--read-timeout", str(READ_TIMEOUT), "--request-timeout", str(REQUEST_TIMEOUT)],
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        wait_until(lambda: healthy(port), timeout=30, interval=0.2)
+        yield port, KeyRing(current="edge", keys={"edge": key}, source="test")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+def healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def exchange(port: int, head: list[str], body: bytes = b"") -> RawAnswer:
+    """Sends the request line and headers in `head` (and `body`, if any), then reads until the
+    server closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+        sent = time.monotonic()
+        received = b""
+        first: float | None = None
+        while chunk := connection.recv(65536):
+            first = time.monotonic() if first is None else first
+            received += chunk
+        seconds = (first or time.monotonic()) - sent
+    if not received:
+        return RawAnswer(None, {}, b"", seconds)
+    header_block, _, answer_body = received.partition(b"\r\n\r\n")
+    status_line, *header_lines = header_block.decode().split("\r\n")
+    headers = {
+        name.lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in header_lines)
+    }
+    return RawAnswer(int(status_line.split()[1]), headers, answer_body, seconds)
+
+
+def post(path: str, *headers: str) -> list[str]:
+    return [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", "Content-Type: application/json", *headers]
+
+
+BEARER = f"Authorization: Bearer {OWN_TOKEN}"
+
+
+def test_a_gigabyte_without_the_token_is_refused_before_a_byte_of_it_is_read(
+    own_codec: tuple[int, KeyRing],
+) -> None:
+    port, _ = own_codec
+    attempts = [
+        (length, credentials)
+        for length in (GIGABYTE, 1000)
+        for credentials in (
+            [],
+            ["Authorization: Bearer not-the-token"],
+            ["Cookie: qloop_codec_session=0"],
+        )
+    ]
+    for length, credentials in attempts:
+        # Headers claim a body and nothing follows: a server waiting for the body would answer
+        # nothing until its read timeout cut the connection.
+        answer = exchange(port, post("/decode", f"Content-Length: {length}", *credentials))
+        assert answer.status == 401, (length, credentials)
+        assert answer.seconds < READ_TIMEOUT / 2, answer.seconds
+        assert answer.headers["www-authenticate"] == 'Bearer realm="qloop-codec"'
+        assert answer.headers["connection"] == "close"
+    # The unknown path is refused from the headers alone as well.
+    assert exchange(port, post("/upload", f"Content-Length: {GIGABYTE}")).status == 404
+
+
+def test_an_oversized_body_with_the_token_is_refused_unread(
+    own_codec: tuple[int, KeyRing],
+) -> None:
+    port, _ = own_codec
+    for length in (GIGABYTE, 16 * 1024 * 1024 + 1):
+        answer = exchange(port, post("/decode", f"Content-Length: {length}", BEARER))
+        assert answer.status == 413, length
+        assert answer.seconds < READ_TIMEOUT / 2, answer.seconds
+        assert json.loads(answer.body)["error"] == (
+            f"the body has {length} bytes; at most {16 * 1024 * 1024} are accepted here"
+        )
+    login = exchange(port, post("/login", f"Content-Length: {GIGABYTE}"))
+    assert login.status == 413 and login.seconds < READ_TIMEOUT / 2
+
+
+@pytest.mark.parametrize(
+    ("case", "headers", "status", "words"),
+    [
+        ("no length", [], 411, "Content-Length header is required"),
+        ("chunked", ["Transfer-Encoding: chunked"], 411, "chunked bodies are not accepted"),
+        (
+            "chunked with a length",
+            ["Transfer-Encoding: chunked", "Content-Length: 5"],
+            411,
+            "chunked",
+        ),
+        ("not a number", ["Content-Length: lots"], 400, "one number of bytes"),
+        ("negative", ["Content-Length: -1"], 400, "one number of bytes"),
+        ("two lengths", ["Content-Length: 2", "Content-Length: 3"], 400, "one number of bytes"),
+    ],
+)
+def test_a_body_without_one_valid_length_is_refused_unread(
+    own_codec: tuple[int, KeyRing], case: str, headers: list[str], status: int, words: str
+) -> None:
+    port, _ = own_codec
+    answer = exchange(port, post("/decode", BEARER, *headers))
+    assert answer.status == status, case
+    assert words in json.loads(answer.body)["error"], case
+    assert answer.seconds < READ_TIMEOUT / 2, answer.seconds
+
+
+async def test_a_normal_decode_still_answers(own_codec: tuple[int, KeyRing]) -> None:
+    port, ring = own_codec
+    name = f"edge-{uuid.uuid4().hex[:6]}"
+    body = payloads_to_json(await sealed_payloads(ring, name))
+    answer = exchange(port, post("/default/decode", BEARER, f"Content-Length: {len(body)}"), body)
+    assert answer.status == 200, answer.body
+    assert payloads_from_json(answer.body) == await plain_payloads(name)
+    # A refused body that was sent in full still gets its refusal, not a reset connection.
+    wrong = exchange(port, post("/decode", f"Content-Length: {len(body)}"), body)
+    assert wrong.status == 401
+
+
+def test_a_slow_client_is_cut_off(own_codec: tuple[int, KeyRing]) -> None:
+    port, _ = own_codec
+    head = "\r\n".join(post("/decode", BEARER, "Content-Length: 10")).encode()
+    # Half the headers, then silence: the read timeout closes the connection.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
+        idle.sendall(head[:20])
+        started = time.monotonic()
+        assert idle.recv(1024) == b""
+        assert time.monotonic() - started < READ_TIMEOUT + 1.5
+    # A byte every half second never trips the read timeout; the request deadline ends it.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as trickle:
+        trickle.settimeout(0.5)
+        started = time.monotonic()
+        closed = False
+        for byte in head + b"\r\n\r\n0123456789":
+            try:
+                trickle.send(bytes([byte]))
+                trickle.recv(1024)  # returns only once the server answers or closes
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                pass
+            closed = True
+            break
+        assert closed, "the whole request was trickled in"
+        assert time.monotonic() - started < REQUEST_TIMEOUT + 1.5
+    assert healthy(port)
