@@ -11,6 +11,10 @@ Roles (`python worker.py [--role all|orchestration|compute]`):
   experiments quickly, and CPU-heavy stages never compete with workflow tasks for its GIL.
 - compute: the CPU-heavy stages on QLOOP_COMPUTE_TASK_QUEUE, scaled on their own.
 The two-role deployment needs QLOOP_COMPUTE_TASK_QUEUE set for workers and starters alike.
+
+Whatever the role, CPU work (the compute stages, local simulations) runs in child processes of
+the worker's compute pool (adapters/process_pool.py) under memory and time limits, never on the
+threads of the process that serves workflows.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from activities.observability import (
     configure_tracing,
     temporal_runtime,
 )
+from adapters.process_pool import close_shared_pool, shared_pool
 from schemas.payload_encryption import data_converter
+from schemas.policy import governance_notice
 from workflows.backend_health import BackendHealthWorkflow
 from workflows.budget_ledger import BudgetLedgerWorkflow
 from workflows.experiment import ExperimentWorkflow
@@ -66,7 +72,7 @@ def orchestration_activities() -> list[Callable[..., Any]]:
         save_trajectory_chunk_activity,
         write_trajectory_activity,
     )
-    from activities.policy import evaluate_policy_activity
+    from activities.policy import budget_admins_activity, evaluate_policy_activity
     from activities.provider_calls import (
         cancel_job_activity,
         check_job_activity,
@@ -82,6 +88,7 @@ def orchestration_activities() -> list[Callable[..., Any]]:
         acquire_backend_activity,
         report_backend_outcome_activity,
         evaluate_policy_activity,
+        budget_admins_activity,
         reserve_budget_activity,
         settle_budget_activity,
         release_budget_activity,
@@ -174,7 +181,9 @@ def _worker(
         # Experiments mostly wait for hours between polls; keeping each one cached costs memory and
         # saves little, since an evicted one replays its short history at its next poll.
         max_cached_workflows=int(os.environ.get("QLOOP_MAX_CACHED_WORKFLOWS", "250")),
-        max_concurrent_activities=int(os.environ.get("QLOOP_MAX_CONCURRENT_ACTIVITIES", "8")),
+        # An activity waiting for a free child process holds a slot but no thread or CPU: enough
+        # slots that provider polls and ledger calls never queue behind CPU stages.
+        max_concurrent_activities=int(os.environ.get("QLOOP_MAX_CONCURRENT_ACTIVITIES", "32")),
         # After a kill -9 the server waits this long before handing a cached workflow's next task
         # to another worker; a short wait lets a restarted worker resume within one poll interval.
         sticky_queue_schedule_to_start_timeout=timedelta(
@@ -200,9 +209,20 @@ def build_workers(client: Client, role: str = "all") -> list[Worker]:
 
 async def run(role: str) -> None:
     configure_logging()
+    if notice := governance_notice():
+        log.warning(notice)
     patience = timedelta(seconds=float(os.environ.get("QLOOP_CONNECT_PATIENCE_SECONDS", "120")))
     client = await connect([configure_tracing(f"qloop-worker-{role}")], patience)
     workers = build_workers(client, role)
+    pool = shared_pool()
+    log.info(
+        "compute pool",
+        processes=pool.processes,
+        memory_mb=pool.limits.memory_bytes >> 20,
+        time_limit_seconds=pool.limits.time_seconds,
+    )
+    # Children start in the background: a restarted worker polls for work at once.
+    warming = asyncio.create_task(asyncio.to_thread(pool.warm_up))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -212,6 +232,8 @@ async def run(role: str) -> None:
         await stop.wait()
     finally:
         await asyncio.gather(*(worker.__aexit__(None, None, None) for worker in workers))
+        await warming
+        close_shared_pool()
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ import io
 from temporalio import activity
 
 from activities.artifact_store import put_bytes, put_model, read_model
+from activities.heartbeats import in_thread_with_heartbeats
 from schemas.loop import (
     SaveTrajectoryChunkInput,
     TrajectoryChunk,
@@ -73,4 +74,4 @@ async def save_trajectory_chunk_activity(input: SaveTrajectoryChunkInput) -> str
 
 @activity.defn(name="write_trajectory")
 async def write_trajectory_activity(input: WriteTrajectoryInput) -> str:
-    return write_trajectory(input)
+    return await in_thread_with_heartbeats(lambda: write_trajectory(input))

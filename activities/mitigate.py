@@ -9,7 +9,6 @@ or the readout-corrected unfolded value when ZNE is off; None only when nothing 
 
 from __future__ import annotations
 
-import asyncio
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from mitiq.zne.inference import ExtrapolationError, ExtrapolationWarning
 from temporalio import activity
 
 from activities import artifact_store
+from activities.heartbeats import in_child_with_heartbeats
 from activities.observables import (
     Distribution,
     FloatArray,
@@ -151,7 +151,7 @@ def mitigate(input: MitigateInput) -> MitigationOutcome:
 
 @activity.defn(name="mitigate")
 async def mitigate_activity(input: MitigateInput) -> MitigationOutcome:
-    return await asyncio.to_thread(mitigate, input)
+    return await in_child_with_heartbeats(mitigate, input)
 
 
 def _distributions(planned: PlannedBatch, result: JobResult, num_bits: int) -> list[Distribution]:

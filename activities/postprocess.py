@@ -3,12 +3,12 @@ classical baseline and the ideal reference, and write the report and its manifes
 
 from __future__ import annotations
 
-import asyncio
 from importlib import metadata
 
 from temporalio import activity
 
 from activities import artifact_store
+from activities.heartbeats import in_child_with_heartbeats
 from adapters.registry import get_adapter
 from schemas.execution import Tier
 from schemas.pipeline import ClassicalReportInput, EndedReportInput, PostprocessInput
@@ -250,14 +250,14 @@ def zne_outcome(input: PostprocessInput) -> ZneOutcome | None:
 
 @activity.defn(name="postprocess")
 async def postprocess_activity(input: PostprocessInput) -> ExperimentReport:
-    return await asyncio.to_thread(postprocess, input)
+    return await in_child_with_heartbeats(postprocess, input)
 
 
 @activity.defn(name="classical_report")
 async def classical_report_activity(input: ClassicalReportInput) -> ExperimentReport:
-    return await asyncio.to_thread(classical_report, input)
+    return await in_child_with_heartbeats(classical_report, input)
 
 
 @activity.defn(name="ended_report")
 async def ended_report_activity(input: EndedReportInput) -> ExperimentReport:
-    return await asyncio.to_thread(ended_report, input)
+    return await in_child_with_heartbeats(ended_report, input)

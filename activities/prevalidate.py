@@ -4,7 +4,6 @@ big, too deep or too noisy to give a meaningful answer."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 import os
 
@@ -16,6 +15,7 @@ from temporalio import activity
 from activities import artifact_store
 from activities.admission import MAX_IDEAL_QUBITS, invalid_request
 from activities.circuits import load_qasm2
+from activities.heartbeats import in_child_with_heartbeats
 from adapters.profiles import load_profile
 from schemas.execution import Tier
 from schemas.pipeline import PreparedCircuits, PreparedExperiment, PrevalidateInput, Prevalidation
@@ -68,7 +68,7 @@ def prevalidate(input: PrevalidateInput) -> Prevalidation:
 @activity.defn(name="prevalidate")
 async def prevalidate_activity(input: PrevalidateInput) -> Prevalidation:
     try:
-        return await asyncio.to_thread(prevalidate, input)
+        return await in_child_with_heartbeats(prevalidate, input)
     except PrevalidationError as error:
         raise invalid_request(error) from error
 

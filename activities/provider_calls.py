@@ -6,7 +6,6 @@ the workflow's retry policy retries transient ones and stops on the rest.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -14,6 +13,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import artifact_store
+from activities.heartbeats import in_thread_with_heartbeats
 from adapters.errors import ProviderError
 from adapters.registry import get_adapter
 from schemas.execution import Cost, ErrorClass, JobRef, JobStatus
@@ -39,7 +39,7 @@ def as_application_error(error: ProviderError) -> ApplicationError:
 
 async def call_provider(work: Callable[[], ResultT]) -> ResultT:
     try:
-        return await asyncio.to_thread(work)
+        return await in_thread_with_heartbeats(work)
     except ProviderError as error:
         raise as_application_error(error) from error
 

@@ -23,7 +23,6 @@ from qiskit_aer import AerSimulator
 
 from adapters import local_jobs
 from adapters.errors import InvalidRequestError
-from adapters.local_jobs import MAX_RESTARTS as MAX_RESTARTS
 from adapters.local_jobs import JobStore, NoiseChoice
 from adapters.noise import cached_noise_model
 from adapters.profiles import available_profiles, load_profile, profile_calibration
@@ -108,10 +107,7 @@ class AerAdapter:
         self, batch: CircuitBatch, shots: int, client_token: str, seed: int | None
     ) -> JobRef:
         self._check_limits(batch, shots)
-        request = self._new_request(batch, shots, client_token, seed)
-        return _STORE.submit(
-            request, lambda: [_prepare(spec, self._profile) for spec in batch.circuits]
-        )
+        return _STORE.submit(self._new_request(batch, shots, client_token, seed))
 
     def status(self, job: JobRef) -> JobStatus:
         return _STORE.status(*self._job(job))
@@ -302,12 +298,20 @@ def canonical_counts(counts: dict[str, int], num_clbits: int) -> dict[str, int]:
 # --- jobs ------------------------------------------------------------------------------------
 
 
-def _simulate(request: dict[str, Any], circuits: list[QuantumCircuit] | None) -> dict[str, Any]:
+def _prepared(request: dict[str, Any]) -> tuple[CircuitBatch, list[QuantumCircuit]]:
     noise = NoiseChoice.from_request(request)
     batch = CircuitBatch.model_validate(request["batch"])
-    if circuits is None:
-        profile = None if noise.profile is None else load_profile(noise.profile)
-        circuits = [_prepare(spec, profile) for spec in batch.circuits]
+    profile = None if noise.profile is None else load_profile(noise.profile)
+    return batch, [_prepare(spec, profile) for spec in batch.circuits]
+
+
+def _validate(request: dict[str, Any]) -> None:
+    _prepared(request)
+
+
+def _simulate(request: dict[str, Any]) -> dict[str, Any]:
+    noise = NoiseChoice.from_request(request)
+    batch, circuits = _prepared(request)
     runs, binds = _executions(batch, circuits)
     started = time.perf_counter()
     result = (
@@ -356,17 +360,4 @@ def _executions(
     return runs, binds
 
 
-def _start(job_dir: Path, request: dict[str, Any], circuits: list[QuantumCircuit] | None) -> None:
-    _STORE.start(job_dir, request, circuits)
-
-
-# Looked up at call time, so a test can stand in for a simulation or a process that dies.
-_STORE = JobStore(
-    JOBS_DIR,
-    simulate=lambda request, circuits: _simulate(request, circuits),
-    restart=lambda job_dir, request: _start(job_dir, request, None),
-)
-_job_dir = _STORE.job_dir
-_create_job = _STORE.create
-_job_ref = local_jobs.job_ref
-_job_lock = local_jobs.job_lock
+_STORE = JobStore(JOBS_DIR, simulate=_simulate, validate=_validate)

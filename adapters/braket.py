@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -243,7 +242,7 @@ class BraketLocalAdapter:
     ) -> JobRef:
         _check_batch(batch, shots, (1, MAX_SHOTS))
         request = self._new_request(batch, shots, client_token, seed)
-        return _LOCAL_STORE.submit(request, lambda: _local_programs(request))
+        return _LOCAL_STORE.submit(request)
 
     def status(self, job: JobRef) -> JobStatus:
         return _LOCAL_STORE.status(*self._job(job))
@@ -350,17 +349,18 @@ def _local_program(
     return _LocalProgram(exact.probability(target=target), axes)
 
 
-def _simulate_local(
-    request: dict[str, Any], programs: list[_LocalProgram] | None
-) -> dict[str, Any]:
-    programs = programs if programs is not None else _local_programs(request)
+def _validate_local(request: dict[str, Any]) -> None:
+    _local_programs(request)
+
+
+def _simulate_local(request: dict[str, Any]) -> dict[str, Any]:
+    programs = _local_programs(request)
     simulator = LocalSimulator(request["device"])
     rng = np.random.default_rng(request["seed"])
     started = datetime.now(UTC)
     counts = []
     for program in programs:
-        with _SIMULATOR_LOCK:
-            result = simulator.run(program.circuit, shots=0).result()
+        result = simulator.run(program.circuit, shots=0).result()
         values = np.asarray(result.values[0])
         probabilities = program.canonical(values)
         counts.append(_sample(probabilities, request["shots"], program.num_clbits, rng))
@@ -379,11 +379,9 @@ def _sample(
     return {format(int(i), f"0{num_clbits}b"): int(drawn[i]) for i in np.flatnonzero(drawn)}
 
 
-# The local simulators run numba parallel kernels, and numba's default threading layer aborts
-# the whole process when two threads enter them at once: the job store's two simulation threads
-# take turns here.
-_SIMULATOR_LOCK = threading.Lock()
-_LOCAL_STORE = JobStore(LOCAL_JOBS_DIR, simulate=_simulate_local)
+# Each simulation runs alone in its child process: numba's default threading layer, which the
+# local simulators' parallel kernels use, aborts a process that enters them from two threads.
+_LOCAL_STORE = JobStore(LOCAL_JOBS_DIR, simulate=_simulate_local, validate=_validate_local)
 
 
 # --- real devices ------------------------------------------------------------------------------

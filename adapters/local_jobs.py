@@ -7,12 +7,17 @@ job lives on disk under qloop_home()/<store dir>/<client_token>/:
     result.json    canonical counts, once the simulation finished
     error.json     why the simulation failed
     cancelled      marker: the job was cancelled, its result is never used
-    lock           held (flock) by the process that is simulating the job
-    restarts       how often an orphaned simulation was restarted (gives up after 3)
+    lock           held (flock) by the child process that is simulating the job
 
-A job without result, error or marker whose lock nobody holds was orphaned by a process that
-died; `status` restarts it. Local simulation is free and, with the stored seed, deterministic,
-so a restart returns what the first run would have.
+Simulations run in child processes of the worker's compute pool (adapters/process_pool.py), never
+on the worker's own threads: a simulation holds the GIL for its whole run, and one that runs away
+(memory, time) fails its job with the limit named while the worker serves everything else. The
+batch is parsed and checked at submission in a child as well, so a refused batch is refused at
+once and leaves nothing behind.
+
+A job without result, error or marker whose lock nobody holds was orphaned by a worker that
+died (its children die with it); `status` restarts it. Local simulation is free and, with the
+stored seed, deterministic, so a restart returns what the first run would have.
 """
 
 from __future__ import annotations
@@ -28,31 +33,28 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from adapters.errors import InvalidRequestError, JobFailedError
+from adapters.errors import InvalidRequestError, JobFailedError, TransientError
+from adapters.process_pool import ChildDied, LimitExceeded, PoolTask, TaskCancelled, shared_pool
 from adapters.settings import qloop_home
 from schemas.execution import CircuitBatch, JobRef, JobResult, JobState, JobStatus
 from schemas.request import DepolarizingNoise
 
 REQUEST, RESULT, ERROR = "request.json", "result.json", "error.json"
-CANCELLED, LOCK, RESTARTS = "cancelled", "lock", "restarts"
-MAX_RESTARTS = 3
+CANCELLED, LOCK = "cancelled", "lock"
 _SAFE_TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
-# (request, prepared circuits or None after a restart) -> result.json payload
-Simulate = Callable[[dict[str, Any], Any], dict[str, Any]]
-# (job dir, request) -> None: runs an orphaned job again
-Restart = Callable[[Path, dict[str, Any]], None]
+# Module-level functions of the adapters, run in child processes (so picklable by name):
+# request -> result.json payload, and request -> None or InvalidRequestError.
+Simulate = Callable[[dict[str, Any]], dict[str, Any]]
+Validate = Callable[[dict[str, Any]], None]
 
-# Simulations run off the caller's thread so submit returns at once; simulators parallelise
-# inside, so two at a time keep the machine busy without oversubscribing it.
-_EXECUTOR = ThreadPoolExecutor(max_workers=2, thread_name_prefix="qloop-sim")
-_IN_FLIGHT: dict[Path, Future[None]] = {}
+_IN_FLIGHT: dict[Path, PoolTask[None]] = {}
 _IN_FLIGHT_LOCK = threading.Lock()
 _SUBMIT_LOCK = threading.Lock()
 
@@ -76,31 +78,40 @@ class NoiseChoice:
 
 
 class JobStore:
-    """Jobs of one local provider under qloop_home()/`dirname`. `simulate` turns a stored request
-    into the result payload; `restart` (default: run it again here) revives an orphan."""
+    """Jobs of one local provider under qloop_home()/`dirname`. `validate` parses and checks a
+    request's batch; `simulate` turns a stored request into the result payload."""
 
-    def __init__(self, dirname: str, simulate: Simulate, restart: Restart | None = None) -> None:
+    def __init__(self, dirname: str, simulate: Simulate, validate: Validate) -> None:
         self.dirname = dirname
         self._simulate = simulate
-        self._restart = restart or (lambda job_dir, request: self.start(job_dir, request, None))
+        self._validate = validate
 
     # --- submission ----------------------------------------------------------------------
 
-    def submit(self, request: dict[str, Any], prepare: Callable[[], Any]) -> JobRef:
-        """Store and start `request` unless its token already has a job. `prepare` (parse and
-        check the circuits) runs only for a new job, so a refused batch leaves nothing behind."""
+    def submit(self, request: dict[str, Any]) -> JobRef:
+        """Store and start `request` unless its token already has a job. Validation runs only
+        for a new job, so a refused batch leaves nothing behind."""
         token = request["client_token"]
         job_dir = self.job_dir(token)
         existing = self.read_request(job_dir, token)
         if existing is not None:
             return same_job(existing, request["fingerprint"], token)
-        prepared = prepare()
+        self._validated(request)
         with _SUBMIT_LOCK:
             stored = self.create(job_dir, request)
         if stored["job_id"] != request["job_id"]:
             return same_job(stored, request["fingerprint"], token)
-        self.start(job_dir, stored, prepared)
+        self.start(job_dir, stored)
         return job_ref(stored)
+
+    def _validated(self, request: dict[str, Any]) -> None:
+        label = f"checking the batch of {request['provider']} job {request['job_id']}"
+        try:
+            shared_pool().run(self._validate, request, label)
+        except LimitExceeded as error:
+            raise InvalidRequestError(str(error)) from None
+        except ChildDied as error:
+            raise TransientError(str(error)) from None
 
     def job_dir(self, token: str) -> Path:
         if not token:
@@ -147,26 +158,16 @@ class JobStore:
 
     # --- running -------------------------------------------------------------------------
 
-    def start(self, job_dir: Path, request: dict[str, Any], prepared: Any) -> None:
+    def start(self, job_dir: Path, request: dict[str, Any]) -> None:
         with _IN_FLIGHT_LOCK:
             if job_dir in _IN_FLIGHT:
                 return
-            future = _EXECUTOR.submit(self._run, job_dir, request, prepared)
-            _IN_FLIGHT[job_dir] = future
-        future.add_done_callback(lambda _: _forget(job_dir))
-
-    def _run(self, job_dir: Path, request: dict[str, Any], prepared: Any) -> None:
-        with job_lock(job_dir) as mine:
-            if not mine or _finished(job_dir):
-                return
-            try:
-                payload = self._simulate(request, prepared)
-            except Exception as exc:  # any failure is the job's outcome, reported by status
-                message = f"{type(exc).__name__}: {exc}"
-                write_atomic(job_dir / ERROR, json.dumps({"message": message}))
-                return
-            if not (job_dir / CANCELLED).exists():
-                write_atomic(job_dir / RESULT, json.dumps(payload))
+            label = f"simulation of {request['provider']} job {request['job_id']}"
+            task = shared_pool().submit(
+                run_job, SimulationTask(job_dir, request, self._simulate), label
+            )
+            _IN_FLIGHT[job_dir] = task
+        task.future.add_done_callback(lambda done: _settle(job_dir, done))
 
     # --- protocol --------------------------------------------------------------------------
 
@@ -177,9 +178,9 @@ class JobStore:
             return JobStatus(state=JobState.DONE)
         if (job_dir / ERROR).exists():
             return JobStatus(state=JobState.FAILED, message=read_json(job_dir / ERROR)["message"])
-        future = _in_flight(job_dir)
-        if future is not None:
-            return JobStatus(state=JobState.RUNNING if future.running() else JobState.QUEUED)
+        task = _in_flight(job_dir)
+        if task is not None:
+            return JobStatus(state=JobState.RUNNING if task.future.running() else JobState.QUEUED)
         if _locked_elsewhere(job_dir):
             return JobStatus(state=JobState.RUNNING, message="simulating in another process")
         return self._restart_orphan(job_dir, request)
@@ -198,20 +199,12 @@ class JobStore:
         if (job_dir / RESULT).exists() or (job_dir / ERROR).exists():
             return
         write_atomic(job_dir / CANCELLED, datetime.now(UTC).isoformat())
-        future = _in_flight(job_dir)
-        if future is not None:
-            future.cancel()
+        task = _in_flight(job_dir)
+        if task is not None:
+            task.cancel()
 
     def _restart_orphan(self, job_dir: Path, request: dict[str, Any]) -> JobStatus:
-        # A job that kills its process (out of memory) would otherwise take every poller down
-        # with it, forever.
-        restarts = int(_read_text(job_dir / RESTARTS) or "0")
-        if restarts >= MAX_RESTARTS:
-            message = f"simulation was interrupted {restarts} times; giving up"
-            write_atomic(job_dir / ERROR, json.dumps({"message": message}))
-            return JobStatus(state=JobState.FAILED, message=message)
-        write_atomic(job_dir / RESTARTS, str(restarts + 1))
-        self._restart(job_dir, request)
+        self.start(job_dir, request)
         return JobStatus(
             state=JobState.RUNNING, message="restarted: the process that ran it had stopped"
         )
@@ -276,21 +269,48 @@ def _finished(job_dir: Path) -> bool:
     return any((job_dir / name).exists() for name in (RESULT, ERROR, CANCELLED))
 
 
-def _forget(job_dir: Path) -> None:
-    with _IN_FLIGHT_LOCK:
-        _IN_FLIGHT.pop(job_dir, None)
-
-
-def _in_flight(job_dir: Path) -> Future[None] | None:
+def _in_flight(job_dir: Path) -> PoolTask[None] | None:
     with _IN_FLIGHT_LOCK:
         return _IN_FLIGHT.get(job_dir)
 
 
-def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        return None
+@dataclass(frozen=True)
+class SimulationTask:
+    job_dir: Path
+    request: dict[str, Any]
+    simulate: Simulate
+
+
+def run_job(task: SimulationTask) -> None:
+    """In a child process: simulate the job unless another process holds it or it has ended."""
+    job_dir = task.job_dir
+    with job_lock(job_dir) as mine:
+        if not mine or _finished(job_dir):
+            return
+        try:
+            payload = task.simulate(task.request)
+        except MemoryError:
+            raise  # the pool reports it as the memory limit, and the job fails with that
+        except Exception as exc:  # any failure is the job's outcome, reported by status
+            message = f"{type(exc).__name__}: {exc}"
+            write_atomic(job_dir / ERROR, json.dumps({"message": message}))
+            return
+        if not (job_dir / CANCELLED).exists():
+            write_atomic(job_dir / RESULT, json.dumps(payload))
+
+
+def _settle(job_dir: Path, done: Future[None]) -> None:
+    """In the worker, when a simulation's child is done: a child stopped at a limit, one that
+    died, or a task that never reached its child cannot record why; its job fails with it."""
+    with _IN_FLIGHT_LOCK:
+        _IN_FLIGHT.pop(job_dir, None)
+    if done.cancelled():
+        return
+    error = done.exception()
+    if error is None or isinstance(error, TaskCancelled) or _finished(job_dir):
+        return
+    message = str(error) if isinstance(error, LimitExceeded | ChildDied) else repr(error)
+    write_atomic(job_dir / ERROR, json.dumps({"message": message}))
 
 
 def new_job_request(

@@ -23,6 +23,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from schemas import error_types
     from schemas.budget import (
         Release,
         ReleaseBudgetInput,
@@ -43,20 +44,17 @@ with workflow.unsafe.imports_passed_through():
         SubmitInput,
     )
     from schemas.variational import BatchInput, PreparedBatch, ScoredBatch, ScoreInput
-    from workflows.experiment import (
+    from workflows.activity_options import (
         COMPUTE_RETRY,
+        COMPUTE_TIMEOUT,
         ENTITY_RETRY,
+        HEARTBEAT_TIMEOUT,
+        POLL_TIMEOUT,
         PROVIDER_RETRY,
-        describe_backend,
+        PROVIDER_TIMEOUT,
+        QUICK_TIMEOUT,
     )
-
-COMPUTE_TIMEOUT = timedelta(minutes=10)
-SUBMIT_TIMEOUT = timedelta(minutes=2)
-POLL_TIMEOUT = timedelta(seconds=30)
-# prepare and score heartbeat: a worker lost mid-way is replaced after this, not COMPUTE_TIMEOUT.
-COMPUTE_HEARTBEAT = timedelta(seconds=30)
-FETCH_TIMEOUT = timedelta(minutes=10)
-ENTITY_TIMEOUT = timedelta(seconds=30)
+    from workflows.experiment import describe_backend
 
 JobStatusListener = Callable[[JobStatus], None]
 ResultT = TypeVar("ResultT")
@@ -113,7 +111,7 @@ async def run_batch(
         result_type=PreparedBatch,
         task_queue=compute_queue,
         start_to_close_timeout=COMPUTE_TIMEOUT,
-        heartbeat_timeout=COMPUTE_HEARTBEAT,
+        heartbeat_timeout=HEARTBEAT_TIMEOUT,
         retry_policy=COMPUTE_RETRY,
         summary=f"{token_label}: prepare",
     )
@@ -141,7 +139,7 @@ async def run_batch(
         result_type=ScoredBatch,
         task_queue=compute_queue,
         start_to_close_timeout=COMPUTE_TIMEOUT,
-        heartbeat_timeout=COMPUTE_HEARTBEAT,
+        heartbeat_timeout=HEARTBEAT_TIMEOUT,
         retry_policy=COMPUTE_RETRY,
         summary=f"{token_label}: score",
     )
@@ -163,7 +161,7 @@ async def _evaluate_policy(
             estimated_cost_usd=prepared.cost_estimate.usd,
         ),
         result_type=PolicyDecision,
-        start_to_close_timeout=ENTITY_TIMEOUT,
+        start_to_close_timeout=QUICK_TIMEOUT,
         retry_policy=ENTITY_RETRY,
         summary="policy",
     )
@@ -237,7 +235,8 @@ async def _execute(
                 client_token=batch_client_token(workflow.info().workflow_id, token_label),
             ),
             result_type=JobRef,
-            start_to_close_timeout=SUBMIT_TIMEOUT,
+            start_to_close_timeout=PROVIDER_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=PROVIDER_RETRY,
             summary=f"{token_label}: submit",
         )
@@ -246,7 +245,8 @@ async def _execute(
             "fetch_result",
             FetchInput(experiment_id=batch.artifact_folder, backend=backend, job=job),
             result_type=FetchedResult,
-            start_to_close_timeout=FETCH_TIMEOUT,
+            start_to_close_timeout=PROVIDER_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=PROVIDER_RETRY,
             summary=f"{token_label}: fetch",
         )
@@ -255,7 +255,8 @@ async def _execute(
             await workflow.execute_activity(
                 "cancel_job",
                 JobInput(backend=backend, job=job),
-                start_to_close_timeout=SUBMIT_TIMEOUT,
+                start_to_close_timeout=PROVIDER_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=PROVIDER_RETRY,
                 summary=f"{token_label}: cancel",
             )
@@ -283,6 +284,7 @@ async def _wait_until_done(
             JobInput(backend=batch.evaluation.backend, job=job),
             result_type=JobStatus,
             start_to_close_timeout=POLL_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=PROVIDER_RETRY,
             summary=f"{token_label}: poll",
         )
@@ -294,7 +296,7 @@ async def _wait_until_done(
             raise ApplicationError(
                 f"job {job.job_id} of batch {token_label} on {job.device} ended "
                 f"{status.state.value}: {status.message or 'no reason given'}",
-                type="JobFailed",
+                type=error_types.JOB_FAILED,
                 non_retryable=True,
             )
         await workflow.sleep(interval, summary=f"{token_label}: wait for provider")
@@ -324,7 +326,7 @@ async def _entity_call(
         activity,
         arg,
         result_type=result_type,
-        start_to_close_timeout=ENTITY_TIMEOUT,
+        start_to_close_timeout=QUICK_TIMEOUT,
         retry_policy=ENTITY_RETRY,
         summary=activity,
     )

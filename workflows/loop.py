@@ -20,10 +20,8 @@ resumed anywhere, or continued as new, follows the trajectory an uninterrupted r
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -54,15 +52,15 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows import search_attributes as attrs
     from workflows import spsa
+    from workflows.activity_options import (
+        ARTIFACT_RETRY,
+        COMPUTE_RETRY,
+        COMPUTE_TIMEOUT,
+        HEARTBEAT_TIMEOUT,
+        QUICK_TIMEOUT,
+    )
     from workflows.batch_pass import BudgetExhausted, run_batch
-    from workflows.experiment import COMPUTE_RETRY, describe_backend
-
-# Writing a small artifact: retried quickly, for as long as a lost worker takes to come back.
-ARTIFACT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-)
+    from workflows.experiment import describe_backend
 FINAL_LABEL = "final"
 
 
@@ -278,7 +276,7 @@ class LoopWorkflow:
                     chunk=TrajectoryChunk(entries=trajectory.entries),
                 ),
                 result_type=str,
-                start_to_close_timeout=timedelta(minutes=1),
+                start_to_close_timeout=QUICK_TIMEOUT,
                 retry_policy=ARTIFACT_RETRY,
                 summary="save trajectory chunk",
             )
@@ -341,7 +339,8 @@ class LoopWorkflow:
             "write_trajectory",
             WriteTrajectoryInput(owner_id=workflow.info().workflow_id, trajectory=state.trajectory),
             result_type=str,
-            start_to_close_timeout=timedelta(minutes=5),
+            start_to_close_timeout=COMPUTE_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=ARTIFACT_RETRY,
             summary="write trajectory",
         )
@@ -385,7 +384,8 @@ class LoopWorkflow:
             ReferenceInput(family=request.family, points=points),
             result_type=Reference,
             task_queue=compute_queue,
-            start_to_close_timeout=timedelta(minutes=10),
+            start_to_close_timeout=COMPUTE_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=COMPUTE_RETRY,
             summary="classical reference",
         )

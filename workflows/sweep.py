@@ -26,7 +26,7 @@ import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TypeVar
 
 from temporalio import workflow
@@ -71,16 +71,12 @@ with workflow.unsafe.imports_passed_through():
         SweepStatus,
     )
     from workflows import search_attributes as attrs
+    from workflows.activity_options import COMPUTE_RETRY, COMPUTE_TIMEOUT, HEARTBEAT_TIMEOUT
     from workflows.batch_pass import BudgetExhausted, run_batch
-    from workflows.experiment import COMPUTE_RETRY, describe_backend, is_remote
+    from workflows.experiment import describe_backend, is_remote
 
 ResultT = TypeVar("ResultT")
 
-# A worker that dies holding an activity is noticed only when the activity's timeout passes,
-# so each is given little more than it needs: milliseconds to read a batch's points or store
-# its results, seconds to expand, look up, tabulate and plot 100,000 points.
-QUICK_TIMEOUT = timedelta(seconds=30)
-LONG_TIMEOUT = timedelta(minutes=3)
 # Polling a local simulator: the longest wait before a full batch has set the pace, and the
 # shortest wait between polls (a poll is an activity round trip of some 10 ms).
 LOCAL_POLL_CEILING = 0.5
@@ -198,11 +194,10 @@ class SweepWorkflow:
             "expand_sweep",
             ExpandSweepInput(sweep_id=sweep_id, request=request),
             SweepLayout,
-            LONG_TIMEOUT,
         )
         self._set_progress(stage=SweepStage.LOOKING_UP_CACHE, points_total=layout.num_points)
         lookup = await self._activity(
-            "lookup_sweep_cache", CacheLookupInput(layout=layout), CacheLookup, QUICK_TIMEOUT
+            "lookup_sweep_cache", CacheLookupInput(layout=layout), CacheLookup
         )
         if input.carry is None:
             # Later runs find this sweep's own finished batches in the cache as well.
@@ -294,7 +289,6 @@ class SweepWorkflow:
             "sweep_batch_points",
             BatchPointsInput(layout=layout, indices=indices),
             BatchPoints,
-            QUICK_TIMEOUT,
         )
         batch = BatchInput(
             owner_id=workflow.info().workflow_id,
@@ -332,7 +326,6 @@ class SweepWorkflow:
                 cost_usd=scored.actual_cost.usd,
             ),
             StoredBatch,
-            QUICK_TIMEOUT,
         )
         self._completed.append(number)
         self._batch_done(layout, prepared, scored, range_count(indices))
@@ -346,7 +339,6 @@ class SweepWorkflow:
                 "classical_reference",
                 ReferenceInput(family=request.family, points=[v.parameters for v in scored.values]),
                 Reference,
-                LONG_TIMEOUT,
             )
             exact = reference.exact_values
         verdict = await self._activity(
@@ -358,7 +350,6 @@ class SweepWorkflow:
                 exact_values=exact,
             ),
             CanaryVerdict,
-            QUICK_TIMEOUT,
         )
         self._set_progress(canary=verdict)
         return verdict
@@ -425,7 +416,6 @@ class SweepWorkflow:
                 batches=as_ranges([*range(carry.batches_done), *sorted(self._completed)]),
             ),
             SweepResults,
-            LONG_TIMEOUT,
         )
         progress = self._progress
         self._set_progress(stage=FINAL_STAGES[status], error=reason or None)
@@ -454,17 +444,16 @@ class SweepWorkflow:
             runs=carry.runs,
         )
 
-    async def _activity(
-        self, name: str, arg: object, result_type: type[ResultT], timeout: timedelta
-    ) -> ResultT:
+    async def _activity(self, name: str, arg: object, result_type: type[ResultT]) -> ResultT:
         """The sweep's own activities run on the compute queue, beside the artifacts they
-        read and write."""
+        read and write, in child processes, heartbeating."""
         return await workflow.execute_activity(
             name,
             arg,
             result_type=result_type,
             task_queue=self._compute_queue,
-            start_to_close_timeout=timeout,
+            start_to_close_timeout=COMPUTE_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=COMPUTE_RETRY,
             summary=name.replace("_", " "),
         )

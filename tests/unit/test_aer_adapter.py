@@ -5,17 +5,17 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from adapters import aer
+from adapters import aer, local_jobs
 from adapters.aer import AerAdapter
 from adapters.errors import InvalidRequestError, JobFailedError
 from adapters.profiles import load_profile
 from adapters.registry import get_adapter
 from schemas.execution import CircuitBatch, CircuitSpec, JobRef, JobResult, JobState, Tier
 from schemas.request import BackendChoice, DepolarizingNoise
+from tests import local_job_doubles as doubles
 
 HEADER = 'OPENQASM 2.0;\ninclude "qelib1.inc";\n'
 BELL = HEADER + "qreg q[2];\ncreg c[2];\nh q[0];\ncx q[0],q[1];\nmeasure q -> c;\n"
@@ -42,17 +42,9 @@ def qloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def simulations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Records every simulation the adapter runs (a spy around the real one)."""
-    calls: list[str] = []
-    real = aer._simulate
-
-    def spy(request: dict[str, Any], circuits: Any) -> dict[str, Any]:
-        calls.append(request["job_id"])
-        return real(request, circuits)
-
-    monkeypatch.setattr(aer, "_simulate", spy)
-    return calls
+def counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every simulation the adapter runs is recorded (doubles.simulations())."""
+    monkeypatch.setattr(aer, "_STORE", doubles.aer_store(doubles.counting_simulation))
 
 
 def wait_final(adapter: AerAdapter, job: JobRef, timeout: float = 60.0) -> JobState:
@@ -73,9 +65,8 @@ def run(adapter: AerAdapter, circuits: CircuitBatch, shots: int, token: str) -> 
 # --- idempotency -------------------------------------------------------------------------
 
 
-def test_same_token_gives_the_same_job_and_one_simulation(
-    qloop_home: Path, simulations: list[str]
-) -> None:
+@pytest.mark.usefixtures("counted")
+def test_same_token_gives_the_same_job_and_one_simulation(qloop_home: Path) -> None:
     adapter = AerAdapter()
     first = adapter.submit(BELL_BATCH, 100, "tok-1", seed=1)
     second = adapter.submit(BELL_BATCH, 100, "tok-1", seed=1)
@@ -84,12 +75,13 @@ def test_same_token_gives_the_same_job_and_one_simulation(
     third = AerAdapter().submit(BELL_BATCH, 100, "tok-1", seed=1)
     assert third == first
     assert wait_final(adapter, first) is JobState.DONE
-    assert simulations == [first.job_id]
+    assert doubles.simulations() == [first.job_id]
     assert [p.name for p in (qloop_home / "aer-jobs").iterdir()] == ["tok-1"]
     assert len(list((qloop_home / "aer-jobs").rglob("request.json"))) == 1
 
 
-def test_concurrent_submits_with_one_token_make_one_job(simulations: list[str]) -> None:
+@pytest.mark.usefixtures("counted")
+def test_concurrent_submits_with_one_token_make_one_job() -> None:
     adapter = AerAdapter()
     refs: list[JobRef] = []
     threads = [
@@ -102,7 +94,7 @@ def test_concurrent_submits_with_one_token_make_one_job(simulations: list[str]) 
         thread.join()
     assert len({ref.job_id for ref in refs}) == 1
     assert wait_final(adapter, refs[0]) is JobState.DONE
-    assert simulations == [refs[0].job_id]
+    assert doubles.simulations() == [refs[0].job_id]
 
 
 def test_same_token_with_other_circuits_is_refused() -> None:
@@ -169,55 +161,52 @@ def test_same_seed_same_counts() -> None:
 def _write_orphan(adapter: AerAdapter, circuits: CircuitBatch, token: str) -> JobRef:
     """A job whose submitting process died before (or while) it simulated: request only."""
     request = adapter._new_request(circuits, 300, token, 3)
-    aer._create_job(aer._job_dir(token), request)
-    return aer._job_ref(request)
+    aer._STORE.create(aer._STORE.job_dir(token), request)
+    return local_jobs.job_ref(request)
 
 
-def test_orphaned_job_is_restarted_by_status(simulations: list[str]) -> None:
+@pytest.mark.usefixtures("counted")
+def test_orphaned_job_is_restarted_by_status() -> None:
     job = _write_orphan(AerAdapter(), BELL_BATCH, "orphan")
     fresh = AerAdapter()
     assert fresh.status(job).state in (JobState.RUNNING, JobState.QUEUED, JobState.DONE)
     assert wait_final(fresh, job) is JobState.DONE
     assert set(fresh.result(job).counts[0]) <= {"00", "11"}
-    assert simulations == [job.job_id]
+    assert doubles.simulations() == [job.job_id]
 
 
 def test_orphan_recovery_reports_running_first(monkeypatch: pytest.MonkeyPatch) -> None:
-    release = threading.Event()
-    real = aer._simulate
-
-    def slow(request: dict[str, Any], circuits: Any) -> dict[str, Any]:
-        release.wait(10)
-        return real(request, circuits)
-
-    monkeypatch.setattr(aer, "_simulate", slow)
+    monkeypatch.setattr(aer, "_STORE", doubles.aer_store(doubles.held_simulation))
     job = _write_orphan(AerAdapter(), BELL_BATCH, "orphan-slow")
     adapter = AerAdapter()
     first = adapter.status(job)
     assert first.state is JobState.RUNNING and "restarted" in (first.message or "")
     assert adapter.status(job).state in (JobState.RUNNING, JobState.QUEUED)
-    release.set()
+    doubles.release()
     assert wait_final(adapter, job) is JobState.DONE
 
 
-def test_a_job_that_keeps_killing_its_process_fails(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aer, "_start", lambda job_dir, request, circuits: None)  # dies at once
-    job = _write_orphan(AerAdapter(), BELL_BATCH, "poison")
+def test_a_simulation_that_kills_its_process_fails_its_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulation runs in a child process: its death fails the job, named, and the process
+    that asked (here the test itself, as a worker would) carries on."""
+    monkeypatch.setattr(aer, "_STORE", doubles.aer_store(doubles.dying_simulation))
     adapter = AerAdapter()
-    for _ in range(aer.MAX_RESTARTS):
-        assert adapter.status(job).state is JobState.RUNNING
-    assert adapter.status(job).state is JobState.FAILED
-    with pytest.raises(JobFailedError, match="interrupted 3 times"):
+    job = adapter.submit(BELL_BATCH, 10, "poison", seed=1)
+    assert wait_final(adapter, job) is JobState.FAILED
+    with pytest.raises(JobFailedError, match=r"died \(killed by SIGKILL\)"):
         adapter.result(job)
+    monkeypatch.undo()
+    assert run(AerAdapter(), BELL_BATCH, 10, "after-poison").shots == 10
 
 
-def test_job_held_by_another_live_process_is_not_restarted(simulations: list[str]) -> None:
+@pytest.mark.usefixtures("counted")
+def test_job_held_by_another_live_process_is_not_restarted() -> None:
     job = _write_orphan(AerAdapter(), BELL_BATCH, "held")
-    with aer._job_lock(aer._job_dir("held")) as mine:  # stands in for a live runner
+    with local_jobs.job_lock(aer._STORE.job_dir("held")) as mine:  # stands in for a live runner
         assert mine
         status = AerAdapter().status(job)
     assert status.state is JobState.RUNNING and "another process" in (status.message or "")
-    assert simulations == []
+    assert doubles.simulations() == []
 
 
 def test_cancel_before_it_runs() -> None:
@@ -239,10 +228,7 @@ def test_cancel_after_done_keeps_the_result() -> None:
 
 
 def test_failed_job_reports_failure(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(request: dict[str, Any], circuits: Any) -> dict[str, Any]:
-        raise RuntimeError("simulator out of memory")
-
-    monkeypatch.setattr(aer, "_simulate", broken)
+    monkeypatch.setattr(aer, "_STORE", doubles.aer_store(doubles.broken_simulation))
     adapter = AerAdapter()
     job = adapter.submit(BELL_BATCH, 10, "fails", seed=1)
     assert wait_final(adapter, job) is JobState.FAILED
@@ -294,8 +280,7 @@ def test_invalid_circuits_are_refused_by_name(
 
 
 def test_result_before_done_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    release = threading.Event()
-    monkeypatch.setattr(aer, "_simulate", lambda request, circuits: release.wait(10) and {})
+    monkeypatch.setattr(aer, "_STORE", doubles.aer_store(doubles.held_simulation))
     adapter = AerAdapter()
     job = adapter.submit(BELL_BATCH, 10, "early", seed=1)
     try:
@@ -303,7 +288,7 @@ def test_result_before_done_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
             adapter.result(job)
     finally:
         adapter.cancel(job)
-        release.set()
+        doubles.release()
 
 
 # --- the noisy device --------------------------------------------------------------------

@@ -1,34 +1,104 @@
-"""Long CPU work in an activity heartbeats while it runs and returns its result."""
+"""Long work in an activity heartbeats while it runs and returns its result; CPU work runs in a
+child process and a runaway task fails its activity with a named, non-retryable error."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import heartbeats
+from adapters.process_pool import Limits, ProcessPool
+from schemas import error_types
+from tests import compute_tasks
+
+
+@pytest.fixture
+def beats(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, ...]]:
+    monkeypatch.setattr(heartbeats, "HEARTBEAT_INTERVAL_SECONDS", 0.02)
+    return []
+
+
+@pytest.fixture(scope="module")
+def small_pool() -> Iterator[ProcessPool]:
+    pool = ProcessPool(1, Limits(memory_bytes=600 << 20, time_seconds=2.0))
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def environment(beats: list[tuple[object, ...]]) -> ActivityEnvironment:
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details)
+    return env
 
 
 async def test_work_that_outlasts_the_interval_heartbeats_until_done(
-    monkeypatch: pytest.MonkeyPatch,
+    beats: list[tuple[object, ...]],
 ) -> None:
-    monkeypatch.setattr(heartbeats, "HEARTBEAT_INTERVAL_SECONDS", 0.02)
-    env = ActivityEnvironment()
-    beats: list[tuple[object, ...]] = []
-    env.on_heartbeat = lambda *details: beats.append(details)
-
     def slow() -> str:
         time.sleep(0.3)
         return "done"
 
-    assert await env.run(heartbeats.in_thread_with_heartbeats, slow) == "done"
+    assert await environment(beats).run(heartbeats.in_thread_with_heartbeats, slow) == "done"
     assert len(beats) >= 5
 
 
 async def test_quick_work_returns_without_a_heartbeat() -> None:
-    env = ActivityEnvironment()
     beats: list[tuple[object, ...]] = []
-    env.on_heartbeat = lambda *details: beats.append(details)
-    assert await env.run(heartbeats.in_thread_with_heartbeats, lambda: 42) == 42
+    assert await environment(beats).run(heartbeats.in_thread_with_heartbeats, lambda: 42) == 42
     assert beats == []
+
+
+async def test_work_in_a_child_heartbeats_and_returns(
+    beats: list[tuple[object, ...]], small_pool: ProcessPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(heartbeats, "shared_pool", lambda: small_pool)
+    env = environment(beats)
+    assert await env.run(heartbeats.in_child_with_heartbeats, compute_tasks.sleep, 0.3) == 0.3
+    assert len(beats) >= 5
+
+
+async def test_a_runaway_task_fails_its_activity_naming_the_limit_and_the_workflow(
+    beats: list[tuple[object, ...]], small_pool: ProcessPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(heartbeats, "shared_pool", lambda: small_pool)
+    env = environment(beats)
+    with pytest.raises(ApplicationError) as raised:
+        await env.run(heartbeats.in_child_with_heartbeats, compute_tasks.hog_memory, 20)
+    error = raised.value
+    assert error.type == error_types.RESOURCE_LIMIT_EXCEEDED
+    assert error.non_retryable
+    assert "exceeded its memory limit" in error.message
+    assert "limit 600 MB (QLOOP_TASK_MEMORY_MB)" in error.message
+    assert f"of {env.info.workflow_id}" in error.message  # names the request it served
+    with pytest.raises(ApplicationError) as raised:
+        await env.run(heartbeats.in_child_with_heartbeats, compute_tasks.spin, None)
+    assert raised.value.type == error_types.RESOURCE_LIMIT_EXCEEDED
+    assert "exceeded its time limit" in raised.value.message
+
+
+async def test_a_dead_child_fails_its_activity_as_retryable(
+    small_pool: ProcessPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(heartbeats, "shared_pool", lambda: small_pool)
+    with pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(
+            heartbeats.in_child_with_heartbeats, compute_tasks.abort, None
+        )
+    assert raised.value.type == error_types.COMPUTE_PROCESS_DIED
+    assert not raised.value.non_retryable
+
+
+async def test_errors_of_the_work_reach_the_activity_as_themselves(
+    small_pool: ProcessPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(heartbeats, "shared_pool", lambda: small_pool)
+    with pytest.raises(ValueError, match="problem.qasm: line 2"):
+        await ActivityEnvironment().run(
+            heartbeats.in_child_with_heartbeats, compute_tasks.refuse, "problem.qasm: line 2"
+        )

@@ -107,7 +107,10 @@ async def test_vqe_h2_reaches_chemical_accuracy_on_the_ideal_simulator(
     assert report.stop_reason in ("converged", "max_iterations")
     assert 1 <= report.iterations <= request.limits.max_iterations
     assert report.evaluations == 2 * report.iterations + len(report.final_evaluation)
-    assert (report.runs, report.cost_usd, report.backend) == (1, 0.0, "aer/ideal")
+    # The time-skipping server fires poll timers at once while a simulation runs in its child
+    # process, so the loop may be told to continue as new on the way: the trajectory is whole.
+    assert report.runs >= 1
+    assert (report.cost_usd, report.backend) == (0.0, "aer/ideal")
     assert (report.optimizer.seed, report.evaluation_seed) == (7, 7)
 
     assert [entry.iteration for entry in trajectory] == list(range(report.iterations))

@@ -1,0 +1,27 @@
+"""The type names of the errors that cross an activity boundary (ApplicationError.type).
+
+Activities raise them, workflows and retry policies decide on them; both refer to these names so
+that a renamed error breaks at import, not in production.
+"""
+
+from __future__ import annotations
+
+INVALID_REQUEST = "InvalidRequest"
+"""The request or circuit cannot run: never retried, shown as is."""
+
+RESOURCE_LIMIT_EXCEEDED = "ResourceLimitExceeded"
+"""A CPU task went over its child process's memory or time limit: never retried."""
+
+COMPUTE_PROCESS_DIED = "ComputeProcessDied"
+"""A CPU task's child process died without an answer and no limit explains it: retried."""
+
+TRANSIENT = "Transient"
+REJECTED = "Rejected"
+JOB_FAILED = "JobFailed"
+QUEUE_DEADLINE_EXCEEDED = "QueueDeadlineExceeded"
+
+BATCH_TOO_LARGE = "BatchTooLargeError"
+"""activities.plan.BatchTooLargeError, named by its class as Temporal names unhandled errors."""
+
+EXTRAPOLATION_FAILED = "ExtrapolationFailedError"
+"""activities.mitigate.ExtrapolationFailedError, likewise."""
