@@ -131,6 +131,14 @@ def admit_or_exit(path: str) -> ExperimentRequest:
     return request
 
 
+def announce_policy() -> None:
+    """One line on stderr when no policy file governs paid work (schemas/policy.py)."""
+    from schemas.policy import governance_notice
+
+    if notice := governance_notice():
+        print(f"qloop: warning: {notice}", file=sys.stderr)
+
+
 async def connect() -> Client:
     from activities.observability import configure_tracing
     from worker import connect as connect_client
@@ -383,6 +391,7 @@ async def announce_and_follow(
 
 async def cmd_run(args: argparse.Namespace) -> int:
     request = admit_or_exit(args.file)
+    announce_policy()
     client = await connect()
     handle = await start(client, request, args.id, args.poll_ceiling)
     return await announce_and_follow(client, handle, args, follow, format_report)
@@ -512,6 +521,7 @@ def format_loop_report(report: LoopReport) -> str:
 
 async def cmd_loop(args: argparse.Namespace) -> int:
     request = admit_loop_or_exit(args.file)
+    announce_policy()
     client = await connect()
     handle = await start_loop(client, request, args.id, args.poll_ceiling)
     return await announce_and_follow(client, handle, args, follow_loop, format_loop_report)
@@ -670,6 +680,7 @@ def format_sweep_report(report: SweepReport) -> str:
 
 async def cmd_sweep(args: argparse.Namespace) -> int:
     request = admit_sweep_or_exit(args.file)
+    announce_policy()
     client = await connect()
     handle = await start_sweep(client, request, args.id, args.poll_ceiling)
     return await announce_and_follow(client, handle, args, follow_sweep, format_sweep_report)
@@ -1181,6 +1192,7 @@ async def cmd_schedule_create(args: argparse.Namespace) -> int:
         print(f"refused: {error}", file=sys.stderr)
         return EXIT_REFUSED
     request = admit_sweep_or_exit(args.sweep)
+    announce_policy()
     client = await connect()
     try:
         handle = await client.create_schedule(

@@ -2,7 +2,9 @@
 
 `evaluate` is a pure function of the account's policy and the facts of one attempt (backend,
 tier, shots, estimated cost); the activity reads the policy file at decision time, so a change
-of policy applies to the next decision without restarting anything.
+of policy applies to the next decision without restarting anything. Without a policy file
+(`FreeWorkOnly`) work that costs money is refused: at the door a QPU or a device reached by ARN,
+in the workflow also any estimated cost above zero.
 """
 
 from __future__ import annotations
@@ -12,10 +14,18 @@ from temporalio.exceptions import ApplicationError
 
 from schemas.execution import Tier
 from schemas.pipeline import ApprovalRequirement, PolicyDecision, PolicyInput
-from schemas.policy import AccountPolicy, PolicyError, backend_allowed, load_policy_book
+from schemas.policy import (
+    AccountPolicy,
+    FreeWorkOnly,
+    PolicyError,
+    backend_allowed,
+    load_policy_book,
+    no_policy_file_refusal,
+)
 from schemas.request import BackendChoice, ExperimentRequest
 
 POLICY_REFUSED = "PolicyRefused"
+NO_POLICY_FILE_RULE = "no_policy_file"
 
 
 def backend_name(choice: BackendChoice) -> str:
@@ -28,6 +38,8 @@ def static_refusal(
 ) -> tuple[str, str] | None:
     """The rules that need no cost estimate: (rule, message) of the first one broken."""
     name = backend_name(backend)
+    if isinstance(policy, FreeWorkOnly) and paid_backend(backend, tier):
+        return (NO_POLICY_FILE_RULE, no_policy_file_refusal(f"{name} is billed by its provider"))
     if not backend_allowed(policy, name):
         return (
             "allowed_backends",
@@ -48,9 +60,18 @@ def static_refusal(
     return None
 
 
+def paid_backend(backend: BackendChoice, tier: Tier) -> bool:
+    """What costs money before any estimate: a QPU, or any device reached by ARN (Braket's
+    on-demand simulators bill by the minute)."""
+    return tier == Tier.QPU or backend.device.startswith("arn:")
+
+
 def evaluate(policy: AccountPolicy, input: PolicyInput) -> PolicyDecision:
     refusal = static_refusal(policy, input.account, input.backend, input.tier, input.shots)
     cost = input.estimated_cost_usd
+    if refusal is None and isinstance(policy, FreeWorkOnly) and cost > 0:
+        what = f"the estimated cost is ${cost:.2f} on {backend_name(input.backend)}"
+        refusal = (NO_POLICY_FILE_RULE, no_policy_file_refusal(what))
     if refusal is None and policy.max_cost_usd is not None and cost > policy.max_cost_usd:
         refusal = (
             "max_cost_usd",

@@ -3,8 +3,12 @@
 Policies are operator configuration, not part of a request: a YAML file named by
 QLOOP_POLICY_FILE. A request chooses its account; it can tighten its own limits
 (`policy.max_cost_usd`) but never loosen the account's. Accounts not listed in the file follow
-its `default` entry; with no file at all every backend is allowed, nothing needs approval and
-paid work is still capped by the account's budget ledger.
+its `default` entry.
+
+Without a policy file qloop fails closed: only free work runs (`FreeWorkOnly`), and work that
+costs money is refused with a message saying how to allow it. An operator who wants paid work
+without rules opts in with QLOOP_ALLOW_UNGOVERNED_SPEND=1: then every backend is allowed, nothing
+needs approval, and paid work is capped by the account's budget ledger alone.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from schemas.execution import Tier
 from schemas.request import StrictModel
 
 POLICY_FILE_ENV = "QLOOP_POLICY_FILE"
+ALLOW_UNGOVERNED_SPEND_ENV = "QLOOP_ALLOW_UNGOVERNED_SPEND"
 DEFAULT_ACCOUNT = "default"
 _ACCOUNT = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _SHORT_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
@@ -95,11 +100,58 @@ class PolicyError(ValueError):
     """The policy file is missing or invalid; the message names the file and the field."""
 
 
+class FreeWorkOnly(AccountPolicy):
+    """Every account's policy when no policy file is configured and the operator has not opted
+    in to ungoverned spending: work that costs money is refused (activities/policy.py), whatever
+    the account. Never read from a file."""
+
+
+def ungoverned_spend_allowed() -> bool:
+    """Whether the operator opted in to paid work without a policy file."""
+    value = os.environ.get(ALLOW_UNGOVERNED_SPEND_ENV, "").strip()
+    if value not in ("", "0", "1"):
+        raise PolicyError(
+            f"{ALLOW_UNGOVERNED_SPEND_ENV}={value!r}: set it to 1 to allow paid work without a "
+            "policy file, or to 0 (or leave it unset) to refuse it"
+        )
+    return value == "1"
+
+
+def no_policy_file_refusal(what: str) -> str:
+    """Why `what` (work that costs money) is refused without a policy file, and how to allow it."""
+    return (
+        f"{what}, and no policy file is configured, so only free work runs; set "
+        f"{POLICY_FILE_ENV} to a policy file (temporal-dev/policies.yaml is an example), or "
+        f"{ALLOW_UNGOVERNED_SPEND_ENV}=1 to allow paid work with no policy rules"
+    )
+
+
+def governance_notice() -> str | None:
+    """What a worker or the CLI says at start when no policy file governs paid work; None when
+    one does."""
+    if os.environ.get(POLICY_FILE_ENV):
+        return None
+    if ungoverned_spend_allowed():
+        return (
+            f"no policy file ({POLICY_FILE_ENV} is not set) and {ALLOW_UNGOVERNED_SPEND_ENV}=1: "
+            "paid work runs with no policy rules (no approvals, no cost limits); only budget "
+            "ledgers cap it"
+        )
+    return (
+        f"no policy file ({POLICY_FILE_ENV} is not set): work that costs money (a QPU, a device "
+        f"ARN, an estimated cost above $0) is refused and free simulators run; set "
+        f"{POLICY_FILE_ENV}, or {ALLOW_UNGOVERNED_SPEND_ENV}=1 to allow paid work without rules"
+    )
+
+
 def load_policy_book(path: str | os.PathLike[str] | None = None) -> PolicyBook:
-    """The policy file named by `path` or QLOOP_POLICY_FILE; no file configured: no rules."""
+    """The policy file named by `path` or QLOOP_POLICY_FILE. Without one: free work only, or no
+    rules at all when the operator opted in (QLOOP_ALLOW_UNGOVERNED_SPEND=1)."""
     location = path or os.environ.get(POLICY_FILE_ENV)
     if not location:
-        return PolicyBook()
+        if ungoverned_spend_allowed():
+            return PolicyBook()
+        return PolicyBook(accounts={DEFAULT_ACCOUNT: FreeWorkOnly()})
     file = Path(location)
     try:
         data = yaml.safe_load(file.read_text()) or {}

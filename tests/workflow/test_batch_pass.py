@@ -260,6 +260,9 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
                 key, _, value = line.partition("=")
                 env.setenv(key, value)
             env.delenv("AWS_PROFILE", raising=False)
+            # These tests are about budgets alone: paid work with no policy file, by opt-in.
+            env.delenv("QLOOP_POLICY_FILE", raising=False)
+            env.setenv("QLOOP_ALLOW_UNGOVERNED_SPEND", "1")
             # The registry keeps one adapter per choice, with the endpoints of its first use.
             env.setattr(registry, "_CACHE", {})
             yield stack
