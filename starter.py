@@ -410,7 +410,8 @@ def admit_loop_or_exit(path: str) -> LoopRequest:
 
     try:
         request = load_loop_request(path)
-        capabilities = admit_family(request.family, request.evaluation)
+        # Each SPSA iteration measures its two points in one batch, as does the final evaluation.
+        capabilities = admit_family(request.family, request.evaluation, points=2)
         policy = load_policy_book().for_account(request.policy.account)
     except RequestError as error:
         print(f"refused: {error}", file=sys.stderr)

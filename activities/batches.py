@@ -35,7 +35,12 @@ from scipy.sparse.linalg import eigsh
 from temporalio import activity
 
 from activities import artifact_store, classical
-from activities.admission import MAX_IDEAL_QUBITS, AdmissionError, invalid_request
+from activities.admission import (
+    MAX_IDEAL_QUBITS,
+    READOUT_CALIBRATION_CIRCUITS,
+    AdmissionError,
+    invalid_request,
+)
 from activities.families import FamilyCircuit, describe_family, family_circuit, family_observable
 from activities.heartbeats import in_thread_with_heartbeats
 from activities.mitigate import ExtrapolationFailedError
@@ -43,11 +48,12 @@ from activities.observables import (
     Distribution,
     FloatArray,
     ProductTerm,
+    measurement_bases,
     product_terms,
 )
-from activities.plan import BatchTooLargeError, executed_scale_factors, measured
+from activities.plan import BatchTooLargeError, measured
 from activities.plan import readout_calibration as readout_calibration_circuit
-from activities.preprocess import _final_positions, _in_basis, _transpile, measurement_bases
+from activities.preprocess import _final_positions, _in_basis, _transpile
 from activities.prevalidate import ideal_value
 from activities.readout import confusion_matrices, inverse_matrices, mitigate_factors
 from activities.zne import (
@@ -61,7 +67,7 @@ from adapters.errors import InvalidRequestError, RejectedError
 from adapters.registry import get_adapter
 from schemas.execution import Capabilities, CircuitBatch, CircuitSpec, Cost, JobResult
 from schemas.pipeline import CircuitRole, PlannedBatch
-from schemas.request import PauliSumObservable
+from schemas.request import PauliSumObservable, executed_scale_factors
 from schemas.variational import (
     BatchInput,
     CircuitFamily,
@@ -78,7 +84,6 @@ from schemas.variational import (
 
 BATCH_ARTIFACT = "batch.json"
 SCORES_ARTIFACT = "scores.json"
-READOUT_CALIBRATION_CIRCUITS = 2
 # Bump when the circuits a family builds change, so cached values of the old circuits are
 # not taken for the new ones.
 FINGERPRINT_VERSION = 1
@@ -142,10 +147,13 @@ def max_points_per_batch(
     return max(room, 0) // circuits_per_point(family, evaluation)
 
 
-def admit_family(family: CircuitFamily, evaluation: EvaluationSpec) -> Capabilities:
+def admit_family(
+    family: CircuitFamily, evaluation: EvaluationSpec, points: int = 1
+) -> Capabilities:
     """What can be checked before anything starts (the CLI calls this too): the backend exists
-    and is online, the family fits it, and qloop can compute the family's classical reference.
-    Refusals are AdmissionErrors whose message starts with the field."""
+    and is online, the family fits it, `points` points fit one job, and qloop can compute the
+    family's classical reference. Refusals are AdmissionErrors whose message starts with the
+    field."""
     width = family.num_qubits
     if width > MAX_IDEAL_QUBITS:
         raise AdmissionError(
@@ -177,11 +185,14 @@ def admit_family(family: CircuitFamily, evaluation: EvaluationSpec) -> Capabilit
             f"evaluation.shots: {evaluation.shots} exceeds the maximum of "
             f"{capabilities.max_shots} on {name}"
         )
-    if max_points_per_batch(family, evaluation, capabilities.max_circuits_per_job) < 1:
+    if max_points_per_batch(family, evaluation, capabilities.max_circuits_per_job) < points:
+        per_point = circuits_per_point(family, evaluation)
+        calibration = calibration_circuits(evaluation)
         raise AdmissionError(
-            f"evaluation: one point needs {circuits_per_point(family, evaluation)} circuits "
-            f"(+{calibration_circuits(evaluation)} for readout calibration) but {name} takes "
-            f"at most {capabilities.max_circuits_per_job} per job; use fewer ZNE scale factors"
+            f"evaluation: a batch of {points} point(s) needs {points * per_point + calibration} "
+            f"circuits ({per_point} per point: measurement bases x ZNE scale factors, plus "
+            f"{calibration} for readout calibration) but {name} takes at most "
+            f"{capabilities.max_circuits_per_job} per job; use fewer ZNE scale factors"
         )
     return capabilities
 
@@ -194,6 +205,7 @@ def prepare_batch(input: BatchInput) -> PreparedBatch:
     built = family_circuit(family)
     _check_points(built, input.points)
     capabilities = admit_family(family, evaluation)
+    _check_size(input, capabilities)
     mapped = _transpile(built.circuit, capabilities, evaluation.seed)
     physical = _final_positions(mapped, built.circuit.num_qubits)
     bases = measurement_bases(built.observable)
@@ -215,7 +227,6 @@ def prepare_batch(input: BatchInput) -> PreparedBatch:
             specs.append(_plain_spec(f"readout-{bit * len(physical)}", translated))
             roles.append(CircuitRole(kind="readout_calibration", prepared_bits=bit * len(physical)))
     batch = CircuitBatch(circuits=specs)
-    _check_size(input, batch, capabilities)
     plan = BatchPlan(
         batch=batch,
         roles=roles,
@@ -257,14 +268,17 @@ def _check_points(built: FamilyCircuit, points: list[Point]) -> None:
             raise AdmissionError(f"points[{index}]: values must be finite, got {point}")
 
 
-def _check_size(input: BatchInput, batch: CircuitBatch, capabilities: Capabilities) -> None:
+def _check_size(input: BatchInput, capabilities: Capabilities) -> None:
+    """Before anything is folded: the batch's circuits from the points and the observable."""
     limit = capabilities.max_circuits_per_job
-    if batch.num_executions <= limit:
+    per_point = circuits_per_point(input.family, input.evaluation)
+    needed = len(input.points) * per_point + calibration_circuits(input.evaluation)
+    if needed <= limit:
         return
     most = max_points_per_batch(input.family, input.evaluation, limit)
     raise BatchTooLargeError(
-        f"batch {input.label}: {len(input.points)} points need {batch.num_executions} circuits "
-        f"({circuits_per_point(input.family, input.evaluation)} per point: measurement bases x "
+        f"batch {input.label}: {len(input.points)} points need {needed} circuits "
+        f"({per_point} per point: measurement bases x "
         f"ZNE scale factors, plus {calibration_circuits(input.evaluation)} for readout "
         f"calibration) but {capabilities.provider}/{capabilities.device} takes at most {limit} "
         f"per job: use at most {most} points per batch"

@@ -83,6 +83,31 @@ def measurement_basis(label: str) -> str:
     return label.replace("I", "Z")
 
 
+def measurement_bases(observable: Observable) -> list[str]:
+    """Qubit-wise commuting groups of the observable's Pauli terms, greedily in term order; each
+    basis label has one X, Y or Z per qubit (qubit 0 rightmost), Z where the group is free."""
+    width = observable.num_qubits
+    if isinstance(observable, BitstringProbabilityObservable):
+        return ["Z" * width]
+    groups: list[list[str]] = []
+    for term in observable.terms:
+        if set(term.pauli) == {"I"}:
+            continue
+        group = next((g for g in groups if _commutes(g, term.pauli)), None)
+        if group is None:
+            groups.append(list(term.pauli))
+        else:
+            group[:] = [
+                mine if theirs == "I" else theirs
+                for mine, theirs in zip(group, term.pauli, strict=True)
+            ]
+    return ["".join("Z" if c == "I" else c for c in group) for group in groups] or ["Z" * width]
+
+
+def _commutes(group: list[str], pauli: str) -> bool:
+    return all(a == "I" or b == "I" or a == b for a, b in zip(group, pauli, strict=True))
+
+
 def basis_for_pauli(pauli: str, bases: Sequence[str]) -> str:
     """The first basis agreeing with `pauli` on its non-identity qubits."""
     for basis in bases:

@@ -22,7 +22,7 @@ from schemas.pipeline import (
     PlannedBatch,
     PreparedCircuits,
 )
-from schemas.request import ExperimentRequest, ZneSpec
+from schemas.request import ExperimentRequest, executed_scale_factors
 
 BATCH_ARTIFACT = "batch.json"
 
@@ -69,14 +69,6 @@ def mitigation_seed(request: ExperimentRequest) -> int:
     """Seeds random folding and the bootstrap; the workflow resolves a missing seed before
     planning, so 0 is only the default of direct calls."""
     return request.execution.seed if request.execution.seed is not None else 0
-
-
-def executed_scale_factors(zne: ZneSpec | None) -> list[float]:
-    """The fit's scale factors, plus 1.0 when the fit leaves it out: the raw value is always
-    the unfolded circuit's."""
-    if zne is None:
-        return [1.0]
-    return sorted({1.0, *zne.scale_factors})
 
 
 def load_qasm(text: str) -> QuantumCircuit:

@@ -14,9 +14,9 @@ from temporalio import activity
 from activities import artifact_store
 from activities.admission import AdmissionError, admit, invalid_request
 from activities.circuits import describe_observable
+from activities.observables import measurement_bases
 from schemas.execution import Capabilities
 from schemas.pipeline import MeasurementBasis, PreparedCircuits, PreparedExperiment, PreprocessInput
-from schemas.request import BitstringProbabilityObservable, Observable
 
 PREPARED_ARTIFACT = "prepared.json"
 # Level 1 maps and simplifies without resynthesising two-qubit blocks, which would collapse the
@@ -65,31 +65,6 @@ async def preprocess_activity(input: PreprocessInput) -> PreparedExperiment:
 
 def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def measurement_bases(observable: Observable) -> list[str]:
-    """Qubit-wise commuting groups of the observable's Pauli terms, greedily in term order; each
-    basis label has one X, Y or Z per qubit (qubit 0 rightmost), Z where the group is free."""
-    width = observable.num_qubits
-    if isinstance(observable, BitstringProbabilityObservable):
-        return ["Z" * width]
-    groups: list[list[str]] = []
-    for term in observable.terms:
-        if set(term.pauli) == {"I"}:
-            continue
-        group = next((g for g in groups if _commutes(g, term.pauli)), None)
-        if group is None:
-            groups.append(list(term.pauli))
-        else:
-            group[:] = [
-                mine if theirs == "I" else theirs
-                for mine, theirs in zip(group, term.pauli, strict=True)
-            ]
-    return ["".join("Z" if c == "I" else c for c in group) for group in groups] or ["Z" * width]
-
-
-def _commutes(group: list[str], pauli: str) -> bool:
-    return all(a == "I" or b == "I" or a == b for a, b in zip(group, pauli, strict=True))
 
 
 def _transpile(circuit: QuantumCircuit, caps: Capabilities, seed: int) -> QuantumCircuit:

@@ -46,6 +46,7 @@ from activities.provider_calls import as_application_error
 from adapters.errors import ProviderError
 from adapters.settings import qloop_home
 from schemas.execution import Capabilities
+from schemas.limits import MAX_SWEEP_POINTS
 from schemas.sweep import (
     BatchPoints,
     BatchPointsInput,
@@ -74,9 +75,6 @@ from schemas.variational import (
     SweepRequest,
 )
 
-# History holds one activity result per batch; 100,000 points keep the number of batches, the
-# artifacts and the table within what one sweep should be (split bigger studies).
-MAX_SWEEP_POINTS = 100_000
 # The request is the workflow's input: Temporal warns about payloads above 256 KB (and refuses
 # them above 2 MB), and a grid is never that large, but a list of points can be.
 MAX_REQUEST_BYTES = 256_000

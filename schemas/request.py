@@ -13,8 +13,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from schemas.limits import (
+    MAX_BITSTRINGS,
+    MAX_FALLBACKS,
+    MAX_PAULI_TERMS,
+    MAX_QAOA_LAYERS,
+    MAX_QASM_BYTES,
+    MAX_TAGS,
+)
+
 MAX_SHOTS = 1_000_000
 MAX_TEMPLATE_QUBITS = 32
+# A graph lists each pair of its nodes at most once.
+MAX_EDGES = MAX_TEMPLATE_QUBITS * (MAX_TEMPLATE_QUBITS - 1) // 2
 
 
 class StrictModel(BaseModel):
@@ -35,7 +46,7 @@ class PauliSumObservable(StrictModel):
     """Sum of coefficient * Pauli string; label characters are qubits n-1 ... 0."""
 
     kind: Literal["pauli_sum"] = "pauli_sum"
-    terms: Annotated[list[PauliTerm], Field(min_length=1, max_length=1000)]
+    terms: Annotated[list[PauliTerm], Field(min_length=1, max_length=MAX_PAULI_TERMS)]
 
     @model_validator(mode="after")
     def _same_width(self) -> PauliSumObservable:
@@ -56,7 +67,8 @@ class BitstringProbabilityObservable(StrictModel):
 
     kind: Literal["bitstring_probability"] = "bitstring_probability"
     bitstrings: Annotated[
-        list[Annotated[str, Field(pattern=r"^[01]+$", max_length=64)]], Field(min_length=1)
+        list[Annotated[str, Field(pattern=r"^[01]+$", max_length=64)]],
+        Field(min_length=1, max_length=MAX_BITSTRINGS),
     ]
 
     @model_validator(mode="after")
@@ -89,11 +101,15 @@ class QasmProblem(StrictModel):
     """
 
     kind: Literal["qasm"] = "qasm"
-    qasm: Annotated[str, Field(min_length=1, max_length=1_000_000)]
+    qasm: Annotated[str, Field(min_length=1, json_schema_extra={"maxLength": MAX_QASM_BYTES})]
     observable: Observable
 
     @field_validator("qasm")
     def _has_header(cls, text: str) -> str:
+        if len(text) > MAX_QASM_BYTES:
+            raise ValueError(
+                f"the program has {len(text):,} characters; the limit is {MAX_QASM_BYTES:,}"
+            )
         if not text.strip():
             raise ValueError("the circuit is empty")
         return text
@@ -113,7 +129,7 @@ class WeightedEdge(StrictModel):
 
 class Graph(StrictModel):
     nodes: Annotated[int, Field(ge=2, le=MAX_TEMPLATE_QUBITS)]
-    edges: Annotated[list[WeightedEdge], Field(min_length=1)]
+    edges: Annotated[list[WeightedEdge], Field(min_length=1, max_length=MAX_EDGES)]
 
     @model_validator(mode="after")
     def _edges_in_range(self) -> Graph:
@@ -136,9 +152,9 @@ class QaoaMaxcutProblem(StrictModel):
 
     kind: Literal["qaoa_maxcut"] = "qaoa_maxcut"
     graph: Graph
-    layers: Annotated[int, Field(ge=1, le=8)] = 1
-    gammas: list[float] | None = None
-    betas: list[float] | None = None
+    layers: Annotated[int, Field(ge=1, le=MAX_QAOA_LAYERS)] = 1
+    gammas: Annotated[list[float], Field(max_length=MAX_QAOA_LAYERS)] | None = None
+    betas: Annotated[list[float], Field(max_length=MAX_QAOA_LAYERS)] | None = None
 
     @model_validator(mode="after")
     def _angles_match_layers(self) -> QaoaMaxcutProblem:
@@ -197,7 +213,7 @@ class BackendChoice(StrictModel):
 
     provider: Literal["aer", "braket"] = "aer"
     device: Annotated[str, Field(min_length=1, max_length=200)] = "ideal"
-    noise_profile: str | None = None
+    noise_profile: Annotated[str, Field(max_length=100)] | None = None
     extra_depolarizing: DepolarizingNoise | None = None
 
     @model_validator(mode="before")
@@ -237,7 +253,9 @@ class ExecutionSpec(StrictModel):
 
     shots: Annotated[int, Field(ge=1, le=MAX_SHOTS)] = 4000
     backend: BackendChoice = BackendChoice()
-    fallback: list[BackendChoice | Literal["classical"]] = []
+    fallback: Annotated[
+        list[BackendChoice | Literal["classical"]], Field(max_length=MAX_FALLBACKS)
+    ] = []
     seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None
 
     @field_validator("fallback")
@@ -283,6 +301,14 @@ class ZneSpec(StrictModel):
         return self
 
 
+def executed_scale_factors(zne: ZneSpec | None) -> list[float]:
+    """The scale factors a batch runs: the fit's, plus 1.0 when the fit leaves it out (the raw
+    value is always the unfolded circuit's)."""
+    if zne is None:
+        return [1.0]
+    return sorted({1.0, *zne.scale_factors})
+
+
 class MitigationSpec(StrictModel):
     zne: ZneSpec | None = ZneSpec()
     readout: bool = True
@@ -315,7 +341,17 @@ class ExperimentRequest(StrictModel):
     execution: ExecutionSpec = ExecutionSpec()
     mitigation: MitigationSpec = MitigationSpec()
     policy: PolicySpec = PolicySpec()
-    tags: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]] = {}
+    tags: Annotated[
+        dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=256)]],
+        Field(max_length=MAX_TAGS),
+    ] = {}
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _few_tags(cls, tags: Any) -> Any:
+        if isinstance(tags, dict) and len(tags) > MAX_TAGS:
+            raise ValueError(f"{len(tags):,} tags; the limit is {MAX_TAGS}")
+        return tags
 
     @model_validator(mode="after")
     def _finite_numbers(self) -> ExperimentRequest:

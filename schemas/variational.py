@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from schemas.execution import Cost, Tier
+from schemas.limits import MAX_PARAMETERS, MAX_QAOA_LAYERS, MAX_SWEEP_POINTS
 from schemas.pipeline import PipelineModel, PollingPolicy
 from schemas.request import (
     MAX_SHOTS,
@@ -28,6 +29,8 @@ from schemas.request import (
 )
 
 Point = list[float]
+# A point as a request file gives it: one value per parameter of the family.
+RequestedPoint = Annotated[Point, Field(max_length=MAX_PARAMETERS)]
 
 # --- families ----------------------------------------------------------------------------------
 
@@ -38,7 +41,7 @@ class QaoaFamily(StrictModel):
 
     kind: Literal["qaoa_maxcut"] = "qaoa_maxcut"
     graph: Graph
-    layers: Annotated[int, Field(ge=1, le=8)] = 1
+    layers: Annotated[int, Field(ge=1, le=MAX_QAOA_LAYERS)] = 1
 
     @property
     def num_qubits(self) -> int:
@@ -56,7 +59,7 @@ class HardwareEfficientAnsatz(StrictModel):
 
     kind: Literal["hardware_efficient"] = "hardware_efficient"
     reps: Annotated[int, Field(ge=1, le=10)] = 1
-    initial_bits: Annotated[str, Field(pattern=r"^[01]*$")] = ""
+    initial_bits: Annotated[str, Field(pattern=r"^[01]*$", max_length=64)] = ""
 
 
 class VqeFamily(StrictModel):
@@ -196,7 +199,7 @@ class LoopRequest(StrictModel):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
     family: CircuitFamily
     goal: Literal["minimize", "maximize"] = "minimize"
-    initial_point: Point | None = None
+    initial_point: RequestedPoint | None = None
     evaluation: EvaluationSpec = EvaluationSpec()
     optimizer: SpsaSettings = SpsaSettings()
     limits: LoopLimits = LoopLimits()
@@ -273,8 +276,8 @@ class Axis(StrictModel):
 
     start: float | None = None
     stop: float | None = None
-    num: Annotated[int, Field(ge=1, le=100_000)] | None = None
-    values: list[float] | None = None
+    num: Annotated[int, Field(ge=1, le=MAX_SWEEP_POINTS)] | None = None
+    values: Annotated[list[float], Field(max_length=MAX_SWEEP_POINTS)] | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> Axis:
@@ -289,8 +292,8 @@ class Axis(StrictModel):
 class SweepPoints(StrictModel):
     """A grid (the product of one axis per parameter, first axis slowest) or an explicit list."""
 
-    grid: list[Axis] | None = None
-    points: list[Point] | None = None
+    grid: Annotated[list[Axis], Field(max_length=MAX_PARAMETERS)] | None = None
+    points: Annotated[list[RequestedPoint], Field(max_length=MAX_SWEEP_POINTS)] | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> SweepPoints:

@@ -3,16 +3,19 @@ with which message, and that the prepared circuits measure what the observable n
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import artifact_store, classical
+from activities import artifact_store, circuits, classical
 from activities.admission import AdmissionError, admit
 from activities.circuits import load_qasm2
-from activities.preprocess import measurement_bases, preprocess, preprocess_activity
+from activities.observables import measurement_bases
+from activities.preprocess import preprocess, preprocess_activity
 from activities.prevalidate import (
     PrevalidationError,
     estimated_fidelity,
@@ -20,6 +23,7 @@ from activities.prevalidate import (
     prevalidate_activity,
 )
 from adapters.profiles import load_profile
+from schemas.loading import RequestError, load_request
 from schemas.pipeline import PreparedCircuits, PreparedExperiment, PreprocessInput, PrevalidateInput
 from schemas.request import ExperimentRequest, PauliSumObservable
 
@@ -37,6 +41,14 @@ s q[1];
 cx q[1], q[0];
 """
 TERMS = [("III", 0.5), ("XYZ", 1.0), ("ZZI", -0.3), ("IXX", 0.7), ("YII", 0.2), ("XYI", 0.4)]
+QASM3_LOOP = (
+    'OPENQASM 3.0;\ninclude "stdgates.inc";\nqubit q;\nfor int i in [1:1000000000] { x q; }\n'
+)
+# 1,000 Pauli terms without identities on 7 qubits: no two share a measurement basis.
+DISJOINT_TERMS = [
+    {"pauli": "".join(p)} for p in itertools.islice(itertools.product("XYZ", repeat=7), 1000)
+]
+MANY_SCALES = {"scale_factors": [1, 3, 5, 7, 9, 11, 13, 15, 17, 19], "extrapolation": "linear"}
 
 
 def request(problem: dict[str, Any], **fields: Any) -> ExperimentRequest:
@@ -123,6 +135,35 @@ def test_admit_uses_given_angles() -> None:
         ),
         ({"kind": "ghz", "num_qubits": 25}, {}, "allows at most 24"),
         (
+            qasm_problem(QASM2_2Q.replace("q[2]", "q[100000000]") + "x q[0];\n", ["0"]),
+            {},
+            "problem: the circuit has 100000000 qubits; qloop simulates the ideal reference "
+            "exactly and allows at most 24",
+        ),
+        (
+            qasm_problem(QASM3_LOOP, ["0"]),
+            {},
+            "problem.qasm: 1,000,000,000 gates after unrolling gate definitions, loops and "
+            "broadcasts; the limit is 100,000",
+        ),
+        (
+            {
+                "kind": "qasm",
+                "qasm": QASM2_2Q.replace("q[2]", "q[7]") + "h q;\n",
+                "observable": {"kind": "pauli_sum", "terms": DISJOINT_TERMS},
+            },
+            {},
+            "execution.backend: the batch needs 3,002 circuits (1,000 measurement bases x 3 scale "
+            "factors + 2 readout calibration circuits) but aer/ideal takes at most 500 per job",
+        ),
+        (
+            {"kind": "mirror", "num_qubits": 24, "depth": 200},
+            {"mitigation": {"zne": MANY_SCALES}},
+            "mitigation.zne.scale_factors: the batch would hold about 9,122,400 gates (91,224 "
+            "gates x 1 measurement basis x 100, the sum of the scale factors 1, 3, 5, 7, 9, 11, "
+            "13, 15, 17, 19); the limit is 2,000,000",
+        ),
+        (
             {"kind": "qaoa_maxcut", "graph": {"nodes": 25, "edges": [{"u": 0, "v": 24}]}},
             {},
             "problem.graph.nodes: 25 nodes",
@@ -143,6 +184,10 @@ def test_admit_uses_given_angles() -> None:
         "bad-fallback",
         "wider-than-device",
         "wider-than-ideal-limit",
+        "huge-register",
+        "gate-bomb",
+        "circuits-per-job",
+        "batch-gates",
         "graph-too-big",
         "angles-needed",
     ],
@@ -153,6 +198,55 @@ def test_refusals_name_the_field(
     with pytest.raises(AdmissionError) as error:
         admit(request(problem, **fields))
     assert expected in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [
+        qasm_problem(QASM3_LOOP, ["0"]),
+        qasm_problem(QASM2_2Q.replace("q[2]", "q[100000000]") + "x q[0];\n", ["0"]),
+    ],
+    ids=["gate-bomb", "huge-register"],
+)
+def test_bombs_are_refused_before_qiskit_reads_them(
+    problem: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(text: str) -> None:
+        raise AssertionError("Qiskit's parser was asked to read a bomb")
+
+    monkeypatch.setattr(circuits, "parse_qasm", never)
+    with pytest.raises(AdmissionError, match=r"the limit is|allows at most"):
+        admit(request(problem))
+
+
+def test_admitting_a_template_builds_nothing_until_asked() -> None:
+    """The CLI admits a QAOA request without its brute-force baseline or angle search."""
+    admitted = admit(request({"kind": "qaoa_maxcut", "graph": RING4}))
+    assert "built" not in vars(admitted)
+    assert admitted.circuit.num_qubits == 4
+    assert "built" in vars(admitted)
+
+
+def test_a_request_file_may_reuse_a_block_through_a_yaml_alias(tmp_path: Path) -> None:
+    path = tmp_path / "aliases.yaml"
+    path.write_text(
+        "name: aliased\nproblem: {kind: ghz, num_qubits: 2}\nexecution:\n"
+        "  backend: &ideal {provider: aer, device: ideal}\n  fallback: [*ideal, *ideal]\n"
+    )
+    request = load_request(path)
+    assert request.execution.fallback == [request.execution.backend] * 2
+
+
+def test_a_tree_of_aliases_is_counted_as_expanded_and_refused(tmp_path: Path) -> None:
+    """Level i holds 10 copies of level i - 1: 11, 111, ..., 11,111,111 nodes; with the
+    document's mapping, its 8 keys and the name, 12,345,687 once expanded."""
+    path = tmp_path / "laughs.yaml"
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 7)
+    ]
+    path.write_text("\n".join(levels) + "\nname: laughs\n")
+    with pytest.raises(RequestError, match=r"12,345,687 values, keys and collections"):
+        load_request(path)
 
 
 # --- preprocess --------------------------------------------------------------------------------
