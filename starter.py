@@ -16,13 +16,14 @@ import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ValidationError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from temporalio.client import (
     Client,
     Schedule,
@@ -38,6 +39,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
@@ -60,7 +62,7 @@ from schemas.loading import RequestError, load_request
 from schemas.loop import LoopInput, LoopProgress, load_loop_request
 from schemas.payload_encryption import CodecKeyError
 from schemas.pipeline import ExperimentInput, PollingPolicy, Progress, Stage
-from schemas.policy import PolicyError
+from schemas.policy import ApproverName, PolicyError
 from schemas.report import Estimate, ExperimentReport
 from schemas.request import BackendChoice, ExperimentRequest
 from schemas.schedule import (
@@ -81,6 +83,15 @@ from schemas.schedule import (
     schedule_memo,
     spec_summary,
     sweep_workflow_id,
+)
+from schemas.signatures import (
+    SigningKeyError,
+    load_private_key,
+    new_private_key_pem,
+    own_key_id,
+    public_key_text,
+    sign_decision,
+    sign_limit_change,
 )
 from schemas.sweep import load_sweep_request
 from schemas.variational import (
@@ -291,7 +302,8 @@ def format_governance(report: ExperimentReport) -> list[str]:
     for approval in governance.approvals:
         decision = approval.decision
         reason = decision.reason if decision and decision.reason else "no reason given"
-        who = f" by {decision.approver} ({reason})" if decision else ""
+        key = f", signed with key {decision.key_id}" if decision and decision.key_id else ""
+        who = f" by {decision.approver} ({reason}{key})" if decision else ""
         lines.append(f"  approval        {approval.outcome}{who} for {approval.backend}")
     lines.extend(
         f"  refused         {refused.note} (from {refused.approver})"
@@ -904,17 +916,43 @@ def refused_count(progress: Progress | None) -> int:
     return len(progress.governance.refused_decisions)
 
 
+def read_signing_key(path: str) -> Ed25519PrivateKey:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise SigningKeyError(f"{path}: cannot read it: {error.strerror}") from None
+    return load_private_key(data, path)
+
+
 async def cmd_decide(args: argparse.Namespace) -> int:
     """Signals, not updates: a signal is recorded even while every worker is down, and the
-    experiment acts on it when one comes back."""
+    experiment acts on it when one comes back. With --key the decision is signed over the
+    experiment's current run (schemas/signatures.py), which the server names without a worker."""
     try:
         decision = ApprovalDecision(approver=args.approver, reason=args.reason)
+        key = read_signing_key(args.key) if args.key else None
     except ValidationError as error:
         problems = "; ".join(issue["msg"] for issue in error.errors())
         print(f"refused: --as {args.approver!r}: {problems}", file=sys.stderr)
         return EXIT_REFUSED
+    except SigningKeyError as error:
+        print(f"refused: --key {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    if args.print_json and key is None:
+        print("refused: --print-json prints a signed decision; give --key FILE", file=sys.stderr)
+        return EXIT_REFUSED
     client = await connect()
     handle = client.get_workflow_handle(args.id)
+    if key is not None:
+        run_id = (await handle.describe()).run_id
+        verdict = "approved" if args.command == "approve" else "rejected"
+        signature = sign_decision(
+            key, args.id, run_id, verdict, args.approver, args.reason, datetime.now(UTC)
+        )
+        decision = decision.model_copy(update={"signature": signature})
+    if args.print_json:
+        print(decision.model_dump_json(exclude_none=True))
+        return 0
     before = refused_count(await current_progress(handle))
     await handle.signal(args.command, decision)
     deadline = time.monotonic() + DECISION_WAIT_SECONDS
@@ -926,7 +964,8 @@ async def cmd_decide(args: argparse.Namespace) -> int:
             return EXIT_REFUSED
         decided = [a.decision for a in governance.approvals if a.decision] if governance else []
         if any(d.approver == args.approver for d in decided):
-            print(f"{args.id}: {decided[-1].verdict} by {args.approver}")
+            signed = f", signed with key {decided[-1].key_id}" if decided[-1].key_id else ""
+            print(f"{args.id}: {decided[-1].verdict} by {args.approver}{signed}")
             return 0
         await asyncio.sleep(0.3)
     print(
@@ -934,6 +973,73 @@ async def cmd_decide(args: argparse.Namespace) -> int:
         f"{DECISION_WAIT_SECONDS:.0f} s — it takes effect when a worker runs the experiment"
     )
     return 0
+
+
+# --- signing keys of approvers and budget admins (schemas/signatures.py) ---------------------
+
+
+def approver_name(text: str) -> str:
+    try:
+        return TypeAdapter(ApproverName).validate_python(text)
+    except ValidationError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a name: 1 to 100 letters, digits, '_', '.', '@' and '-', "
+            "starting with a letter or a digit"
+        ) from None
+
+
+def policy_key_line(name: str, public_key: str) -> str:
+    return f'  {name}: "{public_key}"'
+
+
+async def cmd_keys_new(args: argparse.Namespace) -> int:
+    path = Path(args.dir) / f"{args.name}.key"
+    pem, public_key = new_private_key_pem()
+    try:
+        # Created readable by its owner only, and never over an existing key.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        print(f"refused: {path} exists; qloop never overwrites a key", file=sys.stderr)
+        return EXIT_REFUSED
+    except OSError as error:
+        print(f"refused: cannot create {path}: {error.strerror}", file=sys.stderr)
+        return EXIT_REFUSED
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(pem)
+    print(f"wrote {path}: the private key of {args.name}, readable by you only; keep it secret")
+    print(
+        "the operator adds this line to the account's approval.public_keys (and sets "
+        "`signed: true`) or to its budget_admins in the policy file:"
+    )
+    print(policy_key_line(args.name, public_key))
+    return 0
+
+
+async def cmd_keys_public(args: argparse.Namespace) -> int:
+    try:
+        key = read_signing_key(args.file)
+    except SigningKeyError as error:
+        print(f"refused: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    public_key = public_key_text(key.public_key())
+    print(policy_key_line(args.name or Path(args.file).stem, public_key))
+    print(f"  # key id {own_key_id(key)}")
+    return 0
+
+
+def add_keys_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = commands.add_parser("keys", help="signing keys of approvers and budget admins (Ed25519)")
+    actions = keys.add_subparsers(dest="keys_command", required=True)
+    new = actions.add_parser(
+        "new", help="write NAME.key (0600) and print the public key line for the policy file"
+    )
+    new.add_argument("name", type=approver_name, help="approver or budget admin name")
+    new.add_argument("--dir", default=".", help="folder for NAME.key (default: here)")
+    new.set_defaults(handler=cmd_keys_new)
+    public = actions.add_parser("public", help="print the policy line of a private key file")
+    public.add_argument("file")
+    public.add_argument("--name", type=approver_name, help="name for the line (default: file stem)")
+    public.set_defaults(handler=cmd_keys_public)
 
 
 async def cmd_steer(args: argparse.Namespace) -> int:
@@ -990,7 +1096,8 @@ def usd_amount(text: str) -> float:
 
 def format_ledger(view: LedgerView, link: str) -> str:
     per = "" if view.period == "none" else f" per {view.period}"
-    set_by = f" (set by {view.limit_set_by})" if view.limit_set_by else ""
+    signed = f", signed with key {view.limit_key_id}" if view.limit_key_id else ""
+    set_by = f" (set by {view.limit_set_by}{signed})" if view.limit_set_by else ""
     since = "all time" if view.period_start is None else f"since {moment(view.period_start)}"
     lines = [
         f"budget of account {view.account}",
@@ -1001,6 +1108,11 @@ def format_ledger(view: LedgerView, link: str) -> str:
         f"  available       {format_usd(view.available_usd)}",
         f"  Web UI          {link}",
     ]
+    lines.extend(
+        f"  refused change  {format_usd(change.limit_usd)} per {change.period} by "
+        f"{change.by or '?'} at {moment(change.at)}: {change.why}"
+        for change in view.refused_limit_changes
+    )
     if not view.entries:
         return "\n".join([*lines, "  no entries"])
     lines.append("")
@@ -1027,14 +1139,32 @@ def ledger_not_answering(account: str, error: Exception) -> int:
 
 
 async def cmd_budget_set(args: argparse.Namespace) -> int:
+    try:
+        key = read_signing_key(args.key) if args.key else None
+    except SigningKeyError as error:
+        print(f"refused: --key {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    signature = (
+        sign_limit_change(
+            key, args.account, args.limit_usd, args.period, args.by, datetime.now(UTC)
+        )
+        if key is not None
+        else None
+    )
+    command = SetLimit(
+        limit_usd=args.limit_usd, period=args.period, by=args.by, signature=signature
+    )
     client = await connect()
-    command = SetLimit(limit_usd=args.limit_usd, period=args.period, by=args.by)
     try:
         view = await set_budget_limit(
             client, task_queue(), args.account, command, BUDGET_ANSWER_TIMEOUT
         )
     except WorkflowUpdateRPCTimeoutOrCancelledError as error:
         return ledger_not_answering(args.account, error)
+    except WorkflowUpdateFailedError as error:
+        cause = error.cause
+        print(f"refused: {getattr(cause, 'message', cause)}", file=sys.stderr)
+        return EXIT_REFUSED
     print(format_ledger(view, workflow_link(client, ledger_workflow_id(args.account))))
     return 0
 
@@ -1073,7 +1203,18 @@ def add_budget_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         default="none",
         help="UTC calendar period the limit applies to (default: none, one limit for all time)",
     )
-    setter.add_argument("--by", default=os.environ.get("USER", ""), help="who sets it")
+    setter.add_argument(
+        "--by",
+        "--as",
+        dest="by",
+        default=os.environ.get("USER", ""),
+        help="who sets it: a budget admin's name when the account's policy names budget_admins",
+    )
+    setter.add_argument(
+        "--key",
+        metavar="FILE",
+        help="the budget admin's private key: signs the change (required by budget_admins)",
+    )
     setter.set_defaults(handler=cmd_budget_set)
     show = actions.add_parser("show", help="an account's limit, balance and recent entries")
     show.add_argument("account", type=account_name)
@@ -1547,6 +1688,17 @@ def parser() -> argparse.ArgumentParser:
         decide.add_argument("id")
         decide.add_argument("--as", dest="approver", required=True, help="approver name")
         decide.add_argument("--reason", default="")
+        decide.add_argument(
+            "--key",
+            metavar="FILE",
+            help="the approver's private key: signs the decision (accounts with signed approval)",
+        )
+        decide.add_argument(
+            "--print-json",
+            action="store_true",
+            help="print the signed decision for the Web UI or `temporal workflow signal` "
+            "instead of sending it",
+        )
         decide.set_defaults(handler=cmd_decide)
     for action, help_text in (
         ("pause", "hold an experiment: nothing is submitted and polling stops"),
@@ -1586,6 +1738,7 @@ def parser() -> argparse.ArgumentParser:
     health_reset.set_defaults(handler=cmd_health_reset)
 
     add_budget_commands(commands)
+    add_keys_commands(commands)
     add_sweep_command(commands)
     add_loop_command(commands)
     add_schedule_commands(commands)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from schemas.budget import BudgetAdmins, BudgetAdminsInput
 from schemas.execution import Tier
 from schemas.pipeline import ApprovalRequirement, PolicyDecision, PolicyInput
 from schemas.policy import (
@@ -117,6 +118,8 @@ def approval_requirement(policy: AccountPolicy, input: PolicyInput) -> ApprovalR
         approvers=list(rule.approvers),
         timeout_seconds=rule.timeout.total_seconds(),
         on_timeout=rule.on_timeout,
+        signed=rule.signed,
+        public_keys=dict(rule.public_keys),
     )
 
 
@@ -132,11 +135,21 @@ def check_at_the_door(request: ExperimentRequest, tier: Tier) -> None:
         raise ValueError(f"policy rule {rule}: {message}")
 
 
-@activity.defn(name="evaluate_policy")
-async def evaluate_policy_activity(input: PolicyInput) -> PolicyDecision:
+def account_policy(account: str) -> AccountPolicy:
     try:
-        policy = load_policy_book().for_account(input.account)
+        return load_policy_book().for_account(account)
     except PolicyError as error:
         # A broken policy file is an operator's mistake: retrying lets them fix it in place.
         raise ApplicationError(str(error), type="PolicyFileInvalid") from None
-    return evaluate(policy, input)
+
+
+@activity.defn(name="evaluate_policy")
+async def evaluate_policy_activity(input: PolicyInput) -> PolicyDecision:
+    return evaluate(account_policy(input.account), input)
+
+
+@activity.defn(name="budget_admins")
+async def budget_admins_activity(input: BudgetAdminsInput) -> BudgetAdmins:
+    """The keys that may sign changes of the account's budget limit, read from the policy file
+    on a worker: the ledger workflow must not take them from anything a client sends."""
+    return BudgetAdmins(admins=dict(account_policy(input.account).budget_admins))

@@ -15,6 +15,7 @@ from pydantic import Field
 
 from schemas.pipeline import PipelineModel
 from schemas.request import PolicySpec
+from schemas.signatures import LimitSignature
 
 # One rule for account names wherever they appear: requests, ledgers, the CLI.
 ACCOUNT_PATTERN: str = PolicySpec.model_json_schema()["properties"]["account"]["pattern"]
@@ -35,6 +36,9 @@ EntryState = Literal["reserved", "committed", "released"]
 BUDGET_EXCEEDED = "BudgetExceeded"
 UNKNOWN_RESERVATION = "UnknownReservation"
 RESERVATION_CLOSED = "ReservationClosed"
+LIMIT_CHANGE_REFUSED = "LimitChangeRefused"
+# Refused limit changes the ledger keeps (and carries across continue-as-new), newest last.
+MAX_REFUSED_LIMIT_CHANGES = 20
 
 FIT_TOLERANCE_USD = 1e-9
 
@@ -52,11 +56,31 @@ def format_usd(amount: float) -> str:
 
 class SetLimit(PipelineModel):
     """A new limit per UTC calendar `period` ("none": one limit for all time); `by` names who set
-    it, for the record."""
+    it, for the record. When the account's policy names `budget_admins`, `by` must be one of
+    them and `signature` theirs over exactly this change (schemas/signatures.py)."""
 
     limit_usd: Usd
     period: BudgetPeriod = "none"
     by: str = ""
+    signature: LimitSignature | None = None
+
+
+class BudgetAdminsInput(PipelineModel):
+    account: AccountName
+
+
+class BudgetAdmins(PipelineModel):
+    """Name -> public key (`ed25519:...`) of who may sign limit changes; empty: anyone may."""
+
+    admins: dict[str, str] = Field(default_factory=dict)
+
+
+class RefusedLimitChange(PipelineModel):
+    at: datetime
+    by: str
+    limit_usd: float
+    period: BudgetPeriod
+    why: str
 
 
 class Reservation(PipelineModel):
@@ -109,6 +133,9 @@ class LedgerState(PipelineModel):
     period: BudgetPeriod = "none"
     limit_set_by: str = ""
     limit_set_at: datetime | None = None
+    limit_key_id: str = ""
+    limit_signed_at: datetime | None = None
+    refused_limit_changes: list[RefusedLimitChange] = Field(default_factory=list)
     entries: list[LedgerEntry] = Field(default_factory=list)
     folded_committed_usd: float = 0.0
     folded_entries: int = 0
@@ -129,7 +156,8 @@ class LedgerInput(PipelineModel):
 class LedgerView(PipelineModel):
     """The balance of the current period (`period_start` None when the period is "none").
     `available_usd` is never negative, even when the limit was lowered below what is spent;
-    `entries` are newest first."""
+    `entries` are newest first. `limit_key_id`: the key that signed the current limit (empty
+    when it was set unsigned)."""
 
     account: str
     limit_usd: float
@@ -141,6 +169,8 @@ class LedgerView(PipelineModel):
     entries: list[LedgerEntry]
     limit_set_by: str = ""
     limit_set_at: datetime | None = None
+    limit_key_id: str = ""
+    refused_limit_changes: list[RefusedLimitChange] = Field(default_factory=list)
     folded_committed_usd: float = 0.0
 
 

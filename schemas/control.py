@@ -3,6 +3,10 @@
 Every message is plain JSON, the same whether it comes from the CLI, the Web UI or
 `temporal workflow signal|update`:
 - approve / reject:  {"approver": "alice", "reason": "within the quarter's plan"}
+  and, where the account's policy requires signed decisions, "signature": {"experiment": ID,
+  "run_id": RUN, "issued_at": "2025-06-01T12:00:00Z", "key_id": "16 hex", "value": "base64"}
+  (`qloop approve ID --as NAME --key FILE --print-json` prints it; schemas/signatures.py says
+  what is signed)
 - pause / resume / cancel:  {"by": "ops-bot", "reason": "device calibration at 14:00"}
 - reroute:  {"backend": {"provider": "aer", "device": "noisy", "noise_profile": "ibm_guadalupe"},
              "by": "ops-bot", "reason": "Guadalupe queue > 6 h"}
@@ -17,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.policy import ApproverName
 from schemas.request import BackendChoice, StrictModel
+from schemas.signatures import DecisionSignature
 
 APPROVE = "approve"
 REJECT = "reject"
@@ -29,6 +34,7 @@ CANCEL = "cancel"
 class ApprovalDecision(StrictModel):
     approver: ApproverName
     reason: Annotated[str, Field(max_length=1000)] = ""
+    signature: DecisionSignature | None = None
 
 
 class OpsCommand(StrictModel):
@@ -45,13 +51,17 @@ class RecordModel(BaseModel):
 
 
 class RecordedDecision(RecordModel):
-    """`verdict` refused: the sender is not an approver of this account (or nothing was pending)."""
+    """`verdict` refused: the sender is not an approver of this account, nothing was pending, or
+    a required signature is missing, forged, replayed or made with the wrong key (`note` says
+    which). `key_id` and `signed_at`: the key and time of a signed decision that counted."""
 
     verdict: Literal["approved", "rejected", "refused"]
     approver: str
     reason: str = ""
     at: datetime
     note: str = ""
+    key_id: str = ""
+    signed_at: datetime | None = None
 
 
 class ApprovalRecord(RecordModel):
@@ -61,6 +71,7 @@ class ApprovalRecord(RecordModel):
     timeout: timedelta
     on_timeout: Literal["reject", "fallback"]
     requested_at: datetime
+    signed: bool = False
     outcome: Literal["pending", "approved", "rejected", "timed_out"] = "pending"
     decision: RecordedDecision | None = None
 

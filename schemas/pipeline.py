@@ -202,10 +202,15 @@ class PolicyInput(PipelineModel):
 
 
 class ApprovalRequirement(PipelineModel):
+    """`signed`: a decision counts only with a signature that verifies with the approver's key
+    in `public_keys` (from the policy file, read by the policy activity on a trusted worker)."""
+
     why: str
     approvers: list[str]
     timeout_seconds: float
     on_timeout: Literal["reject", "fallback"]
+    signed: bool = False
+    public_keys: dict[str, str] = {}
 
 
 class PolicyDecision(PipelineModel):

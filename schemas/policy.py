@@ -25,6 +25,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from schemas.execution import Tier
 from schemas.request import StrictModel
+from schemas.signatures import PublicKeyText
 
 POLICY_FILE_ENV = "QLOOP_POLICY_FILE"
 ALLOW_UNGOVERNED_SPEND_ENV = "QLOOP_ALLOW_UNGOVERNED_SPEND"
@@ -38,13 +39,41 @@ ApproverName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$
 class ApprovalRule(StrictModel):
     """Approval is required when the estimated cost exceeds `required_above_usd` or the backend's
     tier is listed in `required_for_tiers`. Without a decision within `timeout` the experiment is
-    rejected, or (`on_timeout: fallback`) runs on the first simulator of its fallback chain."""
+    rejected, or (`on_timeout: fallback`) runs on the first simulator of its fallback chain.
+
+    `signed: true`: a decision counts only when signed by the approver's key in `public_keys`
+    (one per approver, schemas/signatures.py), so a name alone proves nothing."""
 
     required_above_usd: Annotated[float, Field(ge=0.0)] | None = None
     required_for_tiers: list[Tier] = Field(default_factory=list)
     approvers: Annotated[list[ApproverName], Field(min_length=1)]
     timeout: timedelta = timedelta(hours=24)
     on_timeout: Literal["reject", "fallback"] = "reject"
+    signed: bool = False
+    public_keys: dict[ApproverName, PublicKeyText] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _a_key_per_approver(self) -> ApprovalRule:
+        if not self.signed:
+            if self.public_keys:
+                raise ValueError(
+                    "public_keys are given but signed is false: set `signed: true` to require "
+                    "signed decisions, or remove public_keys"
+                )
+            return self
+        missing = [name for name in self.approvers if name not in self.public_keys]
+        if missing:
+            raise ValueError(
+                f"signed: true needs a public key for every approver; none for "
+                f"{', '.join(missing)} (`qloop keys new NAME` prints the line to add)"
+            )
+        strangers = [name for name in self.public_keys if name not in self.approvers]
+        if strangers:
+            raise ValueError(
+                f"public_keys of {', '.join(strangers)}, who are not approvers "
+                f"({', '.join(self.approvers)})"
+            )
+        return self
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -80,6 +109,9 @@ class AccountPolicy(StrictModel):
     approval: ApprovalRule | None = None
     on_budget_exhausted: Literal["refuse", "wait"] = "refuse"
     budget: BudgetDefault = BudgetDefault()
+    # Who may change the ledger's limit, by a signed change (schemas/signatures.py); empty:
+    # anyone who can send the ledger an update.
+    budget_admins: dict[ApproverName, PublicKeyText] = Field(default_factory=dict)
 
 
 class PolicyBook(StrictModel):

@@ -23,6 +23,13 @@ What continue-as-new carries (`LedgerBook.carried_state`):
 Dropping a closed entry is safe because its key is only ever sent again by a caller that has
 not yet learned the entry's outcome (a retried activity), which happens within minutes, while
 the entry is still held; commit and release come only after a reservation was accepted.
+
+Limit changes: when the account's policy names `budget_admins`, `set_limit` applies only a change
+signed by one of them (schemas/signatures.py), with their keys read from the policy file by a
+local activity at that moment, never from the message. A refused change is not applied; it fails
+the update (so it is in the ledger's history) and is kept in `refused_limit_changes`, which
+`qloop budget show` prints. A validator could refuse it without a trace in history, but it cannot
+run the activity that reads the keys, and a forged change is exactly what an operator must see.
 """
 
 from __future__ import annotations
@@ -32,19 +39,25 @@ from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from schemas.budget import (
         BUDGET_EXCEEDED,
         FIT_TOLERANCE_USD,
+        LIMIT_CHANGE_REFUSED,
+        MAX_REFUSED_LIMIT_CHANGES,
         RESERVATION_CLOSED,
         UNKNOWN_RESERVATION,
+        BudgetAdmins,
+        BudgetAdminsInput,
         BudgetPeriod,
         LedgerEntry,
         LedgerInput,
         LedgerState,
         LedgerView,
+        RefusedLimitChange,
         Release,
         Reservation,
         ReservationReceipt,
@@ -52,8 +65,10 @@ with workflow.unsafe.imports_passed_through():
         Settlement,
         format_usd,
     )
+    from schemas.signatures import limit_change_refusal
 
 MAX_CLOSED_ENTRIES = 500
+SIGNED_LIMITS_PATCH = "signed-limit-changes"
 CLOSED_ENTRY_GRACE = timedelta(days=1)
 RECENT_ENTRIES_IN_REPLIES = 20
 
@@ -102,6 +117,9 @@ class LedgerBook:
         self.period: BudgetPeriod = state.period
         self.limit_set_by = state.limit_set_by
         self.limit_set_at = state.limit_set_at
+        self.limit_key_id = state.limit_key_id
+        self.limit_signed_at = state.limit_signed_at
+        self.refused_limit_changes = list(state.refused_limit_changes)
         # Creation order, which is also the order carried across continue-as-new.
         self._entries: dict[str, LedgerEntry] = {entry.key: entry for entry in state.entries}
         self._folded_committed_usd = state.folded_committed_usd
@@ -232,11 +250,24 @@ class LedgerBook:
             self._entries[entry.key] = entry
         return entry
 
-    def set_limit(self, command: SetLimit, now: datetime) -> None:
+    def set_limit(self, command: SetLimit, now: datetime, verified_key_id: str = "") -> None:
+        """`verified_key_id`: the key whose signature over this change was verified; the time it
+        was signed then bounds every later signed change (so none can be replayed)."""
         self.limit_usd = command.limit_usd
         self.period = command.period
         self.limit_set_by = command.by
         self.limit_set_at = now
+        self.limit_key_id = verified_key_id
+        if verified_key_id and command.signature is not None:
+            self.limit_signed_at = command.signature.issued_at
+
+    def refuse_limit_change(self, command: SetLimit, why: str, now: datetime) -> None:
+        refused = RefusedLimitChange(
+            at=now, by=command.by, limit_usd=command.limit_usd, period=command.period, why=why
+        )
+        self.refused_limit_changes = [*self.refused_limit_changes, refused][
+            -MAX_REFUSED_LIMIT_CHANGES:
+        ]
 
     # --- reading and carrying -----------------------------------------------------------------
 
@@ -254,6 +285,8 @@ class LedgerBook:
             entries=newest_first if recent is None else newest_first[: max(recent, 0)],
             limit_set_by=self.limit_set_by,
             limit_set_at=self.limit_set_at,
+            limit_key_id=self.limit_key_id,
+            refused_limit_changes=self.refused_limit_changes,
             folded_committed_usd=self._folded_committed_usd if self._folded_counts(now) else 0.0,
         )
 
@@ -285,6 +318,9 @@ class LedgerBook:
             period=self.period,
             limit_set_by=self.limit_set_by,
             limit_set_at=self.limit_set_at,
+            limit_key_id=self.limit_key_id,
+            limit_signed_at=self.limit_signed_at,
+            refused_limit_changes=self.refused_limit_changes,
             entries=[
                 entry
                 for entry in self._entries.values()
@@ -355,11 +391,53 @@ class BudgetLedgerWorkflow:
         workflow.set_current_details(self._book.details(workflow.now()))
 
     @workflow.update
-    def set_limit(self, command: SetLimit) -> LedgerView:
-        self._book.set_limit(command, workflow.now())
+    async def set_limit(self, command: SetLimit) -> LedgerView:
+        verified_key_id = ""
+        if workflow.patched(SIGNED_LIMITS_PATCH):
+            refusal, verified_key_id = await self._check_limit_change(command)
+            if refusal is not None:
+                self._book.refuse_limit_change(command, refusal, workflow.now())
+                workflow.logger.warning("limit change refused: %s", refusal)
+                raise ApplicationError(
+                    f"account '{self._book.account}': limit change refused: {refusal}",
+                    type=LIMIT_CHANGE_REFUSED,
+                    non_retryable=True,
+                )
+        self._book.set_limit(command, workflow.now(), verified_key_id)
         self._period_changed = True
         self._publish_details()
         return self._book.view(workflow.now(), RECENT_ENTRIES_IN_REPLIES)
+
+    async def _check_limit_change(self, command: SetLimit) -> tuple[str | None, str]:
+        """(refusal or None, id of the key whose signature was verified or "")."""
+        try:
+            admins = await workflow.execute_local_activity(
+                "budget_admins",
+                BudgetAdminsInput(account=self._book.account),
+                result_type=BudgetAdmins,
+                start_to_close_timeout=timedelta(seconds=10),
+                # A policy file that cannot be read refuses the change (fail closed) after a
+                # few attempts, instead of holding the caller until it is fixed.
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                summary="budget admins",
+            )
+        except (ActivityError, ApplicationError) as error:
+            # A failed local activity raises its ApplicationError as it is, not an ActivityError.
+            cause = error.cause if isinstance(error, ActivityError) else error
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            return f"the account's budget admins could not be read from the policy: {message}", ""
+        refusal = limit_change_refusal(
+            account=self._book.account,
+            limit_usd=command.limit_usd,
+            period=command.period,
+            admin=command.by,
+            signature=command.signature,
+            admins=admins.admins,
+            last_signed_at=self._book.limit_signed_at,
+            now=workflow.now(),
+        )
+        signed = refusal is None and bool(admins.admins) and command.signature is not None
+        return refusal, command.signature.key_id if signed and command.signature else ""
 
     @workflow.update
     def reserve(self, reservation: Reservation) -> ReservationReceipt:

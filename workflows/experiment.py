@@ -75,6 +75,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from schemas.report import ExperimentReport
     from schemas.request import BackendChoice, ExperimentRequest
+    from schemas.signatures import check_decision
     from workflows import search_attributes as attrs
 
 INVALID_REQUEST = "InvalidRequest"
@@ -168,7 +169,10 @@ class ExperimentWorkflow:
         self._timings: dict[str, float] = {}
         self._governance: Governance | None = None
         self._pending_approval: ApprovalRequirement | None = None
+        self._approval_requested_at: datetime | None = None
         self._decision: RecordedDecision | None = None
+        # Fingerprints of the signed decisions counted in this run: none counts twice.
+        self._counted_signatures: set[str] = set()
         self._paused = False
         self._reroute: RerouteCommand | None = None
         self._cancel: OpsCommand | None = None
@@ -235,12 +239,17 @@ class ExperimentWorkflow:
             )
         elif self._decision is not None:
             note = f"already {self._decision.verdict} by {self._decision.approver}"
+        elif (refusal := self._signature_refusal(verdict, decision, pending)) is not None:
+            note = refusal
         else:
+            signature = decision.signature if pending.signed else None
             self._decision = RecordedDecision(
                 verdict=verdict,
                 approver=decision.approver,
                 reason=decision.reason,
                 at=workflow.now(),
+                key_id=signature.key_id if signature else "",
+                signed_at=signature.issued_at if signature else None,
             )
             return self._decision
         refused = RecordedDecision(
@@ -248,12 +257,39 @@ class ExperimentWorkflow:
             approver=decision.approver,
             reason=decision.reason,
             at=workflow.now(),
-            note=f"{verdict[:-1]} refused: {note}",
+            note=f"{'approve' if verdict == 'approved' else 'reject'} refused: {note}",
         )
         workflow.logger.warning("approval decision refused: %s", refused.note)
         if self._governance is not None:
             self._govern(refused_decisions=[*self._governance.refused_decisions, refused])
         return refused
+
+    def _signature_refusal(
+        self,
+        verdict: Literal["approved", "rejected"],
+        decision: ApprovalDecision,
+        pending: ApprovalRequirement,
+    ) -> str | None:
+        """Why a decision does not count for an account that requires signed decisions (None:
+        it counts, and is remembered so that it never counts again)."""
+        if not pending.signed:
+            return None
+        info = workflow.info()
+        check = check_decision(
+            experiment_id=info.workflow_id,
+            run_id=info.run_id,
+            verdict=verdict,
+            approver=decision.approver,
+            reason=decision.reason,
+            signature=decision.signature,
+            public_keys=pending.public_keys,
+            requested_at=self._approval_requested_at or workflow.now(),
+            now=workflow.now(),
+            counted=self._counted_signatures,
+        )
+        if check.refusal is None:
+            self._counted_signatures.add(check.fingerprint)
+        return check.refusal
 
     @staticmethod
     def _counted_or_raise(decision: RecordedDecision) -> RecordedDecision:
@@ -564,12 +600,17 @@ class ExperimentWorkflow:
             timeout=timeout,
             on_timeout=requirement.on_timeout,
             requested_at=workflow.now(),
+            signed=requirement.signed,
         )
         self._pending_approval = requirement
+        self._approval_requested_at = record.requested_at
         self._decision = None
         self._set_progress(
             stage=Stage.AWAITING_APPROVAL,
-            awaiting=f"approval by one of {', '.join(requirement.approvers)}: {requirement.why}",
+            awaiting=(
+                f"{'signed ' if requirement.signed else ''}approval by one of "
+                f"{', '.join(requirement.approvers)}: {requirement.why}"
+            ),
         )
         workflow.upsert_search_attributes([attrs.AWAITING_APPROVAL.value_set(True)])
         timed_out = False
@@ -1102,12 +1143,20 @@ class ExperimentWorkflow:
         experiment_id = workflow.info().workflow_id
         example = '{"approver": "NAME", "reason": "why"}'
         timeout = timedelta(seconds=requirement.timeout_seconds)
+        how = (
+            f"Approve: `qloop approve {experiment_id} --as NAME --key FILE --reason ...` (or "
+            "`qloop reject`). Only decisions signed with a listed approver's key count: from this "
+            "page or `temporal workflow signal`, send `approve` / `reject` with the JSON that "
+            f"`qloop approve {experiment_id} --as NAME --key FILE --print-json` prints."
+            if requirement.signed
+            else f"Approve: `qloop approve {experiment_id} --as NAME --reason ...` (or `qloop "
+            f"reject`), or send the signal `approve` / `reject` with `{example}` from this page "
+            "or with `temporal workflow signal`."
+        )
         return [
             f"**Waiting for approval** by one of: {', '.join(requirement.approvers)}. "
             f"Why: {requirement.why}.",
-            f"Approve: `qloop approve {experiment_id} --as NAME --reason ...` (or `qloop reject`), "
-            f"or send the signal `approve` / `reject` with `{example}` from this page "
-            "or with `temporal workflow signal`.",
+            how,
             f"Without a decision within {timeout} the experiment is "
             f"{'rejected' if requirement.on_timeout == 'reject' else 'run on a simulator'}.",
         ]

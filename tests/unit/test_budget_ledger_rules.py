@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 from activities.budget_calls import ledger_refusal
 from schemas.budget import (
     BUDGET_EXCEEDED,
+    MAX_REFUSED_LIMIT_CHANGES,
     RESERVATION_CLOSED,
     UNKNOWN_RESERVATION,
     LedgerInput,
@@ -350,3 +351,15 @@ def test_only_the_ledgers_own_refusals_are_final() -> None:
     unprocessed = ApplicationError("wasn't processed by worker", type="UnprocessedUpdate")
     assert ledger_refusal(WorkflowUpdateFailedError(unprocessed)) is None
     assert ledger_refusal(WorkflowUpdateFailedError(RuntimeError("worker bug"))) is None
+
+
+def test_refused_limit_changes_are_kept_up_to_a_bound_and_carried() -> None:
+    ledger = book(10.0)
+    for index in range(MAX_REFUSED_LIMIT_CHANGES + 5):
+        ledger.refuse_limit_change(SetLimit(limit_usd=float(index), by="mallory"), "forged", NOW)
+    kept = ledger.view(NOW).refused_limit_changes
+    assert len(kept) == MAX_REFUSED_LIMIT_CHANGES
+    assert kept[-1].limit_usd == MAX_REFUSED_LIMIT_CHANGES + 4
+    assert ledger.limit_usd == 10.0
+    carried = LedgerBook("lab", ledger.carried_state(NOW))
+    assert carried.view(NOW).refused_limit_changes == kept

@@ -12,10 +12,13 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
@@ -35,8 +38,10 @@ from activities.budget_calls import (
     settle_budget_activity,
     show_budget,
 )
+from activities.policy import budget_admins_activity
 from schemas.budget import (
     BUDGET_EXCEEDED,
+    LIMIT_CHANGE_REFUSED,
     RESERVATION_CLOSED,
     UNKNOWN_RESERVATION,
     LedgerEntry,
@@ -53,6 +58,7 @@ from schemas.budget import (
     ledger_workflow_id,
 )
 from schemas.pipeline import PipelineModel
+from schemas.signatures import own_key_id, public_key_text, sign_limit_change
 from workflows.budget_ledger import BudgetLedgerWorkflow
 
 
@@ -191,7 +197,12 @@ def in_process_worker(client: Client, task_queue: str) -> Worker:
         client,
         task_queue=task_queue,
         workflows=[BudgetLedgerWorkflow, BudgetProbeWorkflow, ReserveAsExperimentWorkflow],
-        activities=[reserve_budget_activity, settle_budget_activity, release_budget_activity],
+        activities=[
+            reserve_budget_activity,
+            settle_budget_activity,
+            release_budget_activity,
+            budget_admins_activity,
+        ],
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
         ),
@@ -435,3 +446,91 @@ async def test_a_new_period_frees_the_limit(time_skipping_env: WorkflowEnvironme
         await client.get_workflow_handle(ledger_workflow_id(account)).terminate("test over")
         assert (final.reserved_usd, final.committed_usd, final.available_usd) == (10.0, 0.0, 0.0)
         assert [e.key for e in final.entries] == ["later/0", "today/0"]
+
+
+async def test_budget_admins_allow_only_their_signed_limit_changes(
+    ledgers: Ledgers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = new_account()
+    carol, mallory = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    policy_file = tmp_path / "policies.yaml"
+    policy_file.write_text(
+        yaml.safe_dump(
+            {
+                "accounts": {
+                    account: {"budget_admins": {"carol": public_key_text(carol.public_key())}}
+                }
+            }
+        )
+    )
+    monkeypatch.setenv("QLOOP_POLICY_FILE", str(policy_file))
+    workflow_id = ledger_workflow_id(account)
+    # A short history bound, so that the ledger continues as new in the middle of the test.
+    first_run = (
+        await ledgers.client.start_workflow(
+            "BudgetLedgerWorkflow",
+            LedgerInput(account=account, limit_usd=10.0, max_history_events=40),
+            id=workflow_id,
+            task_queue=ledgers.task_queue,
+        )
+    ).result_run_id
+
+    async def refusal(command: SetLimit) -> str:
+        with pytest.raises(WorkflowUpdateFailedError) as failed:
+            await set_budget_limit(ledgers.client, ledgers.task_queue, account, command)
+        cause = failed.value.cause
+        assert isinstance(cause, ApplicationError) and cause.type == LIMIT_CHANGE_REFUSED
+        assert cause.message.startswith(f"account '{account}': limit change refused: ")
+        return cause.message.split("limit change refused: ", 1)[1]
+
+    def signed(key: Ed25519PrivateKey, limit_usd: float, at: datetime) -> SetLimit:
+        signature = sign_limit_change(key, account, limit_usd, "month", "carol", at)
+        return SetLimit(limit_usd=limit_usd, period="month", by="carol", signature=signature)
+
+    now = datetime.now(UTC)
+    assert (await refusal(SetLimit(limit_usd=1e6, by="carol"))).startswith("unsigned: ")
+    forged = signed(carol, 50.0, now).model_copy(update={"limit_usd": 1e6})
+    assert (await refusal(forged)).startswith("forged: ")
+    assert (await refusal(signed(mallory, 1e6, now))).startswith("wrong key: ")
+    assert (await refusal(SetLimit(limit_usd=1e6, by="mallory"))).startswith("not listed: ")
+
+    change = signed(carol, 50.0, now)
+    view = await set_budget_limit(ledgers.client, ledgers.task_queue, account, change)
+    assert (view.limit_usd, view.period, view.limit_set_by) == (50.0, "month", "carol")
+    assert view.limit_key_id == own_key_id(carol)
+
+    first = ledgers.client.get_workflow_handle(workflow_id, run_id=first_run)
+    for index in range(40):
+        if (await first.describe()).status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
+            break
+        assert (await ledgers.reserve(account, f"fill-{index}/0", 0.5)).accepted
+    assert (await first.describe()).status == WorkflowExecutionStatus.CONTINUED_AS_NEW
+    # The time of the applied signed change is carried across continue-as-new: sent again,
+    # it is refused.
+    assert (await refusal(change)).startswith("replayed: ")
+
+    final = await ledgers.view(account)
+    assert (final.limit_usd, final.limit_key_id) == (50.0, own_key_id(carol))
+    assert [refused.why.split(":")[0] for refused in final.refused_limit_changes] == [
+        "unsigned",
+        "forged",
+        "wrong key",
+        "not listed",
+        "replayed",
+    ]
+    assert final.refused_limit_changes[1].limit_usd == 1e6
+
+
+async def test_a_policy_file_that_cannot_be_read_refuses_limit_changes(
+    ledgers: Ledgers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = new_account()
+    missing = tmp_path / "moved-away.yaml"
+    monkeypatch.setenv("QLOOP_POLICY_FILE", str(missing))
+    with pytest.raises(WorkflowUpdateFailedError) as failed:
+        await ledgers.set_limit(account, 1e6)
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == LIMIT_CHANGE_REFUSED
+    assert "budget admins could not be read from the policy" in cause.message
+    assert str(missing) in cause.message
+    assert (await ledgers.view(account)).limit_usd == 0.0

@@ -7,13 +7,16 @@ or `temporal workflow signal` send them. Approval timeouts of hours pass in seco
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -22,10 +25,12 @@ from schemas.control import ApprovalDecision, OpsCommand, RecordedDecision, Rero
 from schemas.pipeline import ExperimentInput, Progress, Stage
 from schemas.report import ExperimentReport
 from schemas.request import BackendChoice, ExperimentRequest
+from schemas.signatures import Verdict, own_key_id, public_key_text, sign_decision
 from worker import WORKFLOWS, all_activities
 from workflows import search_attributes as attrs
 
 APPROVERS = ["alice", "bob"]
+SIGNING_KEYS = {name: Ed25519PrivateKey.generate() for name in [*APPROVERS, "mallory"]}
 POLICIES = {
     "accounts": {
         "reviewed": {
@@ -41,6 +46,17 @@ POLICIES = {
                 "approvers": APPROVERS,
                 "timeout": "PT3H",
                 "on_timeout": "fallback",
+            }
+        },
+        "signed": {
+            "approval": {
+                "required_for_tiers": ["simulator"],
+                "approvers": APPROVERS,
+                "timeout": "PT2H",
+                "signed": True,
+                "public_keys": {
+                    name: public_key_text(SIGNING_KEYS[name].public_key()) for name in APPROVERS
+                },
             }
         },
         "ideal-only": {"allowed_backends": ["aer/ideal"]},
@@ -279,3 +295,118 @@ async def test_an_update_answers_with_the_decision_or_the_refusal(
     assert report.status == "completed"
     assert report.governance is not None
     assert [d.approver for d in report.governance.refused_decisions] == ["mallory"]
+
+
+# --- signed decisions (schemas/signatures.py) ---------------------------------------------------
+
+
+async def signed_decision(
+    env: WorkflowEnvironment,
+    handle: WorkflowHandle,
+    approver: str,
+    verdict: Verdict = "approved",
+    reason: str = "",
+    key: str | None = None,
+    issued_late_by: timedelta = timedelta(0),
+    run_id: str | None = None,
+) -> ApprovalDecision:
+    """A decision signed as `qloop approve --key` signs it, at the test server's time (which
+    runs ahead of the wall clock once earlier tests skipped time)."""
+    signature = sign_decision(
+        SIGNING_KEYS[key or approver],
+        handle.id,
+        run_id or (await handle.describe()).run_id,
+        verdict,
+        approver,
+        reason,
+        await env.get_current_time() + issued_late_by,
+    )
+    return ApprovalDecision(approver=approver, reason=reason, signature=signature)
+
+
+def as_web_ui_json(decision: ApprovalDecision) -> dict[str, object]:
+    """The JSON a person pastes into the Web UI's signal form."""
+    return json.loads(decision.model_dump_json(exclude_none=True))
+
+
+async def refused_notes(handle: WorkflowHandle, count: int) -> list[str]:
+    progress = await progress_when(
+        handle,
+        lambda p: p.governance is not None and len(p.governance.refused_decisions) >= count,
+    )
+    assert progress.governance is not None
+    return [refused.note for refused in progress.governance.refused_decisions]
+
+
+async def test_a_signed_approval_counts_and_records_the_key(
+    time_skipping_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    handle = await start(time_skipping_env, task_queue, ghz("signed"))
+    progress = await progress_when(handle, awaiting_approval)
+    assert progress.awaiting is not None and progress.awaiting.startswith("signed approval by")
+    decision = await signed_decision(time_skipping_env, handle, "alice", reason="small run")
+    await handle.signal("approve", as_web_ui_json(decision))
+    report = await handle.result()
+    assert report.status == "completed"
+    assert report.governance is not None
+    (approval,) = report.governance.approvals
+    assert approval.signed and approval.outcome == "approved"
+    assert approval.decision is not None
+    assert (approval.decision.approver, approval.decision.reason) == ("alice", "small run")
+    assert approval.decision.key_id == own_key_id(SIGNING_KEYS["alice"])
+    assert decision.signature is not None
+    assert approval.decision.signed_at == decision.signature.issued_at
+    assert report.governance.refused_decisions == []
+
+
+async def test_unsigned_forged_replayed_and_wrong_key_decisions_are_refused_and_recorded(
+    time_skipping_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    env = time_skipping_env
+    handle = await start(env, task_queue, ghz("signed"))
+    await progress_when(handle, awaiting_approval)
+    run_id = (await handle.describe()).run_id
+
+    # What anyone with write access to the namespace can send: a name without a signature, a
+    # signature over another verdict, the wrong person's key, a decision for another run of
+    # this experiment (as a reset would bring back), one signed before the approval was asked.
+    attempts = [
+        ApprovalDecision(approver="alice", reason="trust me"),
+        await signed_decision(env, handle, "alice", verdict="rejected"),
+        await signed_decision(env, handle, "alice", key="bob"),
+        await signed_decision(env, handle, "alice", key="mallory"),
+        await signed_decision(env, handle, "alice", run_id="an-earlier-run"),
+        await signed_decision(env, handle, "alice", issued_late_by=-timedelta(hours=1)),
+    ]
+    for attempt in attempts:
+        await handle.signal("approve", as_web_ui_json(attempt))
+    notes = await refused_notes(handle, len(attempts))
+    assert [note.split(":")[1].strip() for note in notes] == [
+        "unsigned",
+        "forged",
+        "wrong key",
+        "wrong key",
+        "replayed",
+        "replayed",
+    ]
+    assert all(note.startswith("approve refused: ") for note in notes)
+    assert "(bob's key)" in notes[2] and "(a key not in the policy)" in notes[3]
+    assert f"not this one (experiment {handle.id!r} run {run_id})" in notes[4]
+    assert "before the approval was requested" in notes[5]
+    assert (await handle.query("progress", result_type=Progress)).stage == Stage.AWAITING_APPROVAL
+
+    # An update answers with the refusal at once.
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(
+            "approve", await signed_decision(env, handle, "bob", key="alice")
+        )
+    assert "approve refused: wrong key" in str(refused.value.cause)
+
+    bob = await signed_decision(env, handle, "bob", verdict="rejected", reason="not this quarter")
+    decision = await handle.execute_update("reject", bob, result_type=RecordedDecision)
+    assert (decision.verdict, decision.key_id) == ("rejected", own_key_id(SIGNING_KEYS["bob"]))
+    report = await handle.result()
+    assert report.status == "rejected"
+    assert report.status_reason == "rejected by bob: not this quarter"
+    assert report.governance is not None
+    assert len(report.governance.refused_decisions) == len(attempts) + 1
