@@ -101,4 +101,5 @@ logs: ## follow the dev server log (make logs WHAT=worker for the worker's)
 record-histories: venv ## re-record tests/histories/ from end-to-end runs (for the replay test)
 	QLOOP_RECORD_HISTORIES=1 $(BIN)/pytest -q tests/integration/test_experiment_end_to_end.py \
 	  tests/integration/test_governance_stack.py \
+	  tests/integration/test_signed_decisions_cli.py::test_only_the_approvers_signed_decision_counts \
 	  tests/integration/test_loop.py::test_a_loop_killed_at_random_iterations_follows_the_uninterrupted_trajectory

@@ -24,6 +24,7 @@ from schemas.control import ApprovalDecision
 from schemas.pipeline import ExperimentInput, Progress, Stage
 from schemas.report import ExperimentReport
 from schemas.request import ExperimentRequest
+from tests.harness import record_history
 from worker import WORKFLOWS, all_activities
 
 ACCOUNT = "signed-lab"
@@ -117,7 +118,7 @@ async def test_only_the_approvers_signed_decision_counts(
             "policy": {"account": ACCOUNT},
         }
     )
-    experiment_id = f"signed-{uuid.uuid4().hex[:8]}"
+    experiment_id = f"signed-approval-{uuid.uuid4().hex[:6]}"
     handle = await dev_server.client.start_workflow(
         "ExperimentWorkflow",
         ExperimentInput(request=request),
@@ -151,6 +152,15 @@ async def test_only_the_approvers_signed_decision_counts(
     still = await handle.query("progress", result_type=Progress)
     assert still.stage == Stage.AWAITING_APPROVAL
     assert still.governance is not None and len(still.governance.refused_decisions) == 2
+    # The printed JSON with its reason changed no longer verifies.
+    altered = printed.model_copy(update={"reason": "and the QPU run next week too"})
+    await handle.signal("approve", json.loads(altered.model_dump_json(exclude_none=True)))
+    for _ in range(100):
+        progress = await handle.query("progress", result_type=Progress)
+        if progress.governance is not None and len(progress.governance.refused_decisions) == 3:
+            break
+        await asyncio.sleep(0.1)
+    assert progress.stage == Stage.AWAITING_APPROVAL
 
     assert (
         await qloop("approve", experiment_id, "--as", "alice", "--key", alice_key, "--reason", "ok")
@@ -168,7 +178,11 @@ async def test_only_the_approvers_signed_decision_counts(
     ] == [
         "unsigned",
         "wrong key",
+        "forged",
     ]
+    # Named by its workflow id: the replay test replays a history under its file's name, and
+    # what was signed includes the experiment id.
+    await record_history(dev_server.client, experiment_id)
 
 
 async def test_only_a_budget_admins_signed_limit_change_is_applied(
