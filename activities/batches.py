@@ -18,7 +18,6 @@ a scale factor, so a 1,000-point batch folds each template once instead of 1,000
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import math
@@ -42,7 +41,7 @@ from activities.admission import (
     invalid_request,
 )
 from activities.families import FamilyCircuit, describe_family, family_circuit, family_observable
-from activities.heartbeats import in_thread_with_heartbeats
+from activities.heartbeats import in_child_with_heartbeats
 from activities.mitigate import ExtrapolationFailedError
 from activities.observables import (
     Distribution,
@@ -249,7 +248,7 @@ def prepare_batch(input: BatchInput) -> PreparedBatch:
 @activity.defn(name="prepare_batch")
 async def prepare_batch_activity(input: BatchInput) -> PreparedBatch:
     try:
-        return await in_thread_with_heartbeats(lambda: prepare_batch(input))
+        return await in_child_with_heartbeats(prepare_batch, input)
     except AdmissionError as error:
         raise invalid_request(error) from error
 
@@ -476,7 +475,7 @@ def score_batch(input: ScoreInput) -> ScoredBatch:
 
 @activity.defn(name="score_batch")
 async def score_batch_activity(input: ScoreInput) -> ScoredBatch:
-    return await in_thread_with_heartbeats(lambda: score_batch(input))
+    return await in_child_with_heartbeats(score_batch, input)
 
 
 def _point_distributions(
@@ -631,7 +630,7 @@ def classical_reference(input: ReferenceInput) -> Reference:
 @activity.defn(name="classical_reference")
 async def classical_reference_activity(input: ReferenceInput) -> Reference:
     try:
-        return await asyncio.to_thread(classical_reference, input)
+        return await in_child_with_heartbeats(classical_reference, input)
     except AdmissionError as error:
         raise invalid_request(error) from error
 

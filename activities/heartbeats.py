@@ -23,6 +23,9 @@ from schemas import error_types
 ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
 HEARTBEAT_INTERVAL_SECONDS = 2.0
+ATTEMPTS_ON_ERROR = 4
+"""Attempts after which a CPU stage whose work keeps failing is given up. The retry policy has no
+limit of its own: attempts that a dead worker cost (heartbeat timeouts) never count."""
 
 
 async def in_child_with_heartbeats(function: Callable[[ArgT], ResultT], argument: ArgT) -> ResultT:
@@ -39,7 +42,19 @@ async def in_child_with_heartbeats(function: Callable[[ArgT], ResultT], argument
             str(error), error.limit, type=error_types.RESOURCE_LIMIT_EXCEEDED, non_retryable=True
         ) from None
     except ChildDied as error:
-        raise ApplicationError(str(error), type=error_types.COMPUTE_PROCESS_DIED) from None
+        raise ApplicationError(
+            str(error), type=error_types.COMPUTE_PROCESS_DIED, non_retryable=_last_attempt()
+        ) from None
+    except ApplicationError:
+        raise
+    except Exception as error:
+        if not _last_attempt():
+            raise
+        raise ApplicationError(
+            f"{error} (given up after {ATTEMPTS_ON_ERROR} attempts)",
+            type=type(error).__name__,
+            non_retryable=True,
+        ) from error
 
 
 async def in_thread_with_heartbeats(work: Callable[[], ResultT]) -> ResultT:
@@ -52,6 +67,10 @@ async def _heartbeat_until_done(work: asyncio.Future[ResultT]) -> ResultT:
         if done:
             return work.result()
         activity.heartbeat()
+
+
+def _last_attempt() -> bool:
+    return activity.in_activity() and activity.info().attempt >= ATTEMPTS_ON_ERROR
 
 
 def _label() -> str:

@@ -3,7 +3,6 @@ as one batch in the device's gate set, with its cost estimate."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Sequence
 
@@ -11,6 +10,7 @@ from qiskit import ClassicalRegister, QuantumCircuit, qasm2
 from temporalio import activity
 
 from activities import artifact_store
+from activities.heartbeats import in_child_with_heartbeats
 from activities.zne import fold, to_device_basis
 from adapters.registry import get_adapter
 from schemas.execution import CircuitBatch, CircuitSpec
@@ -62,7 +62,7 @@ def plan(input: PlanInput) -> ExecutionPlan:
 
 @activity.defn(name="plan")
 async def plan_activity(input: PlanInput) -> ExecutionPlan:
-    return await asyncio.to_thread(plan, input)
+    return await in_child_with_heartbeats(plan, input)
 
 
 def mitigation_seed(request: ExperimentRequest) -> int:

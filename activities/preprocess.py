@@ -3,7 +3,6 @@ fingerprint everything; the circuits go to the artifact store as `PreparedCircui
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 
 import qiskit.qasm2 as qasm2
@@ -14,6 +13,7 @@ from temporalio import activity
 from activities import artifact_store
 from activities.admission import AdmissionError, admit, invalid_request
 from activities.circuits import describe_observable
+from activities.heartbeats import in_child_with_heartbeats
 from activities.observables import measurement_bases
 from schemas.execution import Capabilities
 from schemas.pipeline import MeasurementBasis, PreparedCircuits, PreparedExperiment, PreprocessInput
@@ -58,7 +58,7 @@ def preprocess(input: PreprocessInput) -> PreparedExperiment:
 @activity.defn(name="preprocess")
 async def preprocess_activity(input: PreprocessInput) -> PreparedExperiment:
     try:
-        return await asyncio.to_thread(preprocess, input)
+        return await in_child_with_heartbeats(preprocess, input)
     except AdmissionError as error:
         raise invalid_request(error) from error
 

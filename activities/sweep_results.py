@@ -15,7 +15,6 @@ and the results table and plot.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import math
@@ -42,6 +41,7 @@ from activities.batches import (
     point_fingerprint,
 )
 from activities.families import family_circuit
+from activities.heartbeats import in_child_with_heartbeats
 from activities.provider_calls import as_application_error
 from adapters.errors import ProviderError
 from adapters.settings import qloop_home
@@ -544,7 +544,7 @@ def invalid_request(error: ValueError) -> ApplicationError:
 @activity.defn(name="expand_sweep")
 async def expand_sweep_activity(input: ExpandSweepInput) -> SweepLayout:
     try:
-        return await asyncio.to_thread(expand_sweep, input)
+        return await in_child_with_heartbeats(expand_sweep, input)
     except SweepRequestError as error:
         raise invalid_request(error) from error
     except ProviderError as error:
@@ -553,12 +553,12 @@ async def expand_sweep_activity(input: ExpandSweepInput) -> SweepLayout:
 
 @activity.defn(name="lookup_sweep_cache")
 async def lookup_sweep_cache_activity(input: CacheLookupInput) -> CacheLookup:
-    return await asyncio.to_thread(lookup_cache, input)
+    return await in_child_with_heartbeats(lookup_cache, input)
 
 
 @activity.defn(name="sweep_batch_points")
 async def sweep_batch_points_activity(input: BatchPointsInput) -> BatchPoints:
-    return await asyncio.to_thread(batch_points, input)
+    return await in_child_with_heartbeats(batch_points, input)
 
 
 @activity.defn(name="check_sweep_canary")
@@ -569,14 +569,14 @@ async def check_sweep_canary_activity(input: CanaryCheckInput) -> CanaryVerdict:
 @activity.defn(name="store_sweep_batch")
 async def store_sweep_batch_activity(input: StoreBatchInput) -> StoredBatch:
     try:
-        return await asyncio.to_thread(store_batch, input)
+        return await in_child_with_heartbeats(store_batch, input)
     except ValueError as error:
         raise invalid_request(error) from error
 
 
 @activity.defn(name="write_sweep_results")
 async def write_sweep_results_activity(input: SweepResultsInput) -> SweepResults:
-    return await asyncio.to_thread(write_results, input)
+    return await in_child_with_heartbeats(write_results, input)
 
 
 SWEEP_ACTIVITIES = [

@@ -7,6 +7,10 @@ the worker stays up, keeps its event loop and its GIL, and serves every other wo
 
 - Children are forked from a fork server that imported qloop's numerical modules once, so a new
   child starts in milliseconds and a killed one is replaced as fast.
+- Long tasks step aside: a task still running after STEP_ASIDE_SECONDS is lowered in priority
+  (niceness STEP_ASIDE_NICENESS) and gives its slot up, so a monster request within every
+  static limit never makes a normal experiment queue behind it. `processes` tasks run at full
+  priority, `max_processes` children exist at most.
 - One task at a time per child. The parent samples the child's resident memory every
   `SAMPLE_SECONDS` and kills it above the memory limit, and kills it past the time limit; a hard
   cap on the child's address space (RLIMIT_AS, the limit plus slack) catches one huge allocation
@@ -18,9 +22,10 @@ the worker stays up, keeps its event loop and its GIL, and serves every other wo
 - Each task carries the caller's environment and working directory: the fork server captured
   them once, at its start.
 
-Configuration (worker environment): QLOOP_COMPUTE_PROCESSES (children at once, default: the
-number of CPUs), QLOOP_TASK_MEMORY_MB (resident memory of a child, default 4096),
-QLOOP_TASK_TIME_LIMIT_SECONDS (default 1800), QLOOP_TASKS_PER_PROCESS (default 50).
+Configuration (worker environment): QLOOP_COMPUTE_PROCESSES (tasks at full priority, default:
+the number of CPUs), QLOOP_COMPUTE_MAX_PROCESSES (children at once, default twice that),
+QLOOP_TASK_MEMORY_MB (resident memory of a child, default 2048), QLOOP_TASK_TIME_LIMIT_SECONDS
+(default 1800), QLOOP_TASKS_PER_PROCESS (default 50).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Generic, TypeVar
@@ -48,8 +53,11 @@ SAMPLE_SECONDS = 0.05
 MEMORY_ENV = "QLOOP_TASK_MEMORY_MB"
 TIME_ENV = "QLOOP_TASK_TIME_LIMIT_SECONDS"
 PROCESSES_ENV = "QLOOP_COMPUTE_PROCESSES"
+MAX_PROCESSES_ENV = "QLOOP_COMPUTE_MAX_PROCESSES"
 TASKS_PER_PROCESS_ENV = "QLOOP_TASKS_PER_PROCESS"
-DEFAULT_MEMORY_MB = 4096
+STEP_ASIDE_SECONDS = 5.0
+STEP_ASIDE_NICENESS = 10
+DEFAULT_MEMORY_MB = 2048
 DEFAULT_TIME_SECONDS = 1800.0
 DEFAULT_TASKS_PER_PROCESS = 50
 # Address space beyond the resident limit: thread stacks and malloc arenas reserve far more than
@@ -106,12 +114,12 @@ class ChildTaskError(Exception):
 
 
 class PoolTask(Generic[ResultT]):
-    """A submitted task: its future, and a way to give it up (which kills its child)."""
-
-    future: Future[ResultT]
+    """A submitted task: its future (running once a child has it), and a way to give it up
+    (which kills its child)."""
 
     def __init__(self, label: str) -> None:
         self.label = label
+        self.future: Future[ResultT] = Future()
         self._cancelled = threading.Event()
 
     def cancel(self) -> None:
@@ -133,13 +141,16 @@ class ProcessPool:
         limits: Limits,
         tasks_per_child: int = DEFAULT_TASKS_PER_PROCESS,
         preload: Sequence[str] = (),
+        max_processes: int | None = None,
     ) -> None:
         self.limits = limits
+        self.processes = processes
+        self.max_processes = max(max_processes or 2 * processes, processes)
         self._tasks_per_child = tasks_per_child
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(list(preload))
-        self.processes = processes
-        self._runners = ThreadPoolExecutor(processes, thread_name_prefix="qloop-compute")
+        self._children_allowed = threading.BoundedSemaphore(self.max_processes)
+        self._full_priority = threading.BoundedSemaphore(processes)
         self._idle: list[_Child] = []
         self._children: set[_Child] = set()
         self._lock = threading.Lock()
@@ -148,10 +159,11 @@ class ProcessPool:
     def submit(
         self, function: Callable[[ArgT], ResultT], argument: ArgT, label: str
     ) -> PoolTask[ResultT]:
-        """Queues the task; it runs as soon as a child is free. Thread-safe."""
+        """Queues the task; it runs as soon as a slot is free. Thread-safe."""
         task: PoolTask[ResultT] = PoolTask(label)
-        # Cancelling this future while the task waits for a child keeps it from ever running.
-        task.future = self._runners.submit(self._execute, function, argument, task)
+        threading.Thread(
+            target=self._execute, args=(function, argument, task), name="qloop-compute", daemon=True
+        ).start()
         return task
 
     def run(self, function: Callable[[ArgT], ResultT], argument: ArgT, label: str) -> ResultT:
@@ -175,26 +187,43 @@ class ProcessPool:
             children = list(self._children)
         for child in children:
             child.kill()
-        self._runners.shutdown(wait=False, cancel_futures=True)
 
     def child_pids(self) -> list[int]:
         with self._lock:
             return [child.pid for child in self._children]
 
-    # --- in a runner thread -------------------------------------------------------------------
+    # --- in the task's own thread ----------------------------------------------------------------
 
-    def _execute(self, function: Callable[[Any], Any], argument: Any, task: PoolTask[Any]) -> Any:
-        child = self._take_child()
+    def _execute(self, function: Callable[[Any], Any], argument: Any, task: PoolTask[Any]) -> None:
+        with self._children_allowed:
+            self._full_priority.acquire()
+            slot = _Slot(self._full_priority)
+            try:
+                # Cancelling the future while the task waits keeps it from ever running.
+                if task.future.set_running_or_notify_cancel():
+                    self._run_in_child(function, argument, task, slot)
+            finally:
+                slot.release()
+
+    def _run_in_child(
+        self, function: Callable[[Any], Any], argument: Any, task: PoolTask[Any], slot: _Slot
+    ) -> None:
         try:
-            result = child.run(function, argument, task, self.limits)
-        except (LimitExceeded, ChildDied, TaskCancelled):
+            child = self._take_child()
+        except BaseException as error:
+            task.future.set_exception(error)
+            return
+        try:
+            result = child.run(function, argument, task, self.limits, slot)
+        except (LimitExceeded, ChildDied, TaskCancelled) as error:
             self._discard(child)
-            raise
-        except BaseException:
+            task.future.set_exception(error)
+        except BaseException as error:
             self._give_back(child)
-            raise
-        self._give_back(child)
-        return result
+            task.future.set_exception(error)
+        else:
+            self._give_back(child)
+            task.future.set_result(result)
 
     def _take_child(self) -> _Child:
         with self._lock:
@@ -208,7 +237,8 @@ class ProcessPool:
         return child
 
     def _give_back(self, child: _Child) -> None:
-        if child.tasks >= self._tasks_per_child or not child.alive:
+        # A child that stepped aside keeps its lower priority for good: it is not reused.
+        if child.tasks >= self._tasks_per_child or child.stepped_aside or not child.alive:
             self._discard(child)
             return
         with self._lock:
@@ -221,6 +251,21 @@ class ProcessPool:
         child.kill()
         with self._lock:
             self._children.discard(child)
+
+
+class _Slot:
+    """A task's full-priority slot, given up once: when the task steps aside or ends."""
+
+    def __init__(self, semaphore: threading.BoundedSemaphore) -> None:
+        self._semaphore = semaphore
+        self._held = True
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            if self._held:
+                self._held = False
+                self._semaphore.release()
 
 
 class _Child:
@@ -242,6 +287,7 @@ class _Child:
         self.connection: Connection = parent_end
         self._lifeline: Connection = lifeline_write
         self.tasks = 0
+        self.stepped_aside = False
 
     @property
     def pid(self) -> int:
@@ -260,7 +306,12 @@ class _Child:
             return 0
 
     def run(
-        self, function: Callable[[Any], Any], argument: Any, task: PoolTask[Any], limits: Limits
+        self,
+        function: Callable[[Any], Any],
+        argument: Any,
+        task: PoolTask[Any],
+        limits: Limits,
+        slot: _Slot,
     ) -> Any:
         self.tasks += 1
         self.connection.send((function, argument, dict(os.environ), os.getcwd()))
@@ -285,6 +336,8 @@ class _Child:
                     limit="memory",
                 )
             elapsed = time.monotonic() - started
+            if elapsed > STEP_ASIDE_SECONDS and not self.stepped_aside:
+                self._step_aside(slot)
             if elapsed > limits.time_seconds:
                 self.kill()
                 raise LimitExceeded(
@@ -295,6 +348,12 @@ class _Child:
             if task.cancelled:
                 self.kill()
                 raise TaskCancelled(f"{task.label} was cancelled")
+
+    def _step_aside(self, slot: _Slot) -> None:
+        self.stepped_aside = True
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.setpriority(os.PRIO_PROCESS, self.pid, STEP_ASIDE_NICENESS)
+        slot.release()
 
     def _died(self, task: PoolTask[Any], started: float, peak: int) -> ChildDied:
         self.process.join(timeout=5)
@@ -407,8 +466,10 @@ def shared_pool() -> ProcessPool:
     with _shared_lock:
         if _shared is None:
             preload = sorted(name for name in sys.modules if name.split(".")[0] in PRELOAD_PACKAGES)
+            processes = int(os.environ.get(PROCESSES_ENV) or os.cpu_count() or 1)
             _shared = ProcessPool(
-                processes=int(os.environ.get(PROCESSES_ENV) or os.cpu_count() or 1),
+                processes=processes,
+                max_processes=int(os.environ.get(MAX_PROCESSES_ENV) or 2 * processes),
                 limits=Limits.from_environment(),
                 tasks_per_child=int(
                     os.environ.get(TASKS_PER_PROCESS_ENV, DEFAULT_TASKS_PER_PROCESS)

@@ -10,6 +10,10 @@ one that is killed and whose memory and CPU are counted.
 2. Scale: N experiments (default 1,000) waiting at once on one worker. Measured: the worker's
    resident memory and CPU while they wait, per waiting experiment, against the same worker
    idle. Targets: < 200 MB added for 1,000; duplicate tasks at the stand-in: 0.
+3. Kills inside CPU stages: for each kind of CPU stage (and a local simulation), the compute
+   worker is killed with SIGKILL while that stage runs, and restarted at once. Measured: time
+   from the restart to the stage's completion. Target: <= 30 s each (the stage's heartbeat
+   timeout, a retry's first backoff and the stage's own duration).
 
 Runs its own local stack (Temporal dev server + stand-in) on free ports in a temporary folder.
 """
@@ -29,7 +33,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -180,12 +184,147 @@ async def measure_scale(stack: LocalStack, client: Client) -> None:
     print(f"  duplicate tasks at the stand-in: {duplicates}  (target 0)")
 
 
+# A request that keeps every CPU stage busy for a while: eight qubits of QASMBench's dnn_n8 on
+# the noisy Guadalupe profile, a Pauli sum measured in three bases, ZNE at four scale factors
+# with readout calibration, many shots and bootstrap samples.
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "qasmbench"
+STAGE_TARGET_SECONDS = 30.0
+CPU_STAGES = ("preprocess", "prevalidate", "plan", "mitigate", "postprocess")
+
+
+def heavy_request(index: int) -> ExperimentRequest:
+    return ExperimentRequest.model_validate(
+        {
+            "name": f"heavy-{index}",
+            "problem": {
+                "kind": "qasm",
+                "qasm": (CORPUS / "dnn_n8.qasm").read_text(),
+                "observable": {
+                    "kind": "pauli_sum",
+                    "terms": [
+                        {"pauli": "ZZZZZZZZ", "coefficient": 1.0},
+                        {"pauli": "XXXXXXXX", "coefficient": 0.5},
+                        {"pauli": "YYIIYYII", "coefficient": 0.25},
+                    ],
+                },
+            },
+            "execution": {
+                "shots": 20_000,
+                "seed": index,
+                "backend": {"provider": "aer", "device": "noisy", "noise_profile": "ibm_guadalupe"},
+            },
+            "mitigation": {
+                "zne": {"scale_factors": [1, 3, 5, 7]},
+                "readout": True,
+                "bootstrap_samples": 2000,
+            },
+        }
+    )
+
+
+async def running(handle: WorkflowHandle, activity: str) -> bool:
+    description = await handle.describe()
+    return any(
+        pending.activity_type.name == activity
+        and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        for pending in description.raw_description.pending_activities
+    )
+
+
+async def completed_after(handle: WorkflowHandle, activity: str, moment: datetime) -> float | None:
+    names: dict[int, str] = {}
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            scheduled = event.activity_task_scheduled_event_attributes
+            names[event.event_id] = scheduled.activity_type.name
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            completed = event.activity_task_completed_event_attributes
+            at = event.event_time.ToDatetime(tzinfo=UTC)
+            if names.get(completed.scheduled_event_id) == activity and at > moment:
+                return (at - moment).total_seconds()
+    return None
+
+
+async def kill_inside(stack: LocalStack, client: Client, activity: str, index: int) -> float:
+    """Starts a heavy experiment, kills the compute worker while `activity` runs, restarts it
+    and returns the seconds from the restart to the activity's completion."""
+    compute = stack.start_worker("compute")
+    handle = await start_heavy(client, stack, index)
+    deadline = time.monotonic() + 600
+    while not await running(handle, activity):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{activity} never ran")
+        await asyncio.sleep(0.02)
+    stack.kill_worker(compute)
+    compute = stack.start_worker("compute")
+    restarted = datetime.now(UTC)
+    await asyncio.wait_for(handle.result(), 600)
+    stack.kill_worker(compute)
+    seconds = await completed_after(handle, activity, restarted)
+    if seconds is None:
+        raise RuntimeError(f"{activity} did not complete after the restart")
+    return seconds
+
+
+async def start_heavy(client: Client, stack: LocalStack, index: int) -> WorkflowHandle:
+    return await client.start_workflow(
+        "ExperimentWorkflow",
+        ExperimentInput(
+            request=heavy_request(index),
+            polling=PollingPolicy(initial_seconds=0.25, ceiling_seconds=2.0),
+            compute_task_queue=stack.compute_task_queue,
+        ),
+        id=f"bench-heavy-{index}-{uuid.uuid4().hex[:6]}",
+        task_queue=stack.task_queue,
+    )
+
+
+async def kill_inside_simulation(stack: LocalStack, client: Client, index: int) -> float:
+    """Kills the orchestration worker (whose compute pool runs local simulations) while the
+    experiment's Aer job simulates; seconds from the restart to the fetched result."""
+    compute = stack.start_worker("compute")
+    orchestration = stack.start_worker("orchestration")
+    handle = await start_heavy(client, stack, index)
+    deadline = time.monotonic() + 600
+    while (await handle.describe()).search_attributes.get("QloopStage") != ["waiting"]:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the experiment never waited for its simulation")
+        await asyncio.sleep(0.02)
+    stack.kill_worker(orchestration)
+    orchestration = stack.start_worker("orchestration")
+    restarted = datetime.now(UTC)
+    await asyncio.wait_for(handle.result(), 600)
+    stack.kill_worker(orchestration)
+    stack.kill_worker(compute)
+    seconds = await completed_after(handle, "fetch_result", restarted)
+    if seconds is None:
+        raise RuntimeError("the result was not fetched after the restart")
+    return seconds
+
+
+async def measure_cpu_stage_kills(stack: LocalStack, client: Client) -> None:
+    print("kill -9 of the worker inside each CPU stage, restarted at once")
+    print(f"  {'stage':<22} {'restart to completion':>22}   target <= {STAGE_TARGET_SECONDS:.0f} s")
+    worst = 0.0
+    orchestration = stack.start_worker("orchestration")
+    for index, stage in enumerate(CPU_STAGES):
+        seconds = await kill_inside(stack, client, stage, index)
+        worst = max(worst, seconds)
+        print(f"  {stage:<22} {seconds:>20.1f} s")
+    stack.kill_worker(orchestration)
+    seconds = await kill_inside_simulation(stack, client, len(CPU_STAGES))
+    worst = max(worst, seconds)
+    print(f"  {'simulation (Aer job)':<22} {seconds:>20.1f} s")
+    print(f"  longest {worst:.1f} s  (target <= {STAGE_TARGET_SECONDS:.0f} s)")
+
+
 async def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="qloop-bench-restart-"))
     stack = LocalStack(folder, task_queue=f"bench-{uuid.uuid4().hex[:8]}")
     stack.start()
     try:
         client = await Client.connect(stack.address, data_converter=pydantic_data_converter)
+        await measure_cpu_stage_kills(stack, client)
         await measure_resume(stack, client)
         await measure_scale(stack, client)
     finally:

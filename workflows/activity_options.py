@@ -14,11 +14,11 @@ from temporalio.common import RetryPolicy
 
 from schemas import error_types
 
-HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 """How long a heartbeating activity may stay silent before the server gives it to another worker
 (activities heartbeat every couple of seconds: activities.heartbeats)."""
 
-QUICK_TIMEOUT = timedelta(seconds=20)
+QUICK_TIMEOUT = timedelta(seconds=15)
 """Ledger, breaker and policy calls, artifact bookkeeping: seconds each."""
 
 COMPUTE_TIMEOUT = timedelta(hours=2)
@@ -32,12 +32,15 @@ PROVIDER_TIMEOUT = timedelta(minutes=30)
 """Outer bound of submit, fetch and cancel, which heartbeat: a batch of many provider tasks is
 created, downloaded or cancelled one task at a time."""
 
-# Computation stages are pure functions of their input: a few quick retries cover a lost worker.
+# Computation stages are pure functions of their input, retried for as long as workers keep dying
+# under them; work that keeps failing by itself is given up after a few attempts by the activity
+# (activities.heartbeats.ATTEMPTS_ON_ERROR), since attempts here would count lost workers too.
+# The short ceiling keeps a stage that lost several workers in a row from waiting long after the
+# last one.
 COMPUTE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=4,
+    maximum_interval=timedelta(seconds=10),
     non_retryable_error_types=[
         error_types.INVALID_REQUEST,
         error_types.RESOURCE_LIMIT_EXCEEDED,
@@ -65,7 +68,7 @@ PROVIDER_RETRY = RetryPolicy(
 ENTITY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
+    maximum_interval=timedelta(seconds=10),
 )
 
 # Writing a small artifact: retried quickly, for as long as a lost worker takes to come back.

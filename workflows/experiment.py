@@ -21,6 +21,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from schemas import error_types
     from schemas.budget import (
         Release,
         ReleaseBudgetInput,
@@ -77,40 +78,30 @@ with workflow.unsafe.imports_passed_through():
     from schemas.request import BackendChoice, ExperimentRequest
     from schemas.signatures import check_decision
     from workflows import search_attributes as attrs
+    from workflows.activity_options import (
+        COMPUTE_RETRY,
+        COMPUTE_TIMEOUT,
+        ENTITY_RETRY,
+        HEARTBEAT_TIMEOUT,
+        POLL_TIMEOUT,
+        PROVIDER_RETRY,
+        PROVIDER_TIMEOUT,
+        QUICK_TIMEOUT,
+    )
 
-INVALID_REQUEST = "InvalidRequest"
 CLASSICAL = "classical"
 
 ResultT = TypeVar("ResultT")
 JOB_STATUS_ATTRIBUTES_PATCH = "job-status-search-attributes"
 GOVERNANCE_PATCH = "governance"
 
-# Computation stages are pure functions of their input: a few quick retries cover a lost worker.
-COMPUTE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=4,
-    non_retryable_error_types=[INVALID_REQUEST, "BatchTooLargeError", "ExtrapolationFailedError"],
-)
-# Provider calls are idempotent (client token), so they may be retried for as long as it takes
-# a provider to recover from throttling or an outage.
-PROVIDER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=2),
-    maximum_attempts=30,
-    non_retryable_error_types=[INVALID_REQUEST, "Rejected", "JobFailed"],
-)
-# Ledger and breaker calls are idempotent updates to entity workflows on the same cluster: retry
-# them for as long as the cluster needs to come back.
-ENTITY_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-)
 # Errors after which a backend is given up for the next one of the fallback chain.
-BACKEND_FAILURES = ("Rejected", "JobFailed", "Transient", "QueueDeadlineExceeded")
+BACKEND_FAILURES = (
+    error_types.REJECTED,
+    error_types.JOB_FAILED,
+    error_types.TRANSIENT,
+    error_types.QUEUE_DEADLINE_EXCEEDED,
+)
 BUDGET_RETRY_CEILING = timedelta(minutes=10)
 
 
@@ -513,7 +504,7 @@ class ExperimentWorkflow:
             "fetch_result",
             FetchInput(experiment_id=experiment_id, backend=backend, job=job),
             FetchedResult,
-            timeout=timedelta(minutes=10),
+            timeout=PROVIDER_TIMEOUT,
             retry=PROVIDER_RETRY,
         )
         self._job = None
@@ -581,7 +572,7 @@ class ExperimentWorkflow:
                 request_max_cost_usd=request.policy.max_cost_usd,
             ),
             result_type=PolicyDecision,
-            start_to_close_timeout=timedelta(seconds=30),
+            start_to_close_timeout=QUICK_TIMEOUT,
             retry_policy=ENTITY_RETRY,
             summary="policy",
         )
@@ -769,7 +760,7 @@ class ExperimentWorkflow:
             activity,
             arg,
             result_type=result_type,
-            start_to_close_timeout=timedelta(seconds=30),
+            start_to_close_timeout=QUICK_TIMEOUT,
             retry_policy=ENTITY_RETRY,
             summary=activity,
         )
@@ -815,7 +806,8 @@ class ExperimentWorkflow:
         await workflow.execute_activity(
             "cancel_job",
             JobInput(backend=backend, job=job),
-            start_to_close_timeout=timedelta(minutes=2),
+            start_to_close_timeout=PROVIDER_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=PROVIDER_RETRY,
             summary="cancel job",
         )
@@ -909,7 +901,7 @@ class ExperimentWorkflow:
                 client_token=token,
             ),
             JobRef,
-            timeout=timedelta(minutes=2),
+            timeout=PROVIDER_TIMEOUT,
             retry=PROVIDER_RETRY,
         )
         self._job = (job, backend)
@@ -931,7 +923,8 @@ class ExperimentWorkflow:
                 "check_job",
                 JobInput(backend=backend, job=job),
                 result_type=JobStatus,
-                start_to_close_timeout=timedelta(seconds=60),
+                start_to_close_timeout=POLL_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
                 retry_policy=PROVIDER_RETRY,
                 summary="poll",
             )
@@ -948,14 +941,14 @@ class ExperimentWorkflow:
                 raise ApplicationError(
                     f"job {job.job_id} on {job.device} ended {status.state.value}: "
                     f"{status.message or 'no reason given'}",
-                    type="JobFailed",
+                    type=error_types.JOB_FAILED,
                     non_retryable=True,
                 )
             if workflow.now() >= deadline:
                 raise ApplicationError(
                     f"job {job.job_id} still {status.state.value} after the request's "
                     f"max_queue_wait of {input.request.policy.max_queue_wait}",
-                    type="QueueDeadlineExceeded",
+                    type=error_types.QUEUE_DEADLINE_EXCEEDED,
                     non_retryable=True,
                 )
             await self._interruptible_sleep(interval, "wait for provider")
@@ -1001,7 +994,7 @@ class ExperimentWorkflow:
             "fetch_result",
             FetchInput(experiment_id=experiment_id, backend=backend, job=job),
             FetchedResult,
-            timeout=timedelta(minutes=10),
+            timeout=PROVIDER_TIMEOUT,
             retry=PROVIDER_RETRY,
         )
         mitigation = await self._stage(
@@ -1046,11 +1039,12 @@ class ExperimentWorkflow:
         arg: object,
         result_type: type[ResultT],
         *,
-        timeout: timedelta = timedelta(minutes=10),
+        timeout: timedelta = COMPUTE_TIMEOUT,
         retry: RetryPolicy = COMPUTE_RETRY,
         task_queue: str | None = None,
     ) -> ResultT:
-        """One stage as one activity; `task_queue` None runs it on the workflow's own queue."""
+        """One stage as one activity, which heartbeats; `task_queue` None runs it on the
+        workflow's own queue."""
         self._set_progress(stage=stage)
         started = workflow.now()
         result = await workflow.execute_activity(
@@ -1059,6 +1053,7 @@ class ExperimentWorkflow:
             result_type=result_type,
             task_queue=task_queue,
             start_to_close_timeout=timeout,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=retry,
             summary=stage.value,
         )

@@ -3,6 +3,7 @@ child process and a runaway task fails its activity with a named, non-retryable 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 
@@ -98,7 +99,24 @@ async def test_errors_of_the_work_reach_the_activity_as_themselves(
     small_pool: ProcessPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(heartbeats, "shared_pool", lambda: small_pool)
-    with pytest.raises(ValueError, match="problem.qasm: line 2"):
+    with pytest.raises(ValueError, match=r"problem\.qasm: line 2"):
         await ActivityEnvironment().run(
             heartbeats.in_child_with_heartbeats, compute_tasks.refuse, "problem.qasm: line 2"
         )
+
+
+async def test_work_that_keeps_failing_is_given_up_after_a_few_attempts(
+    small_pool: ProcessPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry policy has no limit, so that attempts lost with a worker never count; the
+    activity stops retrying work that fails by itself."""
+    monkeypatch.setattr(heartbeats, "shared_pool", lambda: small_pool)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=heartbeats.ATTEMPTS_ON_ERROR - 1)
+    with pytest.raises(ValueError, match="flaky"):
+        await env.run(heartbeats.in_child_with_heartbeats, compute_tasks.refuse, "flaky")
+    env.info = dataclasses.replace(env.info, attempt=heartbeats.ATTEMPTS_ON_ERROR)
+    with pytest.raises(ApplicationError) as raised:
+        await env.run(heartbeats.in_child_with_heartbeats, compute_tasks.refuse, "flaky")
+    assert (raised.value.type, raised.value.non_retryable) == ("ValueError", True)
+    assert "flaky (given up after 4 attempts)" in raised.value.message

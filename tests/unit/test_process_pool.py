@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters import process_pool
 from adapters.process_pool import (
     ChildDied,
     ChildTaskError,
@@ -156,3 +157,49 @@ def test_children_die_with_the_process_that_started_them(tmp_path: Path) -> None
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_a_long_task_steps_aside_for_a_short_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One slot at full priority: a task still running after the step-aside time lowers its
+    priority and frees the slot, so a short task does not queue behind it."""
+    monkeypatch.setattr(process_pool, "STEP_ASIDE_SECONDS", 0.5)
+    pool = ProcessPool(1, Limits(700 << 20, 60.0), preload=["tests.compute_tasks"], max_processes=2)
+    try:
+        marker = tmp_path / "long.pid"
+        long = pool.submit(compute_tasks.touch_then_spin, str(marker), "long")
+        time.sleep(1.5)
+        started = time.monotonic()
+        assert pool.run(compute_tasks.square, 5, "short") == 25
+        assert time.monotonic() - started < 1.0
+        assert os.getpriority(os.PRIO_PROCESS, int(marker.read_text())) == (
+            process_pool.STEP_ASIDE_NICENESS
+        )
+        long.cancel()
+        with pytest.raises(TaskCancelled):
+            long.future.result(timeout=10)
+    finally:
+        pool.close()
+
+
+def test_no_more_children_than_the_maximum(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(process_pool, "STEP_ASIDE_SECONDS", 0.2)
+    pool = ProcessPool(1, Limits(700 << 20, 60.0), preload=["tests.compute_tasks"], max_processes=2)
+    try:
+        tasks = [
+            pool.submit(compute_tasks.touch_then_spin, str(tmp_path / f"{i}.pid"), f"long {i}")
+            for i in range(3)
+        ]
+        time.sleep(1.5)
+        assert [task.future.running() for task in tasks] == [True, True, False]
+        assert len(pool.child_pids()) == 2
+        tasks[0].cancel()
+        deadline = time.monotonic() + 10
+        while not tasks[2].future.running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tasks[2].future.running()
+        for task in tasks[1:]:
+            task.cancel()
+    finally:
+        pool.close()
