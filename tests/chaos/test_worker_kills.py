@@ -261,13 +261,15 @@ class LostAttempt:
     activity: str
     kill: float
     stall: float  # seconds from the kill to the attempt that finished the activity
+    while_scheduled: bool  # the activity existed when the kill came (else a dead poller took it)
 
 
 def lost_attempts(events: list[HistoryEvent], kills: list[float]) -> list[LostAttempt]:
     """Every activity whose last attempt followed one that a kill cost, with the kill that cost
-    it: the last one between the activity's scheduling and that start. A kill costs a heartbeat
-    timeout, or the start-to-close timeout of an activity that finishes in seconds; no other
-    activity may ever wait out its start-to-close timeout."""
+    it: the last one before that start. A kill costs a heartbeat timeout, or the start-to-close
+    timeout of an activity that finishes in seconds; no other activity may ever wait out its
+    start-to-close timeout. The kill may come just before the activity is scheduled: the server
+    can hand a new task to a poll the dead worker left open."""
     scheduled: dict[int, tuple[str, float, timedelta]] = {}
     lost: list[LostAttempt] = []
     for event in events:
@@ -289,9 +291,10 @@ def lost_attempts(events: list[HistoryEvent], kills: list[float]) -> list[LostAt
             f"{activity} waited out a start-to-close timeout of {limit}"
         )
         started_at = event.event_time.ToDatetime().timestamp()
-        during = [kill for kill in kills if scheduled_at <= kill < started_at]
-        assert during, f"{activity} lost a heartbeat with no kill between its schedule and start"
-        lost.append(LostAttempt(activity, during[-1], started_at - during[-1]))
+        before = [kill for kill in kills if kill < started_at]
+        assert before, f"{activity} timed out with no kill before"
+        kill = before[-1]
+        lost.append(LostAttempt(activity, kill, started_at - kill, kill >= scheduled_at))
     return lost
 
 
@@ -350,10 +353,17 @@ async def test_thirty_kills_across_twenty_workflows(stack: LocalStack, client: C
     stack.kill_worker(worker)
 
     events = {handle.id: await histories(client, handle) for handle in run.handles}
-    assert len(events) >= 20
-    for workflow_id, history in events.items():
-        began, ended = (e.event_time.ToDatetime().timestamp() for e in (history[0], history[-1]))
-        assert any(began < kill < ended for kill in kills), f"no kill while {workflow_id} ran"
+    killed_while_running = [
+        workflow_id
+        for workflow_id, history in events.items()
+        if any(
+            history[0].event_time.ToDatetime().timestamp()
+            < kill
+            < history[-1].event_time.ToDatetime().timestamp()
+            for kill in kills
+        )
+    ]
+    assert len(killed_while_running) >= 20, killed_while_running
     # The same answers as without kills, to the last digit where the work is seeded.
     for report, wanted in zip(noisy, expected_noisy, strict=True):
         assert report.produced_by == "simulator"
@@ -378,7 +388,11 @@ async def test_thirty_kills_across_twenty_workflows(stack: LocalStack, client: C
 
     # Where the kills landed, from the histories.
     lost = [attempt for history in events.values() for attempt in lost_attempts(history, kills)]
-    in_cpu_stages = {attempt.kill for attempt in lost if attempt.activity in CPU_STAGES}
+    in_cpu_stages = {
+        attempt.kill
+        for attempt in lost
+        if attempt.activity in CPU_STAGES and attempt.while_scheduled
+    }
     assert len(in_cpu_stages) >= AIMED_AT_CPU, (
         f"only {len(in_cpu_stages)} kills landed in a CPU stage: "
         f"{sorted({a.activity for a in lost})}"
