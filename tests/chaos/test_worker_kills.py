@@ -1,6 +1,8 @@
-"""Any worker may die at any moment: thirty-odd SIGKILLs of the only worker while twenty mixed
-workflows run — experiments with ZNE on the noisy Aer profile, experiments on the QPU stand-in
-(a fifth of whose CreateQuantumTask replies are lost), a variational loop and a sweep.
+"""Any worker may die at any moment: 32 SIGKILLs of the only worker while mixed workflows run —
+experiments with ZNE on the noisy Aer profile (topped up so that CPU stages keep coming until
+the last kill), experiments on the QPU stand-in in two waves (a fifth of whose
+CreateQuantumTask replies are lost), a variational loop and a sweep; at least 20 of them see a
+kill while they run.
 
 Half the kills come at random moments, half are aimed at a CPU stage while it runs (the test
 watches the workflows' pending activities); the histories, not timing luck, show where they
