@@ -4,8 +4,10 @@ memory stays small; the bombs that pass every static limit pass the door cheaply
 
 Every CLI run is its own process (`python starter.py ...`, as a user runs it) pointed at a port
 nothing listens on, so a request that got past the door could not start anything. Its peak
-resident memory comes from `os.wait4` on that very process: RUSAGE_CHILDREN would be the largest
-of every child this test session ever waited for (Temporal servers, workers).
+resident memory is measured by a small launcher process that starts it and reads its own
+RUSAGE_CHILDREN: Linux carries a process's peak across fork and exec, so a CLI forked straight
+from this test session (hundreds of MB by then) would report the session's size, and this
+session's RUSAGE_CHILDREN would be the largest child it ever waited for (servers, workers).
 """
 
 from __future__ import annotations
@@ -89,39 +91,44 @@ class CliRun:
     peak_rss_mb: float
 
 
+# Runs argv[2:], writes its children's peak resident memory (kilobytes) to argv[1], exits as it did.
+LAUNCHER = """
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as out:
+    out.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
 def run_cli(command: str, path: Path, folder: Path) -> CliRun:
     """`python starter.py COMMAND PATH`, killed after twice the budget."""
     env = {**os.environ, "TEMPORAL_ADDRESS": f"127.0.0.1:{free_ports(1)[0]}"}
     stderr_path = folder / f"{path.name}.stderr"
+    peak_path = folder / f"{path.name}.peak"
+    cli = [sys.executable, "starter.py", command, str(path)]
     with stderr_path.open("wb") as stderr:
         started = time.monotonic()
         process = subprocess.Popen(
-            [sys.executable, "starter.py", command, str(path)],
+            [sys.executable, "-c", LAUNCHER, str(peak_path), *cli],
             cwd=REPO_ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
+            start_new_session=True,
         )
-        status, usage = reap(process.pid, started + 2 * BUDGET_SECONDS)
+        try:
+            process.wait(timeout=2 * BUDGET_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
         seconds = time.monotonic() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
     return CliRun(
         exit_code=process.returncode,
         stderr=stderr_path.read_text(),
         seconds=seconds,
-        peak_rss_mb=usage.ru_maxrss / 1024,  # Linux reports kilobytes
+        peak_rss_mb=int(peak_path.read_text()) / 1024 if peak_path.exists() else float("inf"),
     )
-
-
-def reap(pid: int, deadline: float) -> tuple[int, os.struct_rusage]:
-    while time.monotonic() < deadline:
-        reaped, status, usage = os.wait4(pid, os.WNOHANG)
-        if reaped == pid:
-            return status, usage
-        time.sleep(0.05)
-    os.kill(pid, signal.SIGKILL)
-    _, status, usage = os.wait4(pid, 0)
-    return status, usage
 
 
 @pytest.fixture(scope="module")

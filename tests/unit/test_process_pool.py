@@ -203,3 +203,12 @@ def test_no_more_children_than_the_maximum(monkeypatch: pytest.MonkeyPatch, tmp_
             task.cancel()
     finally:
         pool.close()
+
+
+def test_a_child_killed_while_idle_is_replaced(pool: ProcessPool) -> None:
+    idle = pool.run(compute_tasks.pid, None, "pid")
+    os.kill(idle, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while alive(idle) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [pool.run(compute_tasks.square, n, "after") for n in range(3)] == [0, 1, 4]
