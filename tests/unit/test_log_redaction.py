@@ -1,7 +1,8 @@
 """With payload encryption on, a worker's logs keep failures visible (type, ids, attempt, frames)
 but never their messages or what a workflow's log line quotes: the request content that history
-encrypts. The SDK's own failure lines are produced for real, by a worker on the time-skipping
-server in this process."""
+encrypts. The SDK's own failure lines are produced for real, by a worker on the dev server in
+this process (a workflow task failing in a loop left the shared time-skipping server unusable for
+the tests after it)."""
 
 from __future__ import annotations
 
@@ -106,10 +107,10 @@ async def run_failures(env: WorkflowEnvironment) -> str:
 
 
 async def test_failure_lines_keep_type_ids_and_attempt_but_not_the_request(
-    time_skipping_env: WorkflowEnvironment, logs: Callable[[], list[dict[str, object]]]
+    dev_server: WorkflowEnvironment, logs: Callable[[], list[dict[str, object]]]
 ) -> None:
     configure_logging("INFO", redact=True)
-    workflow_id = await run_failures(time_skipping_env)
+    workflow_id = await run_failures(dev_server)
     lines = logs()
     assert MARKER not in json.dumps(lines)
 
@@ -144,10 +145,10 @@ async def test_failure_lines_keep_type_ids_and_attempt_but_not_the_request(
 
 
 async def test_without_encryption_the_same_lines_carry_the_message(
-    time_skipping_env: WorkflowEnvironment, logs: Callable[[], list[dict[str, object]]]
+    dev_server: WorkflowEnvironment, logs: Callable[[], list[dict[str, object]]]
 ) -> None:
     configure_logging("INFO", redact=False)
-    await run_failures(time_skipping_env)
+    await run_failures(dev_server)
     lines = logs()
     (sdk,) = [line for line in lines if str(line["event"]).startswith("Completing activity as")]
     assert MARKER in str(sdk["exception"])
