@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, Generic, TypeVar
 
 ArgT = TypeVar("ArgT")
@@ -56,6 +57,7 @@ PROCESSES_ENV = "QLOOP_COMPUTE_PROCESSES"
 MAX_PROCESSES_ENV = "QLOOP_COMPUTE_MAX_PROCESSES"
 TASKS_PER_PROCESS_ENV = "QLOOP_TASKS_PER_PROCESS"
 STEP_ASIDE_SECONDS = 5.0
+DELIVERY_ATTEMPTS = 3
 STEP_ASIDE_NICENESS = 10
 DEFAULT_MEMORY_MB = 2048
 DEFAULT_TIME_SECONDS = 1800.0
@@ -208,29 +210,44 @@ class ProcessPool:
     def _run_in_child(
         self, function: Callable[[Any], Any], argument: Any, task: PoolTask[Any], slot: _Slot
     ) -> None:
-        try:
-            child = self._take_child()
-        except BaseException as error:
-            task.future.set_exception(error)
+        for _ in range(DELIVERY_ATTEMPTS):
+            try:
+                child = self._take_child()
+            except BaseException as error:
+                task.future.set_exception(error)
+                return
+            try:
+                result = child.run(function, argument, task, self.limits, slot)
+            except _Undelivered:
+                # The child died while idle and the exit was not reported yet: the task never
+                # started, so another child may run it.
+                self._discard(child)
+                continue
+            except (LimitExceeded, ChildDied, TaskCancelled) as error:
+                self._discard(child)
+                task.future.set_exception(error)
+            except BaseException as error:
+                self._give_back(child)
+                task.future.set_exception(error)
+            else:
+                self._give_back(child)
+                task.future.set_result(result)
             return
-        try:
-            result = child.run(function, argument, task, self.limits, slot)
-        except (LimitExceeded, ChildDied, TaskCancelled) as error:
-            self._discard(child)
-            task.future.set_exception(error)
-        except BaseException as error:
-            self._give_back(child)
-            task.future.set_exception(error)
-        else:
-            self._give_back(child)
-            task.future.set_result(result)
+        task.future.set_exception(
+            ChildDied(f"{task.label}: {DELIVERY_ATTEMPTS} child processes died before taking it")
+        )
 
     def _take_child(self) -> _Child:
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the compute pool is closed")
-            if self._idle:
-                return self._idle.pop()
+        while True:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("the compute pool is closed")
+                if not self._idle:
+                    break
+                idle = self._idle.pop()
+            if idle.alive:
+                return idle
+            self._discard(idle)  # died while idle (the kernel's OOM killer, an operator)
         child = _Child(self._context, self.limits)
         with self._lock:
             self._children.add(child)
@@ -313,19 +330,27 @@ class _Child:
         limits: Limits,
         slot: _Slot,
     ) -> Any:
+        message = ForkingPickler.dumps((function, argument, dict(os.environ), os.getcwd()))
+        try:
+            self.connection.send_bytes(message)
+        except (BrokenPipeError, ConnectionResetError):
+            raise _Undelivered from None
         self.tasks += 1
-        self.connection.send((function, argument, dict(os.environ), os.getcwd()))
         started = time.monotonic()
         peak = 0
+        taken = False
         while True:
             if self.connection.poll(SAMPLE_SECONDS):
                 try:
                     reply = self.connection.recv()
                 except (EOFError, OSError):
-                    raise self._died(task, started, peak) from None
+                    raise (self._died(task, started, peak) if taken else _Undelivered()) from None
+                if reply == _TAKEN:
+                    taken = True
+                    continue
                 return _unwrap(reply, task, limits, peak)
             if not self.alive:
-                raise self._died(task, started, peak)
+                raise self._died(task, started, peak) if taken else _Undelivered()
             resident = self.resident_bytes()
             peak = max(peak, resident)
             if resident > limits.memory_bytes:
@@ -377,6 +402,14 @@ class _Child:
         self._lifeline.close()
 
 
+class _Undelivered(Exception):
+    """The child died before it took the task: the task never started."""
+
+
+# A child's first reply to a task: from then on the task may have had effects.
+_TAKEN = ("taken",)
+
+
 def _unwrap(reply: tuple[Any, ...], task: PoolTask[Any], limits: Limits, peak: int) -> Any:
     kind = reply[0]
     if kind == "ok":
@@ -403,6 +436,7 @@ def child_main(connection: Connection, lifeline: Connection, address_space_bytes
             function, argument, environment, cwd = connection.recv()
         except (EOFError, OSError):
             return
+        connection.send(_TAKEN)
         os.environ.clear()
         os.environ.update(environment)
         os.chdir(cwd)

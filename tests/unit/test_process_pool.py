@@ -212,3 +212,10 @@ def test_a_child_killed_while_idle_is_replaced(pool: ProcessPool) -> None:
     while alive(idle) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert [pool.run(compute_tasks.square, n, "after") for n in range(3)] == [0, 1, 4]
+
+
+def test_a_task_given_to_a_child_that_just_died_goes_to_another(pool: ProcessPool) -> None:
+    # No wait after the kill: the pool may still believe the child alive when it hands it a task.
+    for n in range(20):
+        os.kill(pool.run(compute_tasks.pid, None, "pid"), signal.SIGKILL)
+        assert pool.run(compute_tasks.square, n, "after") == n * n
