@@ -160,7 +160,7 @@ class LocalStack:
             TEMPORAL_ADDRESS=self.address,
             QLOOP_TASK_QUEUE=self.task_queue,
             QLOOP_HOME=str(self.qloop_home),
-            QLOOP_LOG_LEVEL="WARNING",
+            QLOOP_LOG_LEVEL="INFO",
             QLOOP_POLICY_FILE=str(POLICY_FILE),
         )
         return env
