@@ -81,12 +81,17 @@ def free_ports(count: int) -> list[int]:
 
 class LocalStack:
     def __init__(
-        self, folder: Path, task_queue: str, web_ui: bool = False, codec: bool = False
+        self,
+        folder: Path,
+        task_queue: str,
+        web_ui: bool = False,
+        codec: bool = False,
+        policy_file: Path = POLICY_FILE,
     ) -> None:
         """`web_ui` serves the dev server's Web UI at `ui_url` (off by default: only the browser
         test needs it). `codec` creates a codec key and token in `qloop_home` (so the workers
         encrypt payloads) and runs the codec server at `codec_url`; off by default, since most
-        tests read histories with plain clients."""
+        tests read histories with plain clients. `policy_file` governs the workers."""
         temporal, ui, standin, s3, codec_port = free_ports(5)
         self.folder = folder
         self.qloop_home = folder / "qloop-home"
@@ -96,6 +101,7 @@ class LocalStack:
         self.address = f"127.0.0.1:{temporal}"
         self.standin_url = f"http://127.0.0.1:{standin}"
         self.task_queue = task_queue
+        self.policy_file = policy_file
         self.compute_task_queue = f"{task_queue}.compute"
         base = {
             k: v for k, v in os.environ.items() if not k.startswith(("QLOOP_", "TEMPORAL_", "AWS_"))
@@ -161,7 +167,7 @@ class LocalStack:
             QLOOP_TASK_QUEUE=self.task_queue,
             QLOOP_HOME=str(self.qloop_home),
             QLOOP_LOG_LEVEL="INFO",
-            QLOOP_POLICY_FILE=str(POLICY_FILE),
+            QLOOP_POLICY_FILE=str(self.policy_file),
         )
         return env
 
