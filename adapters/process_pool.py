@@ -490,6 +490,7 @@ def _cap_address_space(extra_bytes: int) -> None:
 # The fork server imports every qloop module this process has imported when the pool starts (the
 # worker imports its activities first), so children start with them loaded.
 PRELOAD_PACKAGES = ("schemas", "adapters", "activities")
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 _shared: ProcessPool | None = None
 _shared_lock = threading.Lock()
 
@@ -501,6 +502,7 @@ def shared_pool() -> ProcessPool:
         if _shared is None:
             preload = sorted(name for name in sys.modules if name.split(".")[0] in PRELOAD_PACKAGES)
             processes = int(os.environ.get(PROCESSES_ENV) or os.cpu_count() or 1)
+            share_cores(processes)
             _shared = ProcessPool(
                 processes=processes,
                 max_processes=int(os.environ.get(MAX_PROCESSES_ENV) or 2 * processes),
@@ -511,6 +513,17 @@ def shared_pool() -> ProcessPool:
                 preload=preload,
             )
         return _shared
+
+
+def share_cores(processes: int) -> None:
+    """Gives each full-priority task its share of the cores for the numerical libraries' own
+    threads. Aer, BLAS and numba start a thread per core in every process, so tasks side by side
+    would otherwise run cores x tasks threads that spin against each other (two 250-point sweep
+    batches took 3.5 times as long). Read by the libraries when they load, that is when the fork
+    server starts, so set before it; an operator's own setting wins."""
+    threads = str(max(1, (os.cpu_count() or 1) // processes))
+    for name in THREAD_ENV:
+        os.environ.setdefault(name, threads)
 
 
 def close_shared_pool() -> None:
