@@ -490,7 +490,9 @@ def _cap_address_space(extra_bytes: int) -> None:
 # The fork server imports every qloop module this process has imported when the pool starts (the
 # worker imports its activities first), so children start with them loaded.
 PRELOAD_PACKAGES = ("schemas", "adapters", "activities")
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+# Not NUMBA_NUM_THREADS: numba refuses a new value once its threads run, and this process may
+# have run them before its pool started.
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 _shared: ProcessPool | None = None
 _shared_lock = threading.Lock()
 
@@ -517,7 +519,7 @@ def shared_pool() -> ProcessPool:
 
 def share_cores(processes: int) -> None:
     """Gives each full-priority task its share of the cores for the numerical libraries' own
-    threads. Aer, BLAS and numba start a thread per core in every process, so tasks side by side
+    threads. Aer (OpenMP) and BLAS start a thread per core in every process, so tasks side by side
     would otherwise run cores x tasks threads that spin against each other (two 250-point sweep
     batches took 3.5 times as long). Read by the libraries when they load, that is when the fork
     server starts, so set before it; an operator's own setting wins."""
