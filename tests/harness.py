@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -36,6 +37,8 @@ QUIET_FAULTS: dict[str, Any] = {
 
 # The local stack's policies: the default account has a budget for the stand-in's QPU.
 POLICY_FILE = REPO_ROOT / "temporal-dev" / "policies.yaml"
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_random = random.SystemRandom()
 
 HISTORIES = REPO_ROOT / "tests" / "histories"
 
@@ -67,13 +70,26 @@ async def run_qloop(env: dict[str, str], *args: str, timeout: float = 300) -> tu
 
 
 def free_ports(count: int) -> list[int]:
+    """Ports free now, below the kernel's ephemeral range: a port the kernel may hand to any
+    outgoing connection (or to a server's own bind to port 0) could be taken between this probe
+    and the server's bind, as a dev server found once in CI."""
+    low, high = (int(n) for n in EPHEMERAL_RANGE.read_text().split())
+    # Below the range when there is room, above it otherwise.
+    floor, ceiling = (max(1024, low - 12_000), low) if low > 5_000 else (high + 1, 65_536)
+    chosen: list[int] = []
     sockets = []
     try:
-        for _ in range(count):
+        while len(chosen) < count:
+            port = _random.randrange(floor, ceiling)
             probe = socket.socket()
-            probe.bind(("127.0.0.1", 0))
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                probe.close()
+                continue
             sockets.append(probe)
-        return [probe.getsockname()[1] for probe in sockets]
+            chosen.append(port)
+        return chosen
     finally:
         for probe in sockets:
             probe.close()
