@@ -238,16 +238,12 @@ class ProcessPool:
         )
 
     def _take_child(self) -> _Child:
-        while True:
-            with self._lock:
-                if self._closed:
-                    raise RuntimeError("the compute pool is closed")
-                if not self._idle:
-                    break
-                idle = self._idle.pop()
-            if idle.alive:
-                return idle
-            self._discard(idle)  # died while idle (the kernel's OOM killer, an operator)
+        # A child that died while idle is found when it does not take its task (_Undelivered).
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the compute pool is closed")
+            if self._idle:
+                return self._idle.pop()
         child = _Child(self._context, self.limits)
         with self._lock:
             self._children.add(child)
