@@ -104,7 +104,7 @@ from schemas.variational import (
     SweepStage,
 )
 from workflows import search_attributes as attrs
-from workflows.experiment import describe_backend
+from workflows.paid_execution import describe_backend
 
 UI_URL = os.environ.get("QLOOP_UI_URL", "http://localhost:8233")
 EXIT_REFUSED = 2

@@ -78,11 +78,13 @@ def orchestration_activities() -> list[Callable[..., Any]]:
         check_job_activity,
         fetch_result_activity,
         submit_activity,
+        wait_for_job_activity,
     )
 
     return [
         submit_activity,
         check_job_activity,
+        wait_for_job_activity,
         fetch_result_activity,
         cancel_job_activity,
         acquire_backend_activity,

@@ -5,11 +5,12 @@ releases through these activities. Each is a function of a `Client` (used by the
 tests as it is) under a thin `@activity.defn` wrapper that uses the worker's client and the
 activity's own task queue, where the orchestration worker also runs the ledgers.
 
-What the ledger refuses is final and never retried: a reservation that does not fit comes back
-as `ReservationOutcome(accepted=False)`, other refusals as non-retryable ApplicationErrors of
-the ledger's type. Everything else propagates, so Temporal retries the activity: the server
-unavailable, RPC timeouts, a ledger over its limit of in-flight updates, an update the server
-rejected because no worker processed it. The reservation key makes every retry safe.
+What the ledger refuses is final and never retried: a reservation that does not fit, or whose
+key was already closed, comes back as `ReservationOutcome(accepted=False)`, other refusals as
+non-retryable ApplicationErrors of the ledger's type. Everything else propagates, so Temporal
+retries the activity: the server unavailable, RPC timeouts, a ledger over its limit of in-flight
+updates, an update the server rejected because no worker processed it. The reservation key makes
+every retry safe.
 """
 
 from __future__ import annotations
@@ -85,6 +86,13 @@ async def reserve_budget(
         refusal = ledger_refusal(error)
         if refusal is None:
             raise
+        if refusal.type == RESERVATION_CLOSED and refusal.details:
+            return ReservationOutcome(
+                accepted=False,
+                message=refusal.message,
+                available_usd=0.0,
+                closed_as=refusal.details[0],
+            )
         if refusal.type != BUDGET_EXCEEDED:
             raise refusal from error
         available = float(refusal.details[0]) if refusal.details else 0.0

@@ -1,11 +1,16 @@
-"""Activities that talk to a provider through the adapter protocol: submit, check, fetch, cancel.
+"""Activities that talk to a provider through the adapter protocol: submit, check, wait, fetch,
+cancel.
 
 Provider errors keep their class across the activity boundary as the ApplicationError type, so
-the workflow's retry policy retries transient ones and stops on the rest.
+the workflow's retry policy retries transient ones and stops on the rest. A job of many provider
+tasks leaves `submit` with its task ids in the artifact store, so that no poll carries them
+through workflow history; every other call reads them back before it asks the adapter.
 """
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -16,6 +21,7 @@ from activities import artifact_store
 from activities.heartbeats import in_thread_with_heartbeats
 from adapters.errors import ProviderError
 from adapters.registry import get_adapter
+from schemas import error_types
 from schemas.execution import Cost, ErrorClass, JobRef, JobStatus
 from schemas.pipeline import FetchedResult, FetchInput, JobInput, PlannedBatch, SubmitInput
 
@@ -27,6 +33,9 @@ ERROR_TYPES = {
     ErrorClass.INVALID: "InvalidRequest",
     ErrorClass.JOB_FAILED: "JobFailed",
 }
+JOB_PARTS_FOLDER = "provider-jobs"
+# How often a cancelled job is asked whether every part of it has ended.
+CANCEL_CHECK_SECONDS = 1.0
 
 
 def as_application_error(error: ProviderError) -> ApplicationError:
@@ -44,18 +53,60 @@ async def call_provider(work: Callable[[], ResultT]) -> ResultT:
         raise as_application_error(error) from error
 
 
+def parts_in_store(job: JobRef) -> JobRef:
+    """`job` as workflow history carries it: the task ids of a job of several in the store."""
+    parts = job.part_ids
+    if len(parts) == 1:
+        return job
+    name = f"{hashlib.sha256(job.client_token.encode()).hexdigest()[:32]}.json"
+    uri = artifact_store.put_json(JOB_PARTS_FOLDER, name, parts)
+    return job.model_copy(
+        update={"job_id": job.client_token, "parts_uri": uri, "part_count": len(parts)}
+    )
+
+
+def with_parts(job: JobRef) -> JobRef:
+    """`job` as an adapter sees it: every task id in `job_id`."""
+    if job.parts_uri is None:
+        return job
+    parts = artifact_store.read_json(job.parts_uri)
+    if not isinstance(parts, list) or len(parts) != job.part_count:
+        raise ApplicationError(
+            f"the task list of job {job.client_token} at {job.parts_uri} does not hold "
+            f"{job.part_count} task ids",
+            type=error_types.INVALID_REQUEST,
+            non_retryable=True,
+        )
+    return job.model_copy(update={"job_id": ",".join(map(str, parts)), "parts_uri": None})
+
+
 def submit(input: SubmitInput) -> JobRef:
     planned = artifact_store.read_model(input.batch_uri, PlannedBatch)
     adapter = get_adapter(input.backend)
-    return adapter.submit(planned.batch, input.shots, input.client_token, input.seed)
+    job = adapter.submit(planned.batch, input.shots, input.client_token, input.seed, input.tags)
+    return parts_in_store(job)
 
 
 def check_job(input: JobInput) -> JobStatus:
-    return get_adapter(input.backend).status(input.job)
+    return get_adapter(input.backend).status(with_parts(input.job))
+
+
+def wait_for_job(input: JobInput) -> JobStatus:
+    """The job's status once it ended; until then JobNotDone, which the workflow's retry policy
+    repeats at its poll ceiling without adding to history."""
+    status = check_job(input)
+    if status.state.is_final:
+        return status
+    position = f", queue position {status.queue_position}" if status.queue_position else ""
+    raise ApplicationError(
+        f"job {input.job.job_id} is {status.state.value}{position}: {status.message or ''}",
+        type=error_types.JOB_NOT_DONE,
+    )
 
 
 def fetch_result(input: FetchInput) -> FetchedResult:
-    result = get_adapter(input.backend).result(input.job)
+    job = with_parts(input.job)
+    result = get_adapter(input.backend).result(job)
     counts_uri = artifact_store.put_model(input.experiment_id, "counts.json", result)
     return FetchedResult(
         counts_uri=counts_uri,
@@ -64,8 +115,16 @@ def fetch_result(input: FetchInput) -> FetchedResult:
     )
 
 
-def cancel_job(input: JobInput) -> None:
-    get_adapter(input.backend).cancel(input.job)
+def cancel_job(input: JobInput) -> Cost:
+    """Cancels whatever of the job still queues or runs, waits until every part of it ended and
+    returns what the provider bills for it: a job that finished before the cancel is billed in
+    full, a cancelled one for the parts that completed."""
+    job = with_parts(input.job)
+    adapter = get_adapter(input.backend)
+    adapter.cancel(job)
+    while (billed := adapter.billed(job)) is None:
+        time.sleep(CANCEL_CHECK_SECONDS)
+    return billed
 
 
 @activity.defn(name="submit")
@@ -78,11 +137,16 @@ async def check_job_activity(input: JobInput) -> JobStatus:
     return await call_provider(lambda: check_job(input))
 
 
+@activity.defn(name="wait_for_job")
+async def wait_for_job_activity(input: JobInput) -> JobStatus:
+    return await call_provider(lambda: wait_for_job(input))
+
+
 @activity.defn(name="fetch_result")
 async def fetch_result_activity(input: FetchInput) -> FetchedResult:
     return await call_provider(lambda: fetch_result(input))
 
 
 @activity.defn(name="cancel_job")
-async def cancel_job_activity(input: JobInput) -> None:
-    await call_provider(lambda: cancel_job(input))
+async def cancel_job_activity(input: JobInput) -> Cost:
+    return await call_provider(lambda: cancel_job(input))

@@ -13,6 +13,7 @@ way, so a template with N bindings returns exactly the counts of its N bound cir
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,12 @@ class AerAdapter:
         return profile_calibration(self._profile)
 
     def submit(
-        self, batch: CircuitBatch, shots: int, client_token: str, seed: int | None
+        self,
+        batch: CircuitBatch,
+        shots: int,
+        client_token: str,
+        seed: int | None,
+        tags: Mapping[str, str] | None = None,
     ) -> JobRef:
         self._check_limits(batch, shots)
         return _STORE.submit(self._new_request(batch, shots, client_token, seed))
@@ -119,6 +125,9 @@ class AerAdapter:
     def cancel(self, job: JobRef) -> None:
         job_dir, _ = self._job(job)
         _STORE.cancel(job_dir)
+
+    def billed(self, job: JobRef) -> Cost | None:
+        return local_jobs.free_once_ended(self.status(job))
 
     # --- helpers -------------------------------------------------------------------------
 

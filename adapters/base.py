@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from schemas.execution import (
@@ -16,14 +17,21 @@ from schemas.execution import (
 
 class Adapter(Protocol):
     """Submission is asynchronous and idempotent on `client_token`: submitting the same token
-    twice returns the first job. Counts come back in qloop's canonical bit order."""
+    twice returns the first job. `tags` go with every task a provider keeps (qloop's account,
+    workflow id and experiment name), so its own task list can be compared with the ledger.
+    Counts come back in qloop's canonical bit order."""
 
     def capabilities(self) -> Capabilities: ...
 
     def estimate_cost(self, batch: CircuitBatch, shots: int) -> Cost: ...
 
     def submit(
-        self, batch: CircuitBatch, shots: int, client_token: str, seed: int | None
+        self,
+        batch: CircuitBatch,
+        shots: int,
+        client_token: str,
+        seed: int | None,
+        tags: Mapping[str, str] | None = None,
     ) -> JobRef: ...
 
     def status(self, job: JobRef) -> JobStatus: ...
@@ -31,5 +39,11 @@ class Adapter(Protocol):
     def result(self, job: JobRef) -> JobResult: ...
 
     def cancel(self, job: JobRef) -> None: ...
+
+    def billed(self, job: JobRef) -> Cost | None:
+        """What the provider bills for the job once every part of it has ended (on Braket: the
+        completed tasks, per task and per shot; failed and cancelled ones cost nothing); None
+        while a part still queues, runs or is being cancelled."""
+        ...
 
     def calibration(self) -> dict[str, str] | None: ...

@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -129,6 +129,8 @@ REJECTED_CODES = frozenset({
 
 TERMINAL_TASK_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 ACTIVE_TASK_STATES = frozenset({"RUNNING", "COMPLETED"})
+# A failed batch names this many of its failed tasks (history stays small for big batches).
+FAILURES_SHOWN = 3
 
 
 def braket_adapter(
@@ -238,7 +240,12 @@ class BraketLocalAdapter:
         return profile_calibration(self._profile)
 
     def submit(
-        self, batch: CircuitBatch, shots: int, client_token: str, seed: int | None
+        self,
+        batch: CircuitBatch,
+        shots: int,
+        client_token: str,
+        seed: int | None,
+        tags: Mapping[str, str] | None = None,
     ) -> JobRef:
         _check_batch(batch, shots, (1, MAX_SHOTS))
         request = self._new_request(batch, shots, client_token, seed)
@@ -254,6 +261,9 @@ class BraketLocalAdapter:
     def cancel(self, job: JobRef) -> None:
         job_dir, _ = self._job(job)
         _LOCAL_STORE.cancel(job_dir)
+
+    def billed(self, job: JobRef) -> Cost | None:
+        return local_jobs.free_once_ended(self.status(job))
 
     def _new_request(
         self, batch: CircuitBatch, shots: int, token: str, seed: int | None
@@ -509,14 +519,19 @@ class BraketAwsAdapter:
         }
 
     def submit(
-        self, batch: CircuitBatch, shots: int, client_token: str, seed: int | None
+        self,
+        batch: CircuitBatch,
+        shots: int,
+        client_token: str,
+        seed: int | None,
+        tags: Mapping[str, str] | None = None,
     ) -> JobRef:
         record = _TaskRecord.open(client_token, self._fingerprint(batch, shots), self.device)
         if len(record.task_arns) < batch.num_executions:
             tasks = self._validated_tasks(batch, shots)
             for index in range(len(record.task_arns), len(tasks)):
                 token = task_client_token(client_token, index)
-                record.add(self._create(tasks[index], shots, token))
+                record.add(self._create(tasks[index], shots, token, dict(tags or {})))
         return record.job_ref()
 
     def status(self, job: JobRef) -> JobStatus:
@@ -555,6 +570,26 @@ class BraketAwsAdapter:
                 # (Braket answers ConflictException): nothing is left to cancel.
                 if self._task(arn)["status"] not in TERMINAL_TASK_STATES:
                     raise
+
+    def billed(self, job: JobRef) -> Cost | None:
+        tasks = [self._task(arn) for arn in self._arns(job)]
+        if any(task["status"] not in TERMINAL_TASK_STATES for task in tasks):
+            return None
+        completed = [task for task in tasks if task["status"] == "COMPLETED"]
+        price = self._price_or_none()
+        if price is None or not completed:
+            return Cost(usd=0.0, detail=f"no completed task of {len(tasks)}: nothing billed")
+        durations = [
+            self._task_result(task)[1] if price.per_minute_usd else None for task in completed
+        ]
+        total = sum(
+            price.task_cost(int(task["shots"]), duration)
+            for task, duration in zip(completed, durations, strict=True)
+        )
+        return Cost(
+            usd=round(float(total), 6),
+            detail=f"{len(completed)} of {len(tasks)} tasks completed and billed",
+        )
 
     # --- submission ----------------------------------------------------------------------------
 
@@ -606,7 +641,7 @@ class BraketAwsAdapter:
         parameters = _circuit_device_params_from_dict({}, self.device, paradigm)
         return _Task(action.json(), parameters.json(exclude_none=True))
 
-    def _create(self, task: _Task, shots: int, token: str) -> str:
+    def _create(self, task: _Task, shots: int, token: str, tags: dict[str, str]) -> str:
         bucket = os.environ.get(ENV_BUCKET)
         if not bucket:
             raise RejectedError(f"set {ENV_BUCKET} to the S3 bucket Braket writes results to")
@@ -619,6 +654,7 @@ class BraketAwsAdapter:
                 outputS3Bucket=bucket,
                 outputS3KeyPrefix=os.environ.get(ENV_PREFIX) or DEFAULT_PREFIX,
                 clientToken=token,
+                tags=tags,
             )
 
     # --- devices and tasks -----------------------------------------------------------------------
@@ -665,7 +701,7 @@ class BraketAwsAdapter:
                 f"job {job.client_token!r} belongs to {job.provider}/{job.device}, "
                 f"not to {PROVIDER}/{self.device}"
             )
-        return job.job_id.split(",")
+        return job.part_ids
 
     def _price(self) -> DevicePrice:
         return price_table().price_for(self.device)
@@ -770,8 +806,13 @@ def _aggregate(tasks: list[dict[str, Any]]) -> JobStatus:
     states = [task["status"] for task in tasks]
     failed = [task for task in tasks if task["status"] == "FAILED"]
     if failed:
-        reasons = "; ".join(f"{t['quantumTaskArn']}: {t.get('failureReason', '?')}" for t in failed)
-        return JobStatus(state=JobState.FAILED, message=reasons)
+        shown = failed[:FAILURES_SHOWN]
+        reasons = "; ".join(f"{t['quantumTaskArn']}: {t.get('failureReason', '?')}" for t in shown)
+        more = f"; and {len(failed) - len(shown)} more" if len(failed) > len(shown) else ""
+        return JobStatus(
+            state=JobState.FAILED,
+            message=f"{len(failed)} of {len(tasks)} tasks failed: {reasons}{more}",
+        )
     if any(state in ("CANCELLING", "CANCELLED") for state in states):
         return JobStatus(state=JobState.CANCELLED, message="tasks were cancelled")
     if all(state == "COMPLETED" for state in states):

@@ -42,7 +42,7 @@ from typing import Any
 from adapters.errors import InvalidRequestError, JobFailedError, TransientError
 from adapters.process_pool import ChildDied, LimitExceeded, PoolTask, TaskCancelled, shared_pool
 from adapters.settings import qloop_home
-from schemas.execution import CircuitBatch, JobRef, JobResult, JobState, JobStatus
+from schemas.execution import CircuitBatch, Cost, JobRef, JobResult, JobState, JobStatus
 from schemas.request import DepolarizingNoise
 
 REQUEST, RESULT, ERROR = "request.json", "result.json", "error.json"
@@ -213,6 +213,12 @@ class JobStore:
         root = qloop_home() / self.dirname
         root.mkdir(parents=True, exist_ok=True)
         return root
+
+
+def free_once_ended(status: JobStatus) -> Cost | None:
+    """A local simulation costs nothing; like a provider's bill, it is known once the job
+    ended."""
+    return Cost(usd=0.0, detail="local simulator") if status.state.is_final else None
 
 
 def same_job(stored: dict[str, Any], fingerprint: str, token: str) -> JobRef:

@@ -31,6 +31,7 @@ ReservationKey = Annotated[str, Field(min_length=1, max_length=512)]
 BudgetPeriod = Literal["none", "day", "week", "month"]
 BUDGET_PERIODS: tuple[str, ...] = get_args(BudgetPeriod)
 EntryState = Literal["reserved", "committed", "released"]
+ClosedState = Literal["committed", "released"]
 
 # ApplicationError types of the ledger's refusals.
 BUDGET_EXCEEDED = "BudgetExceeded"
@@ -84,8 +85,9 @@ class RefusedLimitChange(PipelineModel):
 
 
 class Reservation(PipelineModel):
-    """Money set aside before a paid submission. `key` makes it idempotent: the experiment uses
-    f"{workflow_id}/{submission_index}", so a retried reservation finds the first one."""
+    """Money set aside before a paid submission. `key` makes it idempotent: a retried
+    reservation of an open key finds the first one; a closed key is never reserved again
+    (workflows/paid_keys.py makes the keys)."""
 
     key: ReservationKey
     experiment_id: str
@@ -126,7 +128,9 @@ class LedgerState(PipelineModel):
 
     `entries` are in creation order. Closed entries beyond the ledger's bound are folded into
     `folded_committed_usd` (their committed spend) with `folded_until`, the creation time of the
-    newest folded entry, which decides the period the total counts in.
+    newest folded entry, which decides the period the total counts in. `closed_keys`: a digest of
+    every recently closed key (oldest first) with how it closed, so that no closed key is ever
+    accepted as a new reservation, also after its entry was dropped.
     """
 
     limit_usd: Usd = 0.0
@@ -140,6 +144,7 @@ class LedgerState(PipelineModel):
     folded_committed_usd: float = 0.0
     folded_entries: int = 0
     folded_until: datetime | None = None
+    closed_keys: dict[str, ClosedState] = Field(default_factory=dict)
 
 
 class LedgerInput(PipelineModel):
@@ -194,11 +199,14 @@ class ReserveBudgetInput(PipelineModel):
 
 
 class ReservationOutcome(PipelineModel):
-    """`accepted` False when the reservation does not fit; `message` then says why."""
+    """`accepted` False when the reservation does not fit, or when its key was already closed
+    (`closed_as` then says how: a committed key's job was paid and settled, a released key's
+    must not be paid for); `message` says why."""
 
     accepted: bool
     message: str
     available_usd: float
+    closed_as: ClosedState | None = None
 
 
 class SettleBudgetInput(PipelineModel):

@@ -19,6 +19,8 @@ TRANSIENT = "Transient"
 REJECTED = "Rejected"
 JOB_FAILED = "JobFailed"
 QUEUE_DEADLINE_EXCEEDED = "QueueDeadlineExceeded"
+JOB_NOT_DONE = "JobNotDone"
+"""`wait_for_job` while the job still queues or runs: retried at the poll ceiling until done."""
 
 BATCH_TOO_LARGE = "BatchTooLargeError"
 """activities.plan.BatchTooLargeError, named by its class as Temporal names unhandled errors."""

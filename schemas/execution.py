@@ -117,11 +117,22 @@ class Cost(ContractModel):
 
 
 class JobRef(ContractModel):
+    """A submitted job. A job of several provider tasks (a Braket batch) names them all in
+    `job_id`, joined by commas, as an adapter sees it; in workflow history it carries the
+    client token as `job_id` and the task ids in the artifact store (`parts_uri`, `part_count`),
+    so that a 500-task batch costs history the same few hundred bytes as one task."""
+
     provider: str
     device: str
     job_id: str
     client_token: str
     submitted_at: datetime
+    parts_uri: str | None = None
+    part_count: Annotated[int, Field(ge=1)] = 1
+
+    @property
+    def part_ids(self) -> list[str]:
+        return self.job_id.split(",")
 
 
 class JobState(StrEnum):

@@ -107,11 +107,14 @@ class ExecutionPlan(PipelineModel):
 
 
 class SubmitInput(PipelineModel):
+    """`tags` go with every task the provider keeps (see adapters/base.py)."""
+
     backend: BackendChoice
     batch_uri: str
     shots: int
     seed: int | None
     client_token: str
+    tags: dict[str, str] = {}
 
 
 class JobInput(PipelineModel):

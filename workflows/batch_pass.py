@@ -1,63 +1,37 @@
 """One batch of parameter points through the execution plane, from inside any workflow.
 
-prepare_batch (compute queue) → budget reservation (paid backends only) → submit → poll with
-timers → fetch → settle the actual cost → score_batch (compute queue). LoopWorkflow runs one
-batch per iteration, SweepWorkflow one per group of points.
+prepare_batch (compute queue) → policy → the paid execution path of workflows/paid_execution.py
+(reserve, submit, wait, fetch, settle) → score_batch (compute queue). LoopWorkflow runs one batch
+per iteration, SweepWorkflow one per group of points.
 
-The submission's client token is a function of the workflow id and `token_label` only, not of
-the run id: a loop that continued as new, or a worker that died after submitting, finds the job
-it already paid for instead of submitting a second one. Deterministic workflow code: it calls
-activities by name and imports no numerical library.
+The submission is named by `token_label` within the workflow, so a loop that continued as new,
+a run that was reset, or a worker that died after submitting finds the job it already paid for
+instead of submitting a second one. Deterministic workflow code: it calls activities by name and
+imports no numerical library.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from schemas import error_types
-    from schemas.budget import (
-        Release,
-        ReleaseBudgetInput,
-        Reservation,
-        ReservationOutcome,
-        ReserveBudgetInput,
-        SettleBudgetInput,
-        Settlement,
-    )
-    from schemas.execution import JobRef, JobState, JobStatus
-    from schemas.pipeline import (
-        FetchedResult,
-        FetchInput,
-        JobInput,
-        PolicyDecision,
-        PolicyInput,
-        PollingPolicy,
-        SubmitInput,
-    )
+    from schemas.execution import JobStatus
+    from schemas.pipeline import PolicyDecision, PolicyInput, PollingPolicy
     from schemas.variational import BatchInput, PreparedBatch, ScoredBatch, ScoreInput
     from workflows.activity_options import (
         COMPUTE_RETRY,
         COMPUTE_TIMEOUT,
         ENTITY_RETRY,
         HEARTBEAT_TIMEOUT,
-        POLL_TIMEOUT,
-        PROVIDER_RETRY,
-        PROVIDER_TIMEOUT,
         QUICK_TIMEOUT,
     )
-    from workflows.experiment import describe_backend
+    from workflows.paid_execution import PaidExecution, PaidWork, Unsteered
 
 JobStatusListener = Callable[[JobStatus], None]
-ResultT = TypeVar("ResultT")
 
 
 class BudgetExhausted(Exception):
@@ -70,25 +44,6 @@ class BudgetExhausted(Exception):
         self.estimated_cost_usd = estimated_cost_usd
 
 
-def batch_client_token(workflow_id: str, token_label: str) -> str:
-    """At most 64 characters, as Braket's clientToken allows; the same for every run of the
-    workflow id, so continue-as-new and replays find the first submission."""
-    digest = hashlib.sha256(f"{workflow_id}/{token_label}".encode()).hexdigest()
-    return f"qloop-{digest[:40]}"
-
-
-def reservation_key(workflow_id: str, run_id: str, token_label: str) -> str:
-    return f"{workflow_id}/{run_id}/{token_label}"
-
-
-@dataclass(frozen=True)
-class _Held:
-    """A reservation on an account's ledger, to be settled or released."""
-
-    account: str
-    key: str
-
-
 async def run_batch(
     batch: BatchInput,
     *,
@@ -96,6 +51,8 @@ async def run_batch(
     polling: PollingPolicy,
     compute_queue: str | None,
     token_label: str,
+    max_queue_wait: timedelta,
+    name: str,
     max_cost_usd: float | None = None,
     on_job_status: JobStatusListener | None = None,
 ) -> tuple[PreparedBatch, ScoredBatch]:
@@ -103,8 +60,10 @@ async def run_batch(
     within the workflow (e.g. "iter-0007"): reusing a label reuses its job. A batch whose
     estimate exceeds `max_cost_usd`, or that the account's ledger refuses, raises
     BudgetExhausted before anything is submitted; a job the provider fails raises
-    ApplicationError of type JobFailed. `on_job_status` sees every poll's answer (for progress
-    queries and search attributes)."""
+    ApplicationError of type JobFailed, one still queued after `max_queue_wait` one of type
+    QueueDeadlineExceeded, both after the job was cancelled and what it was billed committed.
+    `name` (the loop's or sweep's) tags its provider tasks; `on_job_status` sees every poll's
+    answer (for progress queries and search attributes)."""
     prepared: PreparedBatch = await workflow.execute_activity(
         "prepare_batch",
         batch,
@@ -123,16 +82,27 @@ async def run_batch(
             estimate,
         )
     decision = await _evaluate_policy(batch, prepared, account)
-    held = await _reserve(batch, prepared, account, token_label, decision) if estimate > 0 else None
-    fetched = await _execute(batch, prepared, polling, token_label, held, on_job_status)
-    if held is not None:
-        await _entity_call(
-            "settle_budget",
-            SettleBudgetInput(
-                account=held.account,
-                settlement=Settlement(key=held.key, actual_usd=fetched.actual_cost.usd),
-            ),
-        )
+    execution = PaidExecution(
+        PaidWork(
+            account=account,
+            backend=batch.evaluation.backend,
+            batch_uri=prepared.batch_uri,
+            shots=batch.evaluation.shots,
+            seed=batch.evaluation.seed,
+            estimated_usd=estimate,
+            submission=token_label,
+            purpose=token_label,
+            artifact_folder=batch.artifact_folder,
+            polling=polling,
+            max_queue_wait=max_queue_wait,
+            name=name,
+        ),
+        Unsteered(on_job_status),
+    )
+    outcome = await execution.reserve(decision)
+    if not outcome.accepted:
+        raise BudgetExhausted(f"batch {token_label}: {outcome.message}", estimate)
+    _, fetched = await execution.run()
     scored: ScoredBatch = await workflow.execute_activity(
         "score_batch",
         ScoreInput(batch=batch, prepared=prepared, counts_uri=fetched.counts_uri),
@@ -180,153 +150,3 @@ async def _evaluate_policy(
             non_retryable=True,
         )
     return decision
-
-
-async def _reserve(
-    batch: BatchInput,
-    prepared: PreparedBatch,
-    account: str,
-    token_label: str,
-    decision: PolicyDecision,
-) -> _Held:
-    info = workflow.info()
-    reservation = Reservation(
-        key=reservation_key(info.workflow_id, info.run_id, token_label),
-        experiment_id=info.workflow_id,
-        amount_usd=prepared.cost_estimate.usd,
-        backend=describe_backend(batch.evaluation.backend),
-        note=f"{batch.label}: {len(batch.points)} points, {prepared.num_circuits} circuits",
-    )
-    outcome: ReservationOutcome = await _entity_call(
-        "reserve_budget",
-        ReserveBudgetInput(
-            account=account,
-            reservation=reservation,
-            initial_limit_usd=decision.budget_default.limit_usd,
-            initial_period=decision.budget_default.period,
-        ),
-        ReservationOutcome,
-    )
-    if not outcome.accepted:
-        raise BudgetExhausted(f"batch {token_label}: {outcome.message}", reservation.amount_usd)
-    return _Held(account=account, key=reservation.key)
-
-
-async def _execute(
-    batch: BatchInput,
-    prepared: PreparedBatch,
-    polling: PollingPolicy,
-    token_label: str,
-    held: _Held | None,
-    on_job_status: JobStatusListener | None,
-) -> FetchedResult:
-    """Submit, wait and fetch; the reservation is released and a submitted job cancelled when
-    anything on the way fails or the workflow is cancelled."""
-    backend = batch.evaluation.backend
-    job: JobRef | None = None
-    try:
-        job = await workflow.execute_activity(
-            "submit",
-            SubmitInput(
-                backend=backend,
-                batch_uri=prepared.batch_uri,
-                shots=batch.evaluation.shots,
-                seed=batch.evaluation.seed,
-                client_token=batch_client_token(workflow.info().workflow_id, token_label),
-            ),
-            result_type=JobRef,
-            start_to_close_timeout=PROVIDER_TIMEOUT,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=PROVIDER_RETRY,
-            summary=f"{token_label}: submit",
-        )
-        await _wait_until_done(batch, job, polling, token_label, on_job_status)
-        return await workflow.execute_activity(
-            "fetch_result",
-            FetchInput(experiment_id=batch.artifact_folder, backend=backend, job=job),
-            result_type=FetchedResult,
-            start_to_close_timeout=PROVIDER_TIMEOUT,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=PROVIDER_RETRY,
-            summary=f"{token_label}: fetch",
-        )
-    except asyncio.CancelledError:
-        if job is not None:
-            await workflow.execute_activity(
-                "cancel_job",
-                JobInput(backend=backend, job=job),
-                start_to_close_timeout=PROVIDER_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=PROVIDER_RETRY,
-                summary=f"{token_label}: cancel",
-            )
-        await _release(held, f"batch {token_label} cancelled")
-        raise
-    except Exception as error:
-        await _release(held, f"batch {token_label} failed: {_why(error)}")
-        raise
-
-
-async def _wait_until_done(
-    batch: BatchInput,
-    job: JobRef,
-    polling: PollingPolicy,
-    token_label: str,
-    on_job_status: JobStatusListener | None,
-) -> None:
-    """Short polls with durable timers in between, the interval doubling to the ceiling: no
-    activity slot or thread is held while the provider works."""
-    interval = timedelta(seconds=polling.initial_seconds)
-    ceiling = timedelta(seconds=polling.ceiling_seconds)
-    while True:
-        status: JobStatus = await workflow.execute_activity(
-            "check_job",
-            JobInput(backend=batch.evaluation.backend, job=job),
-            result_type=JobStatus,
-            start_to_close_timeout=POLL_TIMEOUT,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=PROVIDER_RETRY,
-            summary=f"{token_label}: poll",
-        )
-        if on_job_status is not None:
-            on_job_status(status)
-        if status.state is JobState.DONE:
-            return
-        if status.state.is_final:
-            raise ApplicationError(
-                f"job {job.job_id} of batch {token_label} on {job.device} ended "
-                f"{status.state.value}: {status.message or 'no reason given'}",
-                type=error_types.JOB_FAILED,
-                non_retryable=True,
-            )
-        await workflow.sleep(interval, summary=f"{token_label}: wait for provider")
-        interval = min(interval * 2, ceiling)
-
-
-def _why(error: Exception) -> str:
-    """An activity's own failure rather than the wrapper's "Activity task failed"."""
-    if isinstance(error, ActivityError) and error.cause is not None:
-        return str(error.cause)
-    return str(error)
-
-
-async def _release(held: _Held | None, reason: str) -> None:
-    if held is None:
-        return
-    await _entity_call(
-        "release_budget",
-        ReleaseBudgetInput(account=held.account, release=Release(key=held.key, reason=reason)),
-    )
-
-
-async def _entity_call(
-    activity: str, arg: object, result_type: type[ResultT] | None = None
-) -> ResultT:
-    return await workflow.execute_activity(
-        activity,
-        arg,
-        result_type=result_type,
-        start_to_close_timeout=QUICK_TIMEOUT,
-        retry_policy=ENTITY_RETRY,
-        summary=activity,
-    )

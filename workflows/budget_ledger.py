@@ -20,9 +20,12 @@ What continue-as-new carries (`LedgerBook.carried_state`):
   Temporal's payload limits;
 - the committed spend of closed entries of the current period beyond that bound, as one total
   (`folded_committed_usd`), so the balance stays exact.
-Dropping a closed entry is safe because its key is only ever sent again by a caller that has
-not yet learned the entry's outcome (a retried activity), which happens within minutes, while
-the entry is still held; commit and release come only after a reservation was accepted.
+- a digest of every closed key with how it closed (`closed_keys`), the newest
+  `MAX_CLOSED_KEYS`, so a closed key is refused as a new reservation also after its entry was
+  dropped: a workflow reset to before its reservation learns that the money was already settled
+  instead of reserving it twice.
+A retried commit or release of a dropped entry cannot happen: those come only after the caller
+learned the reservation was accepted, within minutes, while the entry is still held.
 
 Limit changes: when the account's policy names `budget_admins`, `set_limit` applies only a change
 signed by one of them (schemas/signatures.py), with their keys read from the policy file by a
@@ -34,6 +37,7 @@ run the activity that reads the keys, and a forged change is exactly what an ope
 
 from __future__ import annotations
 
+import hashlib
 import math
 from datetime import UTC, datetime, timedelta
 from typing import NamedTuple
@@ -53,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         BudgetAdmins,
         BudgetAdminsInput,
         BudgetPeriod,
+        ClosedState,
         LedgerEntry,
         LedgerInput,
         LedgerState,
@@ -68,6 +73,9 @@ with workflow.unsafe.imports_passed_through():
     from schemas.signatures import limit_change_refusal
 
 MAX_CLOSED_ENTRIES = 500
+# About 30 bytes each in the carried state: 10,000 keep it near 300 KB, under Temporal's payload
+# warning size, and cover weeks of closures for an account that settles a few hundred a day.
+MAX_CLOSED_KEYS = 10_000
 SIGNED_LIMITS_PATCH = "signed-limit-changes"
 CLOSED_ENTRY_GRACE = timedelta(days=1)
 RECENT_ENTRIES_IN_REPLIES = 20
@@ -94,6 +102,12 @@ def next_period_start(period: BudgetPeriod, at: datetime) -> datetime | None:
     if period == "week":
         return start + timedelta(weeks=1)
     return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+
+
+def key_digest(key: str) -> str:
+    """What the ledger remembers of a closed key: 64 bits of its SHA-256, enough that two keys
+    of one account never collide in practice."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 class Balance(NamedTuple):
@@ -125,6 +139,7 @@ class LedgerBook:
         self._folded_committed_usd = state.folded_committed_usd
         self._folded_entries = state.folded_entries
         self._folded_until = state.folded_until
+        self._closed_keys: dict[str, ClosedState] = dict(state.closed_keys)
 
     # --- balance ------------------------------------------------------------------------------
 
@@ -146,7 +161,21 @@ class LedgerBook:
 
     # --- rules --------------------------------------------------------------------------------
 
+    def closed_as(self, key: str) -> ClosedState | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            return None if entry.state == "reserved" else entry.state
+        return self._closed_keys.get(key_digest(key))
+
     def check_reservation(self, reservation: Reservation, now: datetime) -> None:
+        closed = self.closed_as(reservation.key)
+        if closed is not None:
+            raise ApplicationError(
+                f"account '{self.account}': reservation '{reservation.key}' was already {closed} "
+                "and is never reserved again; a new submission needs a new key",
+                closed,
+                type=RESERVATION_CLOSED,
+            )
         if reservation.key in self._entries:
             return
         balance = self.balance(now)
@@ -166,8 +195,8 @@ class LedgerBook:
         raise ApplicationError(message, max(balance.available_usd, 0.0), type=BUDGET_EXCEEDED)
 
     def reserve(self, reservation: Reservation, now: datetime) -> ReservationReceipt:
-        """A known key returns its entry, whatever its state: a retried reservation never
-        reserves twice."""
+        """An open key returns its entry: a retried reservation never reserves twice. A closed
+        key is refused (ReservationClosed, with how it closed as the detail)."""
         self.check_reservation(reservation, now)
         entry = self._entries.get(reservation.key)
         created = entry is None
@@ -229,6 +258,7 @@ class LedgerBook:
                 }
             )
             self._entries[entry.key] = entry
+            self._remember_closed(entry.key, "committed")
         return entry
 
     def check_release(self, release: Release) -> None:
@@ -248,7 +278,13 @@ class LedgerBook:
                 update={"state": "released", "reason": release.reason, "updated_at": now}
             )
             self._entries[entry.key] = entry
+            self._remember_closed(entry.key, "released")
         return entry
+
+    def _remember_closed(self, key: str, state: ClosedState) -> None:
+        self._closed_keys[key_digest(key)] = state
+        while len(self._closed_keys) > MAX_CLOSED_KEYS:
+            del self._closed_keys[next(iter(self._closed_keys))]
 
     def set_limit(self, command: SetLimit, now: datetime, verified_key_id: str = "") -> None:
         """`verified_key_id`: the key whose signature over this change was verified; the time it
@@ -329,6 +365,7 @@ class LedgerBook:
             folded_committed_usd=folded_usd,
             folded_entries=folded_entries,
             folded_until=folded_until,
+            closed_keys=self._closed_keys,
         )
 
     def details(self, now: datetime) -> str:

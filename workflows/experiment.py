@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from datetime import datetime, timedelta
 from typing import Literal, TypeVar
 
@@ -22,15 +21,6 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from schemas import error_types
-    from schemas.budget import (
-        Release,
-        ReleaseBudgetInput,
-        Reservation,
-        ReservationOutcome,
-        ReserveBudgetInput,
-        SettleBudgetInput,
-        Settlement,
-    )
     from schemas.control import (
         APPROVE,
         CANCEL,
@@ -57,8 +47,6 @@ with workflow.unsafe.imports_passed_through():
         ExecutionPlan,
         ExperimentInput,
         FetchedResult,
-        FetchInput,
-        JobInput,
         MitigateInput,
         MitigationOutcome,
         PlanInput,
@@ -72,7 +60,6 @@ with workflow.unsafe.imports_passed_through():
         Prevalidation,
         Progress,
         Stage,
-        SubmitInput,
     )
     from schemas.report import ExperimentReport
     from schemas.request import BackendChoice, ExperimentRequest
@@ -83,11 +70,9 @@ with workflow.unsafe.imports_passed_through():
         COMPUTE_TIMEOUT,
         ENTITY_RETRY,
         HEARTBEAT_TIMEOUT,
-        POLL_TIMEOUT,
-        PROVIDER_RETRY,
-        PROVIDER_TIMEOUT,
         QUICK_TIMEOUT,
     )
+    from workflows.paid_execution import PaidExecution, PaidWork, describe_backend
 
 CLASSICAL = "classical"
 
@@ -105,15 +90,9 @@ BACKEND_FAILURES = (
 BUDGET_RETRY_CEILING = timedelta(minutes=10)
 
 
-def client_token(workflow_id: str, run_id: str, submission_index: int) -> str:
-    """At most 64 characters, as Braket's clientToken allows."""
-    digest = hashlib.sha256(f"{workflow_id}/{run_id}/{submission_index}".encode()).hexdigest()
-    return f"qloop-{digest[:40]}"
-
-
-def describe_backend(choice: BackendChoice) -> str:
-    profile = f":{choice.noise_profile}" if choice.noise_profile else ""
-    return f"{choice.provider}/{choice.device}{profile}"
+# The name of an experiment's one submission: its backends and attempts are told apart by the
+# reservation key's backend and number (workflows/paid_execution.py).
+SUBMISSION = "run"
 
 
 def is_remote(choice: BackendChoice) -> bool:
@@ -167,9 +146,9 @@ class ExperimentWorkflow:
         self._paused = False
         self._reroute: RerouteCommand | None = None
         self._cancel: OpsCommand | None = None
-        self._submissions = 0
-        self._job: tuple[JobRef, BackendChoice] | None = None
-        self._reservation: BudgetRecord | None = None
+        # The paid execution on the current backend, until it is settled.
+        self._execution: PaidExecution | None = None
+        self._paid_stage: tuple[Stage, datetime] | None = None
         self._fallbacks: list[BackendChoice | str] = []
         self._last_prepared: tuple[ExperimentRequest, PreparedExperiment, Prevalidation] | None = (
             None
@@ -323,7 +302,7 @@ class ExperimentWorkflow:
             message = cause.message if isinstance(cause, ApplicationError) else str(cause)
             error_type = cause.type if isinstance(cause, ApplicationError) else None
             failed_stage = self._progress.stage
-            await self._release_reservation(f"experiment failed in {failed_stage.value}")
+            await self._settle_execution(f"experiment failed in {failed_stage.value}")
             self._set_progress(stage=Stage.FAILED, error=f"{failed_stage.value}: {message}")
             raise ApplicationError(
                 f"{failed_stage.value} failed: {message}", type=error_type, non_retryable=True
@@ -402,17 +381,15 @@ class ExperimentWorkflow:
             rejected = await self._await_approval(request, decision.approval, plan)
             if rejected is not None:
                 return rejected
+        execution = self._paid_execution(request, plan, input)
         if plan.cost_estimate.usd > 0:
             refused = await self._reserve_budget(request, plan, decision, input.polling)
             if refused is not None:
                 return refused
         try:
-            await self._hold_while_paused()
-            job = await self._submit(request, plan)
-            await self._wait_until_done(job, backend, input)
+            job, fetched = await execution.run()
         except LeaveBackend as leave:
-            leave.cancelled_job = await self._cancel_provider_job()
-            await self._release_reservation(leave.why)
+            leave.cancelled_job = execution.cancelled_job
             raise
         except ActivityError as error:
             why = self._backend_failure(error)
@@ -423,20 +400,39 @@ class ExperimentWorkflow:
             if error.type not in BACKEND_FAILURES:
                 raise
             await self._backend_failed(backend, error.message)
-        if is_remote(backend):
-            await self._entity_call(
-                "report_backend_outcome",
-                ReportOutcomeInput(
-                    backend=name, experiment_id=experiment_id, success=True, detail="job completed"
-                ),
-                None,
-            )
-        return await self._finish(experiment_id, request, prepared, prevalidation, plan)
+        finally:
+            self._record_settlement(execution)
+        return await self._finish(
+            experiment_id, request, prepared, prevalidation, plan, job, fetched
+        )
+
+    def _paid_execution(
+        self, request: ExperimentRequest, plan: ExecutionPlan, input: ExperimentInput
+    ) -> PaidExecution:
+        execution = PaidExecution(
+            PaidWork(
+                account=request.policy.account,
+                backend=request.execution.backend,
+                batch_uri=plan.batch_uri,
+                shots=request.execution.shots,
+                seed=request.execution.seed,
+                estimated_usd=plan.cost_estimate.usd,
+                submission=SUBMISSION,
+                purpose="",
+                artifact_folder=workflow.info().workflow_id,
+                polling=input.polling,
+                max_queue_wait=request.policy.max_queue_wait,
+                name=request.name,
+            ),
+            self,
+        )
+        self._execution = execution
+        return execution
 
     async def _backend_failed(self, backend: BackendChoice, why: str) -> None:
-        """Tell the breaker, free the money, and hand the work to the next backend."""
+        """Tell the breaker and hand the work to the next backend (the paid execution already
+        cancelled the job and settled what it was billed)."""
         name = describe_backend(backend)
-        self._job = None
         if is_remote(backend):
             await self._entity_call(
                 "report_backend_outcome",
@@ -448,7 +444,6 @@ class ExperimentWorkflow:
                 ),
                 None,
             )
-        await self._release_reservation(f"{name} failed: {why}")
         raise LeaveBackend("fallback", f"{name} failed: {why}")
 
     @staticmethod
@@ -496,19 +491,9 @@ class ExperimentWorkflow:
         prepared: PreparedExperiment,
         prevalidation: Prevalidation,
         plan: ExecutionPlan,
+        job: JobRef,
+        fetched: FetchedResult,
     ) -> ExperimentReport:
-        assert self._job is not None
-        job, backend = self._job
-        fetched = await self._stage(
-            Stage.FETCHING,
-            "fetch_result",
-            FetchInput(experiment_id=experiment_id, backend=backend, job=job),
-            FetchedResult,
-            timeout=PROVIDER_TIMEOUT,
-            retry=PROVIDER_RETRY,
-        )
-        self._job = None
-        await self._settle_reservation(fetched.actual_cost.usd)
         mitigation = await self._stage(
             Stage.MITIGATING,
             "mitigate",
@@ -667,29 +652,12 @@ class ExperimentWorkflow:
         """Reserves the estimated cost before submission; a refusal ends the experiment or waits
         for money to free up (asking again as often as it would poll a provider, up to every ten
         minutes), as the account's policy says."""
-        account = request.policy.account
-        info = workflow.info()
-        key = f"{info.workflow_id}/{info.run_id}/{self._submissions}"
-        reservation = Reservation(
-            key=key,
-            experiment_id=workflow.info().workflow_id,
-            amount_usd=plan.cost_estimate.usd,
-            backend=describe_backend(request.execution.backend),
-            note=request.name,
-        )
+        execution = self._execution
+        assert execution is not None
         started = workflow.now()
         interval = timedelta(seconds=min(30.0, polling.ceiling_seconds))
         while True:
-            outcome = await self._entity_call(
-                "reserve_budget",
-                ReserveBudgetInput(
-                    account=account,
-                    reservation=reservation,
-                    initial_limit_usd=decision.budget_default.limit_usd,
-                    initial_period=decision.budget_default.period,
-                ),
-                ReservationOutcome,
-            )
+            outcome = await execution.reserve(decision)
             if outcome.accepted:
                 break
             if decision.on_budget_exhausted == "refuse":
@@ -706,48 +674,37 @@ class ExperimentWorkflow:
             await self._interruptible_sleep(interval, "wait for budget")
             interval = min(interval * 2, BUDGET_RETRY_CEILING)
         self._set_progress(awaiting=None)
-        self._reservation = BudgetRecord(
-            account=account, reservation_key=key, reserved_usd=plan.cost_estimate.usd
+        record = BudgetRecord(
+            account=request.policy.account,
+            reservation_key=execution.key,
+            reserved_usd=plan.cost_estimate.usd,
         )
         assert self._governance is not None
-        self._govern(budget=[*self._governance.budget, self._reservation])
+        self._govern(budget=[*self._governance.budget, record])
         return None
 
-    async def _settle_reservation(self, actual_usd: float) -> None:
-        reservation = self._reservation
-        if reservation is None:
+    async def _settle_execution(self, reason: str) -> None:
+        """Cancels the current backend's job, if any, and settles its money (see
+        PaidExecution.abandon)."""
+        execution = self._execution
+        if execution is None:
             return
-        await self._entity_call(
-            "settle_budget",
-            SettleBudgetInput(
-                account=reservation.account,
-                settlement=Settlement(key=reservation.reservation_key, actual_usd=actual_usd),
-            ),
-            None,
-        )
-        self._reservation = None
-        self._replace_budget_record(reservation, committed_usd=actual_usd)
+        await execution.abandon(reason)
+        self._record_settlement(execution)
 
-    async def _release_reservation(self, reason: str) -> None:
-        reservation = self._reservation
-        if reservation is None:
+    def _record_settlement(self, execution: PaidExecution) -> None:
+        """The governance record of the execution's reservation, once it was settled."""
+        if execution.committed_usd is None and not execution.released:
             return
-        await self._entity_call(
-            "release_budget",
-            ReleaseBudgetInput(
-                account=reservation.account,
-                release=Release(key=reservation.reservation_key, reason=reason),
-            ),
-            None,
-        )
-        self._reservation = None
-        self._replace_budget_record(reservation, released=True)
-
-    def _replace_budget_record(self, old: BudgetRecord, **changes: object) -> None:
         assert self._governance is not None
+        changes: dict[str, object] = (
+            {"released": True}
+            if execution.released
+            else {"committed_usd": execution.committed_usd}
+        )
         records = [
             record.model_copy(update=changes)
-            if record.reservation_key == old.reservation_key
+            if record.reservation_key == execution.key
             else record
             for record in self._governance.budget
         ]
@@ -796,26 +753,10 @@ class ExperimentWorkflow:
             )
         self._check_interrupts()
 
-    async def _cancel_provider_job(self) -> str | None:
-        """Cancels the submitted job, if any; returns its id. A job that finished meanwhile
-        cannot be cancelled, which the adapters treat as done."""
-        if self._job is None:
-            return None
-        job, backend = self._job
-        self._job = None
-        await workflow.execute_activity(
-            "cancel_job",
-            JobInput(backend=backend, job=job),
-            start_to_close_timeout=PROVIDER_TIMEOUT,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=PROVIDER_RETRY,
-            summary="cancel job",
-        )
-        return job.job_id
-
     async def _cancelled(self, request: ExperimentRequest, command: OpsCommand) -> ExperimentReport:
-        job_id = await self._cancel_provider_job()
-        await self._release_reservation("experiment cancelled")
+        execution = self._execution
+        await self._settle_execution("experiment cancelled")
+        job_id = execution.cancelled_job if execution is not None else None
         by = f" by {command.by}" if command.by else ""
         reason = f": {command.reason}" if command.reason else ""
         job = f"; provider job {job_id} cancelled" if job_id else ""
@@ -883,84 +824,55 @@ class ExperimentWorkflow:
         prepared, prevalidation, _ = await self._prepare(experiment_id, request)
         return request, prepared, prevalidation
 
-    # --- submission and waiting -------------------------------------------------------------------
+    # --- steering of the paid execution (workflows/paid_execution.Steering) ---------------------
 
-    async def _submit(self, request: ExperimentRequest, plan: ExecutionPlan) -> JobRef:
-        index = self._submissions
-        self._submissions += 1
-        token = client_token(workflow.info().workflow_id, workflow.info().run_id, index)
-        backend = request.execution.backend
-        job = await self._stage(
-            Stage.SUBMITTING,
-            "submit",
-            SubmitInput(
-                backend=backend,
-                batch_uri=plan.batch_uri,
-                shots=request.execution.shots,
-                seed=request.execution.seed,
-                client_token=token,
-            ),
-            JobRef,
-            timeout=PROVIDER_TIMEOUT,
-            retry=PROVIDER_RETRY,
+    def interrupted(self) -> bool:
+        return self._paused or self._interrupt_pending()
+
+    async def checkpoint(self) -> None:
+        await self._hold_while_paused()
+
+    def on_stage(self, stage: Stage) -> None:
+        self._close_paid_stage()
+        self._paid_stage = (stage, workflow.now())
+        if stage == Stage.WAITING:
+            self._set_progress(stage=stage, job_state=JobState.QUEUED, polls=0)
+        else:
+            self._set_progress(stage=stage)
+
+    def on_status(self, status: JobStatus) -> None:
+        self._publish_job_status(status)
+        self._set_progress(
+            job_state=status.state,
+            queue_position=status.queue_position,
+            polls=self._progress.polls + 1,
         )
-        self._job = (job, backend)
-        return job
 
-    async def _wait_until_done(
-        self, job: JobRef, backend: BackendChoice, input: ExperimentInput
-    ) -> None:
-        """Polls with growing intervals; polling is held while paused (the job keeps its place
-        in the provider's queue) and a reroute or cancel interrupts the wait."""
-        self._set_progress(stage=Stage.WAITING, job_state=JobState.QUEUED, polls=0)
-        started = workflow.now()
-        deadline = started + input.request.policy.max_queue_wait
-        interval = timedelta(seconds=input.polling.initial_seconds)
-        ceiling = timedelta(seconds=input.polling.ceiling_seconds)
-        while True:
-            await self._hold_while_paused()
-            status = await workflow.execute_activity(
-                "check_job",
-                JobInput(backend=backend, job=job),
-                result_type=JobStatus,
-                start_to_close_timeout=POLL_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=PROVIDER_RETRY,
-                summary="poll",
+    async def job_done(self, job: JobRef) -> None:
+        backend = self._execution.work.backend if self._execution else None
+        if backend is not None and is_remote(backend):
+            await self._entity_call(
+                "report_backend_outcome",
+                ReportOutcomeInput(
+                    backend=describe_backend(backend),
+                    experiment_id=workflow.info().workflow_id,
+                    success=True,
+                    detail="job completed",
+                ),
+                None,
             )
-            self._publish_job_status(status)
-            self._set_progress(
-                job_state=status.state,
-                queue_position=status.queue_position,
-                polls=self._progress.polls + 1,
-            )
-            if status.state == JobState.DONE:
-                break
-            if status.state.is_final:
-                self._job = None
-                raise ApplicationError(
-                    f"job {job.job_id} on {job.device} ended {status.state.value}: "
-                    f"{status.message or 'no reason given'}",
-                    type=error_types.JOB_FAILED,
-                    non_retryable=True,
-                )
-            if workflow.now() >= deadline:
-                raise ApplicationError(
-                    f"job {job.job_id} still {status.state.value} after the request's "
-                    f"max_queue_wait of {input.request.policy.max_queue_wait}",
-                    type=error_types.QUEUE_DEADLINE_EXCEEDED,
-                    non_retryable=True,
-                )
-            await self._interruptible_sleep(interval, "wait for provider")
-            interval = min(interval * 2, ceiling)
-        self._record_time(Stage.WAITING.value, started)
+
+    def _close_paid_stage(self) -> None:
+        if self._paid_stage is not None:
+            stage, started = self._paid_stage
+            self._record_time(stage.value, started)
+            self._paid_stage = None
 
     # --- experiments started before governance existed (kept for replay) ------------------------
 
     async def _run_ungoverned(
         self, experiment_id: str, request: ExperimentRequest, input: ExperimentInput
     ) -> ExperimentReport:
-        backend = request.execution.backend
         prepared = await self._stage(
             Stage.PREPROCESSING,
             "preprocess",
@@ -987,16 +899,7 @@ class ExperimentWorkflow:
             [attrs.ESTIMATED_COST_USD.value_set(plan.cost_estimate.usd)]
         )
 
-        job = await self._submit(request, plan)
-        await self._wait_until_done(job, backend, input)
-        fetched = await self._stage(
-            Stage.FETCHING,
-            "fetch_result",
-            FetchInput(experiment_id=experiment_id, backend=backend, job=job),
-            FetchedResult,
-            timeout=PROVIDER_TIMEOUT,
-            retry=PROVIDER_RETRY,
-        )
+        job, fetched = await self._paid_execution(request, plan, input).run()
         mitigation = await self._stage(
             Stage.MITIGATING,
             "mitigate",
@@ -1045,6 +948,7 @@ class ExperimentWorkflow:
     ) -> ResultT:
         """One stage as one activity, which heartbeats; `task_queue` None runs it on the
         workflow's own queue."""
+        self._close_paid_stage()
         self._set_progress(stage=stage)
         started = workflow.now()
         result = await workflow.execute_activity(

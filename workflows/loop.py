@@ -60,7 +60,7 @@ with workflow.unsafe.imports_passed_through():
         QUICK_TIMEOUT,
     )
     from workflows.batch_pass import BudgetExhausted, run_batch
-    from workflows.experiment import describe_backend
+    from workflows.paid_execution import describe_backend
 FINAL_LABEL = "final"
 
 
@@ -224,6 +224,8 @@ class LoopWorkflow:
             polling=input.polling,
             compute_queue=input.compute_task_queue,
             token_label=token_label,
+            max_queue_wait=request.policy.max_queue_wait,
+            name=request.name,
             max_cost_usd=None if limit is None else max(limit - cost_so_far, 0.0),
         )
         return scored

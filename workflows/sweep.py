@@ -305,6 +305,8 @@ class SweepWorkflow:
                 polling=self._polling(input, range_count(indices)),
                 compute_queue=self._compute_queue,
                 token_label=submission_label(label, request, chosen.points),
+                max_queue_wait=request.policy.max_queue_wait,
+                name=request.name,
                 max_cost_usd=None if limit is None else max(limit - self._progress.cost_usd, 0),
                 on_job_status=lambda status: self._job_status(label, len(chosen.points), status),
             )

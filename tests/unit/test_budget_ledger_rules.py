@@ -157,28 +157,55 @@ def test_lowering_the_limit_below_the_spend_shows_nothing_available() -> None:
 # --- idempotency --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("closing", ["open", "committed", "released"])
-def test_a_known_key_never_reserves_twice(closing: str) -> None:
+def test_an_open_key_never_reserves_twice() -> None:
     ledger = book(10.0)
     first = ledger.reserve(reservation("exp/0", 6.0), NOW).entry
+    later = NOW + timedelta(minutes=5)
+    ledger.check_reservation(reservation("exp/0", 6.0), later)
+    again = ledger.reserve(reservation("exp/0", 6.0), later)
+
+    assert (again.created, again.entry.key, again.entry.created_at) == (False, first.key, NOW)
+    view = ledger.view(later)
+    assert (view.reserved_usd, len(view.entries)) == (6.0, 1)
+
+
+@pytest.mark.parametrize("closing", ["committed", "released"])
+def test_a_closed_key_is_never_accepted_as_a_new_reservation(closing: str) -> None:
+    ledger = book(10.0)
+    ledger.reserve(reservation("exp/0", 6.0), NOW)
     if closing == "committed":
         ledger.commit(Settlement(key="exp/0", actual_usd=5.0), NOW)
-    elif closing == "released":
-        ledger.release(Release(key="exp/0", reason="refused by provider"), NOW)
+    else:
+        ledger.release(Release(key="exp/0", reason="rerouted"), NOW)
     before = ledger.view(NOW)
 
     later = NOW + timedelta(minutes=5)
-    ledger.check_reservation(reservation("exp/0", 6.0), later)
-    again = ledger.reserve(reservation("exp/0", 6.0), later).entry
+    refusal = refusal_of(ledger.reserve, reservation("exp/0", 6.0), later)
 
-    assert again.key == first.key and again.created_at == NOW
-    assert again.state == ("reserved" if closing == "open" else closing)
+    assert refusal.type == RESERVATION_CLOSED and refusal.details == (closing,)
+    assert f"was already {closing} and is never reserved again" in refusal.message
     after = ledger.view(later)
     assert (after.reserved_usd, after.committed_usd, len(after.entries)) == (
         before.reserved_usd,
         before.committed_usd,
         1,
     )
+
+
+def test_a_closed_key_stays_refused_after_its_entry_is_dropped() -> None:
+    ledger = book(1000.0)
+    ledger.reserve(reservation("old/0", 1.0), NOW)
+    ledger.release(Release(key="old/0", reason="cancelled"), NOW)
+    later = NOW + timedelta(hours=1)
+    for index in range(MAX_CLOSED_ENTRIES + 5):
+        ledger.reserve(reservation(f"filler/{index}", 0.01), later)
+        ledger.commit(Settlement(key=f"filler/{index}", actual_usd=0.01), later)
+    next_week = NOW + timedelta(days=8)
+    carried = LedgerBook("lab", ledger.carried_state(next_week))
+
+    assert "old/0" not in {entry.key for entry in carried.view(next_week).entries}
+    refusal = refusal_of(carried.reserve, reservation("old/0", 1.0), next_week)
+    assert refusal.type == RESERVATION_CLOSED and refusal.details == ("released",)
 
 
 def test_commit_records_the_actual_cost_once() -> None:

@@ -282,7 +282,8 @@ async def test_reserve_is_idempotent_commit_and_release_settle_it(ledgers: Ledge
         SettleBudgetInput(account=account, settlement=Settlement(key="a/0", actual_usd=5.0)),
     )
     assert (committed.state, committed.actual_usd) == ("committed", 5.0)
-    assert (await ledgers.reserve(account, "a/0", 6.0)).accepted
+    closed = await ledgers.reserve(account, "a/0", 6.0)
+    assert (closed.accepted, closed.closed_as) == (False, "committed")
     assert (await ledgers.reserve(account, "b/0", 4.0)).accepted
     released = await release_budget(
         ledgers.client,

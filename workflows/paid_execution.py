@@ -1,0 +1,464 @@
+"""The one path every paid submission takes: reserve → submit → wait → fetch → settle.
+
+Experiments, loop iterations and sweep batches all run their provider work through
+`PaidExecution`; they differ only in how they are steered (`Steering`: pause, reroute, cancel
+and progress for experiments, nothing for loops and sweeps). The money rules it keeps:
+
+- Reservation key and client token come from the workflow id, the submission's name, a number
+  and the backend, never from the run id: a run reset to before its submission, or continued as
+  new, asks for the same key and token, and the provider hands back the job it already has
+  instead of starting a second. The ledger never accepts a closed key as a new reservation: a
+  released key moves the submission to its next number (a new job, reserved anew); a committed
+  one means this job was paid and settled, so it is found again and not settled twice.
+- Every job the provider accepted ends cancelled or committed at what the provider bills for
+  it. Whatever ends the path early — a failed task of a batch, the queue deadline, a reroute, a
+  cancel signal, Temporal's own cancellation, a failed fetch — cancels what still queues or runs,
+  waits until every part ended and commits what the provider billed (a job that finished first
+  is billed in full), or releases the reservation when nothing was billed.
+- A cancellation that arrives while `submit` runs lets the submission finish, so the job is
+  known, and then cancels it.
+- Waiting: short polls on durable timers while the interval doubles; once it reaches its
+  ceiling one `wait_for_job` activity retries at the ceiling until the job ended, which adds
+  nothing to history per poll (samples-python `polling/infrequent`), so a wait of weeks stays
+  small. A pause, reroute or cancel interrupts it at once.
+
+Deterministic workflow code: activities are called by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import NamedTuple, Protocol, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from schemas import error_types
+    from schemas.budget import (
+        Release,
+        ReleaseBudgetInput,
+        Reservation,
+        ReservationOutcome,
+        ReserveBudgetInput,
+        SettleBudgetInput,
+        Settlement,
+    )
+    from schemas.execution import Cost, JobRef, JobState, JobStatus
+    from schemas.pipeline import (
+        FetchedResult,
+        FetchInput,
+        JobInput,
+        PolicyDecision,
+        PollingPolicy,
+        Stage,
+        SubmitInput,
+    )
+    from schemas.request import BackendChoice
+    from workflows.activity_options import (
+        ENTITY_RETRY,
+        HEARTBEAT_TIMEOUT,
+        POLL_TIMEOUT,
+        PROVIDER_RETRY,
+        PROVIDER_TIMEOUT,
+        QUICK_TIMEOUT,
+    )
+
+ResultT = TypeVar("ResultT")
+
+# Histories recorded before waits at the poll ceiling became one retried activity replay with
+# timers all the way.
+WAIT_AT_CEILING_PATCH = "wait-for-job-at-poll-ceiling"
+
+
+def describe_backend(choice: BackendChoice) -> str:
+    profile = f":{choice.noise_profile}" if choice.noise_profile else ""
+    return f"{choice.provider}/{choice.device}{profile}"
+
+
+def reservation_key(workflow_id: str, submission: str, number: int, backend: str) -> str:
+    return f"{workflow_id}/{submission}/{number}/{backend}"
+
+
+def client_token(key: str) -> str:
+    """At most 64 characters, as Braket's clientToken allows; one per reservation key."""
+    return f"qloop-{hashlib.sha256(key.encode()).hexdigest()[:40]}"
+
+
+TAG_PREFIX = "qloop:"
+
+
+def task_tags(work: PaidWork) -> dict[str, str]:
+    """What `qloop budget reconcile` reads back from the provider's own task list."""
+    return {
+        f"{TAG_PREFIX}account": work.account,
+        f"{TAG_PREFIX}workflow-id": workflow.info().workflow_id,
+        f"{TAG_PREFIX}submission": work.submission,
+        f"{TAG_PREFIX}name": work.name[:256],
+    }
+
+
+class Steering(Protocol):
+    """How the workflow that owns a paid execution steers it."""
+
+    def interrupted(self) -> bool:
+        """A pause, reroute or cancel waits to be acted on."""
+        ...
+
+    async def checkpoint(self) -> None:
+        """Acts on it: holds while paused, raises to leave the path."""
+        ...
+
+    def on_stage(self, stage: Stage) -> None: ...
+
+    def on_status(self, status: JobStatus) -> None: ...
+
+    async def job_done(self, job: JobRef) -> None:
+        """The provider finished the job, before its result is fetched."""
+        ...
+
+
+class Unsteered:
+    """Loops and sweeps: nobody pauses a batch; `on_status` sees every poll."""
+
+    def __init__(self, on_status: StatusListener | None = None) -> None:
+        self._on_status = on_status
+
+    def interrupted(self) -> bool:
+        return False
+
+    async def checkpoint(self) -> None:
+        return None
+
+    def on_stage(self, stage: Stage) -> None:
+        return None
+
+    def on_status(self, status: JobStatus) -> None:
+        if self._on_status is not None:
+            self._on_status(status)
+
+    async def job_done(self, job: JobRef) -> None:
+        return None
+
+
+class StatusListener(Protocol):
+    def __call__(self, status: JobStatus) -> None: ...
+
+
+class Executed(NamedTuple):
+    job: JobRef
+    fetched: FetchedResult
+
+
+@dataclass(frozen=True)
+class PaidWork:
+    """One submission. `submission` names it within its workflow ("run", "iter-0007");
+    `purpose` is the ledger's note and the prefix of activity summaries; `name` (the
+    experiment's, loop's or sweep's) tags its provider tasks with the account and workflow id."""
+
+    account: str
+    backend: BackendChoice
+    batch_uri: str
+    shots: int
+    seed: int | None
+    estimated_usd: float
+    submission: str
+    purpose: str
+    artifact_folder: str
+    polling: PollingPolicy
+    max_queue_wait: timedelta
+    name: str = ""
+
+
+@dataclass
+class PaidExecution:
+    work: PaidWork
+    steering: Steering
+    # Bumped past every key of this submission the ledger already released.
+    number: int = 0
+    reserved: bool = False
+    # The key's job was paid and settled by an earlier run (a reset): found again, never
+    # settled twice.
+    settled_before: bool = False
+    job: JobRef | None = None
+    # What `abandon` cancelled, for the record.
+    cancelled_job: str | None = None
+    # How the reservation ended: the committed amount, or released.
+    committed_usd: float | None = None
+    released: bool = False
+
+    @property
+    def key(self) -> str:
+        return reservation_key(
+            workflow.info().workflow_id,
+            self.work.submission,
+            self.number,
+            describe_backend(self.work.backend),
+        )
+
+    @property
+    def token(self) -> str:
+        return client_token(self.key)
+
+    # --- money ------------------------------------------------------------------------------
+
+    async def reserve(self, decision: PolicyDecision) -> ReservationOutcome:
+        """Reserves the estimate before anything is submitted; free work reserves nothing."""
+        if self.work.estimated_usd <= 0:
+            return ReservationOutcome(accepted=True, message="free", available_usd=0.0)
+        while True:
+            outcome: ReservationOutcome = await _entity_call(
+                "reserve_budget",
+                ReserveBudgetInput(
+                    account=self.work.account,
+                    reservation=Reservation(
+                        key=self.key,
+                        experiment_id=workflow.info().workflow_id,
+                        amount_usd=self.work.estimated_usd,
+                        backend=describe_backend(self.work.backend),
+                        note=self.work.purpose,
+                    ),
+                    initial_limit_usd=decision.budget_default.limit_usd,
+                    initial_period=decision.budget_default.period,
+                ),
+                ReservationOutcome,
+            )
+            if outcome.closed_as == "released":
+                self.number += 1
+                continue
+            if outcome.closed_as == "committed":
+                self.settled_before = True
+                return outcome.model_copy(update={"accepted": True})
+            self.reserved = outcome.accepted
+            return outcome
+
+    async def _commit(self, actual_usd: float) -> None:
+        if self.settled_before:
+            self.committed_usd = actual_usd
+        if not self.reserved:
+            return
+        await _entity_call(
+            "settle_budget",
+            SettleBudgetInput(
+                account=self.work.account,
+                settlement=Settlement(key=self.key, actual_usd=actual_usd),
+            ),
+        )
+        self.reserved = False
+        self.committed_usd = actual_usd
+
+    async def release(self, reason: str) -> None:
+        if not self.reserved:
+            return
+        await _entity_call(
+            "release_budget",
+            ReleaseBudgetInput(
+                account=self.work.account, release=Release(key=self.key, reason=reason)
+            ),
+        )
+        self.reserved = False
+        self.released = True
+
+    # --- the path ------------------------------------------------------------------------------
+
+    async def run(self) -> Executed:
+        """Submit, wait, fetch and settle; whatever stops it on the way is settled by `abandon`
+        and raised again."""
+        try:
+            await self.steering.checkpoint()
+            job = await self._submit()
+            await self._wait(job)
+            await self.steering.job_done(job)
+            fetched = await self._fetch(job)
+        except (Exception, asyncio.CancelledError) as stop:
+            await self.abandon(why(stop))
+            raise
+        self.job = None
+        await self._commit(fetched.actual_cost.usd)
+        return Executed(job, fetched)
+
+    async def abandon(self, reason: str) -> None:
+        """Cancels the job (if any) and commits what the provider billed for it, or releases
+        the reservation when nothing was billed."""
+        job = self.job
+        if job is not None:
+            self.job = None
+            billed: Cost | None = await workflow.execute_activity(
+                "cancel_job",
+                JobInput(backend=self.work.backend, job=job),
+                result_type=Cost,
+                start_to_close_timeout=PROVIDER_TIMEOUT,
+                heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                retry_policy=PROVIDER_RETRY,
+                summary=self._summary("cancel"),
+            )
+            self.cancelled_job = job.job_id
+            # Histories recorded before cancel_job said what was billed carry no answer.
+            if billed is not None and billed.usd > 0:
+                await self._commit(billed.usd)
+                return
+        await self.release(reason)
+
+    async def _submit(self) -> JobRef:
+        self.steering.on_stage(Stage.SUBMITTING)
+        handle = workflow.start_activity(
+            "submit",
+            SubmitInput(
+                backend=self.work.backend,
+                batch_uri=self.work.batch_uri,
+                shots=self.work.shots,
+                seed=self.work.seed,
+                client_token=self.token,
+                tags=task_tags(self.work),
+            ),
+            result_type=JobRef,
+            start_to_close_timeout=PROVIDER_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=PROVIDER_RETRY,
+            summary=self._summary("submit"),
+        )
+        try:
+            self.job = await asyncio.shield(handle)
+        except asyncio.CancelledError:
+            # The provider may already hold the job: let the submission finish so that
+            # `abandon` can cancel it.
+            with contextlib.suppress(ActivityError):
+                self.job = await handle
+            raise
+        return self.job
+
+    async def _wait(self, job: JobRef) -> None:
+        self.steering.on_stage(Stage.WAITING)
+        deadline = workflow.now() + self.work.max_queue_wait
+        interval = timedelta(seconds=self.work.polling.initial_seconds)
+        ceiling = timedelta(seconds=self.work.polling.ceiling_seconds)
+        while True:
+            await self.steering.checkpoint()
+            if interval >= ceiling and workflow.patched(WAIT_AT_CEILING_PATCH):
+                status = await self._wait_at_ceiling(job, ceiling, deadline)
+                if status is None:
+                    continue
+            else:
+                status = await self._poll(job)
+            self.steering.on_status(status)
+            if status.state is JobState.DONE:
+                return
+            if status.state.is_final:
+                raise ApplicationError(
+                    f"job {job.job_id} of {self.work.purpose} on {job.device} ended "
+                    f"{status.state.value}: {status.message or 'no reason given'}",
+                    type=error_types.JOB_FAILED,
+                    non_retryable=True,
+                )
+            if workflow.now() >= deadline:
+                raise self._deadline_passed(job, status.state)
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    self.steering.interrupted,
+                    timeout=min(interval, max(deadline - workflow.now(), timedelta(seconds=1))),
+                    timeout_summary=self._summary("wait for provider"),
+                )
+            interval = min(interval * 2, ceiling)
+
+    async def _poll(self, job: JobRef) -> JobStatus:
+        return await workflow.execute_activity(
+            "check_job",
+            JobInput(backend=self.work.backend, job=job),
+            result_type=JobStatus,
+            start_to_close_timeout=POLL_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=PROVIDER_RETRY,
+            summary=self._summary("poll"),
+        )
+
+    async def _wait_at_ceiling(
+        self, job: JobRef, ceiling: timedelta, deadline: datetime
+    ) -> JobStatus | None:
+        """The job's final status; None when a pause, reroute or cancel interrupted the wait
+        (the caller acts on it, then waits again). Past the deadline: QueueDeadlineExceeded."""
+        remaining = deadline - workflow.now()
+        if remaining <= timedelta(0):
+            raise self._deadline_passed(job, JobState.QUEUED)
+        handle = workflow.start_activity(
+            "wait_for_job",
+            JobInput(backend=self.work.backend, job=job),
+            result_type=JobStatus,
+            start_to_close_timeout=POLL_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=RetryPolicy(
+                initial_interval=ceiling,
+                backoff_coefficient=1.0,
+                maximum_interval=ceiling,
+                non_retryable_error_types=PROVIDER_RETRY.non_retryable_error_types,
+            ),
+            summary=self._summary("wait for provider"),
+        )
+        try:
+            await workflow.wait_condition(
+                lambda: handle.done() or self.steering.interrupted(),
+                timeout=remaining,
+                timeout_summary=self._summary("max_queue_wait"),
+            )
+        except TimeoutError:
+            await _cancelled(handle)
+            raise self._deadline_passed(job, JobState.QUEUED) from None
+        if not handle.done():
+            await _cancelled(handle)
+            return None
+        return handle.result()
+
+    def _deadline_passed(self, job: JobRef, state: JobState) -> ApplicationError:
+        return ApplicationError(
+            f"job {job.job_id} of {self.work.purpose} still {state.value} after max_queue_wait "
+            f"of {self.work.max_queue_wait}",
+            type=error_types.QUEUE_DEADLINE_EXCEEDED,
+            non_retryable=True,
+        )
+
+    async def _fetch(self, job: JobRef) -> FetchedResult:
+        self.steering.on_stage(Stage.FETCHING)
+        return await workflow.execute_activity(
+            "fetch_result",
+            FetchInput(experiment_id=self.work.artifact_folder, backend=self.work.backend, job=job),
+            result_type=FetchedResult,
+            start_to_close_timeout=PROVIDER_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=PROVIDER_RETRY,
+            summary=self._summary("fetch"),
+        )
+
+    def _summary(self, what: str) -> str:
+        return f"{self.work.purpose}: {what}" if self.work.purpose else what
+
+
+def why(error: BaseException) -> str:
+    """An activity's own failure rather than the wrapper's "Activity task failed"."""
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    if isinstance(error, ActivityError) and error.cause is not None:
+        return str(error.cause)
+    return str(error)
+
+
+async def _cancelled(handle: workflow.ActivityHandle[JobStatus]) -> None:
+    handle.cancel()
+    with contextlib.suppress(ActivityError, asyncio.CancelledError):
+        await handle
+
+
+async def _entity_call(
+    activity: str, arg: object, result_type: type[ResultT] | None = None
+) -> ResultT:
+    return await workflow.execute_activity(
+        activity,
+        arg,
+        result_type=result_type,
+        start_to_close_timeout=QUICK_TIMEOUT,
+        retry_policy=ENTITY_RETRY,
+        summary=activity,
+    )
