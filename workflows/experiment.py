@@ -698,14 +698,10 @@ class ExperimentWorkflow:
             return
         assert self._governance is not None
         changes: dict[str, object] = (
-            {"released": True}
-            if execution.released
-            else {"committed_usd": execution.committed_usd}
+            {"released": True} if execution.released else {"committed_usd": execution.committed_usd}
         )
         records = [
-            record.model_copy(update=changes)
-            if record.reservation_key == execution.key
-            else record
+            record.model_copy(update=changes) if record.reservation_key == execution.key else record
             for record in self._governance.budget
         ]
         self._govern(budget=records)

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
-from temporalio import activity, workflow
+from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
@@ -30,13 +29,11 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.batches import classical_reference
 from activities.budget_calls import set_budget_limit, show_budget
-from activities.provider_calls import check_job
 from adapters import registry
 from adapters.braket import task_client_token
-from schemas import error_types
 from schemas.budget import SetLimit
-from schemas.execution import JobState, JobStatus
-from schemas.pipeline import JobInput, PipelineModel, PollingPolicy
+from schemas.execution import JobState
+from schemas.pipeline import PipelineModel, PollingPolicy
 from schemas.request import Graph
 from schemas.variational import (
     BatchInput,
@@ -47,6 +44,7 @@ from schemas.variational import (
     ScoredBatch,
 )
 from tests.harness import QPU, LocalStack
+from tests.queue_doubles import activities_behind_a_queue
 from worker import WORKFLOWS, all_activities
 from workflows.batch_pass import BudgetExhausted, run_batch
 from workflows.paid_execution import client_token, reservation_key
@@ -169,39 +167,6 @@ async def test_a_free_batch_is_evaluated_and_every_run_finds_the_same_job(
     assert scheduled[0] == "prepare_batch" and scheduled[-1] == "score_batch"
 
 
-QUEUE_ENTERED: dict[str, datetime] = {}
-
-
-def queued_for_an_hour(input: JobInput) -> JobStatus | None:
-    """QUEUED for the first hour of (skipped) time after the job's first poll; None after."""
-    now = activity.info().current_attempt_scheduled_time
-    waited = now - QUEUE_ENTERED.setdefault(input.job.job_id, now)
-    return JobStatus(state=JobState.QUEUED, queue_position=3) if waited < QUEUE_TIME else None
-
-
-@activity.defn(name="check_job")
-async def check_job_behind_a_queue(input: JobInput) -> JobStatus:
-    return queued_for_an_hour(input) or check_job(input)
-
-
-@activity.defn(name="wait_for_job")
-async def wait_for_job_behind_a_queue(input: JobInput) -> JobStatus:
-    if queued_for_an_hour(input) is not None:
-        raise ApplicationError("still queued", type=error_types.JOB_NOT_DONE)
-    return check_job(input)
-
-
-QUEUE_DOUBLES = {"check_job": check_job_behind_a_queue, "wait_for_job": wait_for_job_behind_a_queue}
-
-
-def with_queue_doubles() -> list[Callable[..., Any]]:
-    return [
-        a
-        for a in all_activities()
-        if a.__temporal_activity_definition.name not in QUEUE_DOUBLES  # type: ignore[attr-defined]
-    ] + list(QUEUE_DOUBLES.values())
-
-
 async def test_a_long_queue_is_waited_out_without_history_per_poll_at_the_ceiling(
     time_skipping_env: WorkflowEnvironment,
 ) -> None:
@@ -212,7 +177,7 @@ async def test_a_long_queue_is_waited_out_without_history_per_poll_at_the_ceilin
         polling=PollingPolicy(initial_seconds=1, ceiling_seconds=60),
     )
     workflow_id = f"queued-{uuid.uuid4()}"
-    async with batch_worker(client, task_queue, with_queue_doubles()):
+    async with batch_worker(client, task_queue, activities_behind_a_queue(QUEUE_TIME)):
         outcome = await run_pass(client, task_queue, input, workflow_id)
         history = [e async for e in client.get_workflow_handle(workflow_id).fetch_history_events()]
 
@@ -235,8 +200,9 @@ async def test_a_long_queue_is_waited_out_without_history_per_poll_at_the_ceilin
         e
         for e in history
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-        and history[e.activity_task_started_event_attributes.scheduled_event_id - 1]
-        .activity_task_scheduled_event_attributes.activity_type.name
+        and history[
+            e.activity_task_started_event_attributes.scheduled_event_id - 1
+        ].activity_task_scheduled_event_attributes.activity_type.name
         == "wait_for_job"
     ]
     assert completed.activity_task_started_event_attributes.attempt >= 50
@@ -253,7 +219,7 @@ async def test_a_cancelled_workflow_cancels_the_job_it_waits_for(
         token_label="cancelled",
         polling=PollingPolicy(initial_seconds=60, ceiling_seconds=600),
     )
-    async with batch_worker(client, task_queue, with_queue_doubles()):
+    async with batch_worker(client, task_queue, activities_behind_a_queue(QUEUE_TIME)):
         handle = await client.start_workflow(
             BatchPassTestWorkflow.run,
             input,

@@ -1,52 +1,30 @@
 """ExperimentWorkflow on the time-skipping test server: a QPU queue of hours passes in seconds.
 
-Every activity is the real one (real Qiskit, Aer and mitiq) except the provider's status call,
-which is replaced by a queue that reports `queued` with a falling position until three hours of
-(skipped) time have passed, as a busy QPU would.
+Every activity is the real one (real Qiskit, Aer and mitiq) except the provider's status calls,
+which are replaced by a queue (tests/queue_doubles.py) that reports `queued` with a falling
+position until three hours of (skipped) time have passed, as a busy QPU would.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
-from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.provider_calls import check_job
-from schemas.execution import JobState, JobStatus
-from schemas.pipeline import ExperimentInput, JobInput, PollingPolicy, Progress, Stage
+from schemas.pipeline import ExperimentInput, PollingPolicy, Progress, Stage
 from schemas.report import ExperimentReport
 from schemas.request import ExperimentRequest
+from tests.queue_doubles import activities_behind_a_queue
 from worker import WORKFLOWS, all_activities
 from workflows import search_attributes as attrs
 
 QUEUE_TIME = timedelta(hours=3)
-
-
-QUEUE_ENTERED: dict[str, datetime] = {}
-
-
-@activity.defn(name="check_job")
-async def check_job_behind_a_queue(input: JobInput) -> JobStatus:
-    # The queue is measured on the server's (skipped) clock from the first poll of the job.
-    now = activity.info().current_attempt_scheduled_time
-    waited = now - QUEUE_ENTERED.setdefault(input.job.job_id, now)
-    if waited < QUEUE_TIME:
-        remaining = (QUEUE_TIME - waited) / QUEUE_TIME
-        return JobStatus(state=JobState.QUEUED, queue_position=1 + int(remaining * 40))
-    return check_job(input)
-
-
-def activities_behind_a_queue() -> list:
-    return [a for a in all_activities() if a.__temporal_activity_definition.name != "check_job"] + [
-        check_job_behind_a_queue
-    ]
 
 
 def ghz_request(**execution: object) -> ExperimentRequest:
@@ -67,7 +45,7 @@ async def test_hours_in_a_qpu_queue_pass_in_seconds(time_skipping_env: WorkflowE
         time_skipping_env.client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=activities_behind_a_queue(),
+        activities=activities_behind_a_queue(QUEUE_TIME),
     ):
         started = time.monotonic()
         handle = await time_skipping_env.client.start_workflow(
@@ -86,14 +64,17 @@ async def test_hours_in_a_qpu_queue_pass_in_seconds(time_skipping_env: WorkflowE
     assert report.ideal_value == pytest.approx(1.0)
     assert 0.5 < report.raw.value <= 1.0
     assert progress.stage == Stage.COMPLETED
-    # Backoff: 1, 2, 4 ... 512 s, then every 600 s: about 26 polls for 3 hours, not thousands.
-    assert 15 <= progress.polls <= 40
-    timers = [
-        event
-        async for event in handle.fetch_history_events()
-        if event.event_type == EventType.EVENT_TYPE_TIMER_STARTED
+    # Backoff: polls after 1, 2, 4 ... 512 s on timers, then one activity retried every 600 s
+    # (under one timer for the queue deadline): history does not grow while the job queues.
+    history = [event async for event in handle.fetch_history_events()]
+    timers = [e for e in history if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED]
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
-    assert len(timers) == progress.polls - 1
+    assert (scheduled.count("check_job"), scheduled.count("wait_for_job")) == (10, 1)
+    assert progress.polls == 11 and len(timers) == 11
     found = (await handle.describe()).typed_search_attributes
     assert found.get(attrs.JOB_STATUS) == "done"
     assert found.get(attrs.STAGE) == "completed"
