@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +229,18 @@ class LocalStack:
 
     def tasks(self) -> list[dict[str, Any]]:
         return self.admin("tasks")["tasks"]
+
+    def billed_usd(self, account: str | None = None, workflow_id: str | None = None) -> Decimal:
+        """What the stand-in billed for the tasks of an account and/or a workflow (their tags)."""
+        wanted = {"qloop:account": account, "qloop:workflow-id": workflow_id}
+        return sum(
+            (
+                Decimal(task["billedUsd"])
+                for task in self.tasks()
+                if all(v is None or task["tags"].get(k) == v for k, v in wanted.items())
+            ),
+            Decimal(0),
+        )
 
     def tasks_per_token(self) -> Counter[str]:
         return Counter(task["clientToken"] for task in self.tasks())

@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from qpu_standin.config import Device, Settings, patched
@@ -147,7 +148,21 @@ class Service:
         return self.config()
 
     def tasks(self) -> dict[str, Any]:
-        return {"tasks": [t.summary() for t in self.store.all()]}
+        """Every task with what it bills (`billedUsd`, a decimal string of dollars)."""
+        return {
+            "tasks": [{**t.summary(), "billedUsd": str(self.billed(t))} for t in self.store.all()]
+        }
+
+    def billed(self, task: Task) -> Decimal:
+        """What Braket bills for a QPU task: its per-task fee plus its shots at the per-shot
+        price once it COMPLETED; nothing for a task that FAILED or was CANCELLED, nor for one
+        that has not ended (Braket's pricing page; the SDK's cost tracker,
+        braket/tracking/tracker.py, applies the same rule)."""
+        device = self.settings.device(task.device_arn)
+        if task.status != "COMPLETED" or device is None:
+            return Decimal(0)
+        per_task = Decimal(str(device.price_per_task))
+        return per_task + Decimal(str(device.price_per_shot)) * task.shots
 
     def restore_results(self) -> dict[str, Any]:
         try:

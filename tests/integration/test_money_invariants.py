@@ -1,0 +1,317 @@
+"""The money invariants of the paid execution path (workflows/paid_execution.py), each on the
+whole local stack: a real dev server, a real worker process, the QPU stand-in behind the
+unmodified Braket SDK. Every test ends by comparing the account's ledger with what the stand-in
+billed for the account's tasks (Braket's rule: completed tasks, per task and per shot), to the
+cent, and by checking that no reservation is left open and no task left queued or running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+
+import pytest
+import pytest_asyncio
+import yaml
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from activities.budget_calls import show_budget
+from schemas.control import ApprovalDecision, OpsCommand, RerouteCommand
+from schemas.pipeline import ExperimentInput, PollingPolicy, Progress, Stage
+from schemas.report import ExperimentReport
+from schemas.request import BackendChoice, ExperimentRequest
+from tests.harness import QPU, LocalStack, wait_until
+
+pytestmark = pytest.mark.integration
+
+POLLING = PollingPolicy(initial_seconds=0.25, ceiling_seconds=1.0)
+QPU_CHOICE = BackendChoice(provider="braket", device=QPU)
+IDEAL = BackendChoice(provider="aer", device="ideal")
+POLICIES = {
+    "accounts": {
+        "default": {"budget": {"limit_usd": 100}},
+        "reviewed": {
+            "budget": {"limit_usd": 100},
+            "approval": {"required_for_tiers": ["qpu"], "approvers": ["alice"]},
+        },
+    }
+}
+UNFINISHED = {"CREATED", "QUEUED", "RUNNING", "CANCELLING"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    folder = tmp_path_factory.mktemp("money")
+    policy_file = folder / "policies.yaml"
+    policy_file.write_text(yaml.safe_dump(POLICIES))
+    local = LocalStack(folder, task_queue=f"money-{uuid.uuid4().hex[:8]}", policy_file=policy_file)
+    local.start()
+    local.start_worker()
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(stack: LocalStack) -> AsyncIterator[Client]:
+    yield await Client.connect(stack.address, data_converter=pydantic_data_converter)
+
+
+@pytest.fixture
+def quiet(stack: LocalStack) -> Iterator[None]:
+    stack.set_faults()
+    yield
+    stack.set_faults()
+
+
+def ghz_on_qpu(
+    account: str, scale_factors: list[int] | None = None, **policy: object
+) -> ExperimentRequest:
+    return ExperimentRequest.model_validate(
+        {
+            "name": f"money-{account}",
+            "problem": {"kind": "ghz", "num_qubits": 2},
+            "execution": {
+                "shots": 100,
+                "seed": 5,
+                "backend": QPU_CHOICE.model_dump(),
+                "fallback": [IDEAL.model_dump()],
+            },
+            "mitigation": {
+                "zne": {"scale_factors": scale_factors} if scale_factors else None,
+                "readout": False,
+            },
+            "policy": {"account": account, **policy},
+        }
+    )
+
+
+async def start(client: Client, stack: LocalStack, request: ExperimentRequest) -> WorkflowHandle:
+    return await client.start_workflow(
+        "ExperimentWorkflow",
+        ExperimentInput(request=request, polling=POLLING),
+        id=f"{request.name}-{uuid.uuid4().hex[:8]}",
+        task_queue=stack.task_queue,
+        result_type=ExperimentReport,
+    )
+
+
+async def progress_when(
+    handle: WorkflowHandle, stage: Stage, rerouted: bool = False, timeout: float = 120
+) -> Progress:
+    """The progress once at `stage` (and, with `rerouted`, after a route change)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        progress = await handle.query("progress", result_type=Progress)
+        route = progress.governance.route if progress.governance else []
+        if progress.stage == stage and (bool(route) or not rerouted):
+            return progress
+        assert asyncio.get_running_loop().time() < deadline, f"never {stage}: {progress}"
+        await asyncio.sleep(0.1)
+
+
+def tasks_of(stack: LocalStack, workflow_id: str) -> list[dict]:
+    return [t for t in stack.tasks() if t["tags"].get("qloop:workflow-id") == workflow_id]
+
+
+async def assert_books_balance(client: Client, stack: LocalStack, account: str) -> Decimal:
+    """The ledger's committed total is what the stand-in billed the account, to the cent; no
+    reservation is open; no task of the account still queues or runs. Returns the bill."""
+    view = await show_budget(client, account)
+    billed = stack.billed_usd(account=account)
+    assert view is not None
+    assert round(Decimal(str(view.committed_usd)), 2) == round(billed, 2)
+    assert abs(Decimal(str(view.committed_usd)) - billed) < Decimal("0.000001")
+    assert view.reserved_usd == 0.0
+    assert [e for e in view.entries if e.state == "reserved"] == []
+    unfinished = [t for t in stack.tasks() if t["tags"].get("qloop:account") == account]
+    assert [t["status"] for t in unfinished if t["status"] in UNFINISHED] == []
+    return billed
+
+
+def new_account() -> str:
+    return f"money-{uuid.uuid4().hex[:10]}"
+
+
+async def test_a_released_key_is_never_accepted_as_a_new_reservation(
+    stack: LocalStack, client: Client, quiet: None
+) -> None:
+    """The issue's reproduction: awaiting approval, paused, approved, rerouted while paused (to
+    the same QPU), resumed. The second attempt reserves anew and pays within its budget."""
+    handle = await start(client, stack, ghz_on_qpu("reviewed"))
+    await progress_when(handle, Stage.AWAITING_APPROVAL)
+    await handle.signal("pause", OpsCommand(by="ops", reason="hold"))
+    await handle.signal("approve", ApprovalDecision(approver="alice", reason="go"))
+    await progress_when(handle, Stage.PAUSED)
+    await handle.signal("reroute", RerouteCommand(backend=QPU_CHOICE, by="ops", reason="again"))
+    await progress_when(handle, Stage.AWAITING_APPROVAL, rerouted=True)
+    await handle.signal("resume", OpsCommand(by="ops"))
+    await handle.signal("approve", ApprovalDecision(approver="alice", reason="go again"))
+    report = await asyncio.wait_for(handle.result(), 180)
+
+    assert report.status == "completed" and report.produced_by == "hardware"
+    view = await show_budget(client, "reviewed")
+    assert view is not None
+    mine = [e for e in view.entries if e.experiment_id == handle.id]
+    assert sorted(e.state for e in mine) == ["committed", "released"]
+    (released,) = [e for e in mine if e.state == "released"]
+    (committed,) = [e for e in mine if e.state == "committed"]
+    assert released.key != committed.key
+    assert Decimal(str(committed.actual_usd)) == stack.billed_usd(workflow_id=handle.id) > 0
+    assert report.cost.actual_usd == committed.actual_usd
+
+
+async def test_a_partial_batch_failure_cancels_queued_siblings_and_commits_what_was_billed(
+    stack: LocalStack, client: Client, quiet: None
+) -> None:
+    account = new_account()
+    stack.set_faults(queue_delay_s=0.0, run_time_s=1.5)
+    handle = await start(client, stack, ghz_on_qpu(account, scale_factors=[1, 3, 5, 7, 9]))
+    wait_until(
+        lambda: any(t["status"] == "COMPLETED" for t in tasks_of(stack, handle.id)), timeout=120
+    )
+    stack.set_faults(queue_delay_s=0.0, run_time_s=1.5, task_failure_rate=1.0)
+    report = await asyncio.wait_for(handle.result(), 180)
+    stack.set_faults()
+
+    statuses = [t["status"] for t in tasks_of(stack, handle.id)]
+    assert len(statuses) == 5
+    assert {"COMPLETED", "FAILED", "CANCELLED"} <= set(statuses), statuses
+    assert report.status == "completed" and report.produced_by == "simulator"
+    assert "failed" in report.produced_by_reason
+    billed = await assert_books_balance(client, stack, account)
+    assert billed == statuses.count("COMPLETED") * (Decimal("0.30") + 100 * Decimal("0.0009"))
+    assert report.governance is not None
+    (record,) = report.governance.budget
+    assert Decimal(str(record.committed_usd)) == billed and not record.released
+
+
+async def test_an_expired_max_queue_wait_cancels_what_is_still_queued(
+    stack: LocalStack, client: Client, quiet: None
+) -> None:
+    account = new_account()
+    stack.set_faults(queue_delay_s=60.0)
+    handle = await start(client, stack, ghz_on_qpu(account, max_queue_wait="PT3S"))
+    report = await asyncio.wait_for(handle.result(), 120)
+    stack.set_faults()
+
+    (task,) = tasks_of(stack, handle.id)
+    assert task["status"] == "CANCELLED"
+    assert report.produced_by == "simulator" and "max_queue_wait" in report.produced_by_reason
+    assert await assert_books_balance(client, stack, account) == 0
+    view = await show_budget(client, account)
+    assert view is not None and [e.state for e in view.entries] == ["released"]
+
+
+async def test_a_cancel_after_the_job_finished_settles_it(
+    stack: LocalStack, client: Client, quiet: None
+) -> None:
+    account = new_account()
+    stack.set_faults(queue_delay_s=2.0)
+    handle = await start(client, stack, ghz_on_qpu(account))
+    await progress_when(handle, Stage.WAITING)
+    await handle.signal("pause", OpsCommand(by="ops", reason="hold polling"))
+    await progress_when(handle, Stage.PAUSED)
+    wait_until(
+        lambda: [t["status"] for t in tasks_of(stack, handle.id)] == ["COMPLETED"], timeout=60
+    )
+    await handle.signal("cancel", OpsCommand(by="carol", reason="changed my mind"))
+    report = await asyncio.wait_for(handle.result(), 120)
+
+    assert report.status == "cancelled"
+    billed = await assert_books_balance(client, stack, account)
+    assert billed == Decimal("0.30") + 100 * Decimal("0.0009")
+    view = await show_budget(client, account)
+    assert view is not None and [e.state for e in view.entries] == ["committed"]
+    assert report.governance is not None
+    (record,) = report.governance.budget
+    assert Decimal(str(record.committed_usd)) == billed
+
+
+async def test_a_cancel_while_submit_is_in_flight_never_loses_the_task(
+    stack: LocalStack, client: Client, quiet: None
+) -> None:
+    account = new_account()
+    stack.set_faults(queue_delay_s=60.0, throttle_rate={"CreateQuantumTask": 1.0})
+    handle = await start(client, stack, ghz_on_qpu(account))
+    await progress_when(handle, Stage.SUBMITTING)
+    await asyncio.sleep(2)  # the submission is retried against throttling meanwhile
+    await handle.cancel()
+    await asyncio.sleep(1)
+    stack.set_faults(queue_delay_s=60.0)  # now the submission goes through
+    report = await asyncio.wait_for(handle.result(), 120)
+
+    history = [e async for e in handle.fetch_history_events()]
+    cancel_requested = next(
+        i
+        for i, e in enumerate(history)
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
+    )
+    submitted = next(
+        i
+        for i, e in enumerate(history)
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+        and history[
+            e.activity_task_completed_event_attributes.scheduled_event_id - 1
+        ].activity_task_scheduled_event_attributes.activity_type.name
+        == "submit"
+    )
+    assert cancel_requested < submitted  # the cancel landed while submit was in flight
+    assert report.status == "cancelled"
+    (task,) = tasks_of(stack, handle.id)
+    assert task["status"] == "CANCELLED"
+    assert await assert_books_balance(client, stack, account) == 0
+
+
+async def test_a_reset_finds_the_first_job_instead_of_paying_for_a_second(
+    stack: LocalStack, client: Client, quiet: None
+) -> None:
+    account = new_account()
+    handle = await start(client, stack, ghz_on_qpu(account))
+    first = await asyncio.wait_for(handle.result(), 120)
+    tasks_before = tasks_of(stack, handle.id)
+
+    reset = await client.workflow_service.reset_workflow_execution(
+        reset_request(client, handle, await first_workflow_task_completed(handle))
+    )
+    second = await asyncio.wait_for(
+        client.get_workflow_handle(
+            handle.id, run_id=reset.run_id, result_type=ExperimentReport
+        ).result(),
+        120,
+    )
+
+    assert second.status == "completed" and second.produced_by == "hardware"
+    assert tasks_of(stack, handle.id) == tasks_before
+    assert second.provenance is not None and first.provenance is not None
+    assert second.provenance.job_id == first.provenance.job_id
+    billed = await assert_books_balance(client, stack, account)
+    assert billed == Decimal("0.30") + 100 * Decimal("0.0009")
+    view = await show_budget(client, account)
+    assert view is not None and [e.state for e in view.entries] == ["committed"]
+
+
+async def first_workflow_task_completed(handle: WorkflowHandle) -> int:
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+            return event.event_id
+    raise AssertionError("no completed workflow task")
+
+
+def reset_request(
+    client: Client, handle: WorkflowHandle, event_id: int
+) -> ResetWorkflowExecutionRequest:
+    return ResetWorkflowExecutionRequest(
+        namespace=client.namespace,
+        workflow_execution=WorkflowExecution(workflow_id=handle.id),
+        reason="money test: reset to before the submission",
+        workflow_task_finish_event_id=event_id,
+        request_id=str(uuid.uuid4()),
+    )
