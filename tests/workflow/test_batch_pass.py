@@ -31,6 +31,7 @@ from activities.batches import classical_reference
 from activities.budget_calls import set_budget_limit, show_budget
 from adapters import registry
 from adapters.braket import task_client_token
+from schemas import error_types
 from schemas.budget import SetLimit
 from schemas.execution import JobState
 from schemas.pipeline import PipelineModel, PollingPolicy
@@ -355,3 +356,32 @@ async def test_a_failed_job_fails_the_batch_and_releases_its_reservation(
     (entry,) = view.entries
     assert entry.state == "released" and "iter-0001" in entry.reason and "failed" in entry.reason
     assert view.available_usd == pytest.approx(10.0)
+
+
+async def test_an_expired_max_queue_wait_cancels_the_queued_batch(
+    paid: tuple[Client, str, str], standin: LocalStack
+) -> None:
+    """Loops and sweeps keep the request's max_queue_wait, as experiments do."""
+    client, task_queue, account = paid
+    await set_budget_limit(client, task_queue, account, SetLimit(limit_usd=10.0, by="test"))
+    standin.set_faults(queue_delay_s=60.0)
+    workflow_id = f"deadline-{uuid.uuid4()}"
+    input = PassInput(
+        batch=qpu_batch(),
+        token_label="iter-0002",
+        account=account,
+        max_queue_wait=timedelta(seconds=3),
+    )
+    with pytest.raises(WorkflowFailureError) as failure:
+        await run_pass(client, task_queue, input, workflow_id)
+
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == error_types.QUEUE_DEADLINE_EXCEEDED and "iter-0002" in cause.message
+    mine = [t for t in standin.tasks() if t["tags"].get("qloop:workflow-id") == workflow_id]
+    assert [t["status"] for t in mine] == ["CANCELLED", "CANCELLED"]
+    assert standin.billed_usd(workflow_id=workflow_id) == 0
+    view = await show_budget(client, account)
+    assert view is not None
+    (entry,) = view.entries
+    assert entry.state == "released" and view.available_usd == pytest.approx(10.0)
