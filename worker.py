@@ -39,6 +39,7 @@ from activities.observability import (
     configure_tracing,
     temporal_runtime,
 )
+from activities.reconciler_schedule import ensure_reconciler_schedule
 from adapters.process_pool import close_shared_pool, shared_pool
 from schemas.payload_encryption import data_converter
 from schemas.policy import governance_notice
@@ -46,6 +47,7 @@ from workflows.backend_health import BackendHealthWorkflow
 from workflows.budget_ledger import BudgetLedgerWorkflow
 from workflows.experiment import ExperimentWorkflow
 from workflows.loop import LoopWorkflow
+from workflows.reservation_reconciler import ReservationReconcilerWorkflow
 from workflows.sweep import SweepWorkflow
 
 log = structlog.get_logger("qloop.worker")
@@ -57,7 +59,9 @@ WORKFLOWS = [
     BudgetLedgerWorkflow,
     LoopWorkflow,
     SweepWorkflow,
+    ReservationReconcilerWorkflow,
 ]
+RECONCILE_EVERY = timedelta(minutes=float(os.environ.get("QLOOP_RECONCILE_MINUTES", "10")))
 ROLES = ("all", "orchestration", "compute")
 
 
@@ -72,6 +76,7 @@ def orchestration_activities() -> list[Callable[..., Any]]:
         save_trajectory_chunk_activity,
         write_trajectory_activity,
     )
+    from activities.open_reservations import settle_orphaned_reservations_activity
     from activities.policy import budget_admins_activity, evaluate_policy_activity
     from activities.provider_calls import (
         cancel_job_activity,
@@ -96,6 +101,7 @@ def orchestration_activities() -> list[Callable[..., Any]]:
         release_budget_activity,
         save_trajectory_chunk_activity,
         write_trajectory_activity,
+        settle_orphaned_reservations_activity,
     ]
 
 
@@ -230,6 +236,8 @@ async def run(role: str) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await asyncio.gather(*(worker.__aenter__() for worker in workers))
+    if role != "compute":
+        await ensure_reconciler_schedule(client, TASK_QUEUE, RECONCILE_EVERY)
     try:
         await stop.wait()
     finally:

@@ -434,6 +434,37 @@ class _Task:
     device_parameters: str
 
 
+def braket_session(region: str | None) -> AwsSession:
+    """A Braket session for `region` (None: boto3's default) from boto3's standard credential
+    chain, at QLOOP_BRAKET_ENDPOINT_URL when set."""
+    boto_session = boto3.Session(region_name=region)
+    # One retry layer, the workflow's: retries stay visible in its history.
+    client = boto_session.client(
+        "braket",
+        endpoint_url=os.environ.get(ENV_BRAKET_ENDPOINT) or None,
+        config=Config(retries={"mode": "standard", "max_attempts": 1}),
+    )
+    return AwsSession(boto_session=boto_session, braket_client=client)
+
+
+def search_quantum_tasks(since: datetime, region: str | None = None) -> list[dict[str, Any]]:
+    """Every quantum task of the account created since `since`, as SearchQuantumTasks lists
+    them (status, device, shots, tags), page by page."""
+    client = braket_session(region).braket_client
+    filters = [{"name": "createdAt", "operator": "GTE", "values": [since.isoformat()]}]
+    found: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        with aws_errors("SearchQuantumTasks"):
+            page = client.search_quantum_tasks(
+                filters=filters, maxResults=100, **({"nextToken": token} if token else {})
+            )
+        found.extend(page.get("quantumTasks", []))
+        token = page.get("nextToken") or ""
+        if not token:
+            return found
+
+
 class BraketAwsAdapter:
     """The Adapter protocol on a real Braket device (or the local stand-in of the Braket API).
 
@@ -456,15 +487,7 @@ class BraketAwsAdapter:
     def _aws(self) -> AwsSession:
         if self._given_session is not None:
             return self._given_session
-        region = self.device.split(":")[3] or None
-        boto_session = boto3.Session(region_name=region)
-        # One retry layer, the workflow's: retries stay visible in its history.
-        client = boto_session.client(
-            "braket",
-            endpoint_url=os.environ.get(ENV_BRAKET_ENDPOINT) or None,
-            config=Config(retries={"mode": "standard", "max_attempts": 1}),
-        )
-        return AwsSession(boto_session=boto_session, braket_client=client)
+        return braket_session(self.device.split(":")[3] or None)
 
     @cached_property
     def _s3(self) -> Any:
@@ -572,7 +595,13 @@ class BraketAwsAdapter:
                     raise
 
     def billed(self, job: JobRef) -> Cost | None:
-        tasks = [self._task(arn) for arn in self._arns(job)]
+        return self.bill([self._task(arn) for arn in self._arns(job)])
+
+    def bill(self, tasks: list[dict[str, Any]]) -> Cost | None:
+        """What Braket bills for these tasks of this device (GetQuantumTask answers or
+        SearchQuantumTasks summaries): completed ones per task and per shot (per minute of
+        execution on a managed simulator), failed and cancelled ones nothing; None while one has
+        not ended."""
         if any(task["status"] not in TERMINAL_TASK_STATES for task in tasks):
             return None
         completed = [task for task in tasks if task["status"] == "COMPLETED"]
@@ -589,6 +618,18 @@ class BraketAwsAdapter:
         return Cost(
             usd=round(float(total), 6),
             detail=f"{len(completed)} of {len(tasks)} tasks completed and billed",
+        )
+
+    def cancel_tasks(self, arns: list[str]) -> None:
+        """Cancels those of these tasks that have not ended."""
+        self.cancel(
+            JobRef(
+                provider=PROVIDER,
+                device=self.device,
+                job_id=",".join(arns),
+                client_token="reconciler",
+                submitted_at=datetime.now(UTC),
+            )
         )
 
     # --- submission ----------------------------------------------------------------------------

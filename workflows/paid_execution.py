@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol, TypeVar
@@ -50,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         Settlement,
     )
     from schemas.execution import Cost, JobRef, JobState, JobStatus
+    from schemas.paid_keys import client_token, reservation_key, task_tags
     from schemas.pipeline import (
         FetchedResult,
         FetchInput,
@@ -79,28 +79,6 @@ WAIT_AT_CEILING_PATCH = "wait-for-job-at-poll-ceiling"
 def describe_backend(choice: BackendChoice) -> str:
     profile = f":{choice.noise_profile}" if choice.noise_profile else ""
     return f"{choice.provider}/{choice.device}{profile}"
-
-
-def reservation_key(workflow_id: str, submission: str, number: int, backend: str) -> str:
-    return f"{workflow_id}/{submission}/{number}/{backend}"
-
-
-def client_token(key: str) -> str:
-    """At most 64 characters, as Braket's clientToken allows; one per reservation key."""
-    return f"qloop-{hashlib.sha256(key.encode()).hexdigest()[:40]}"
-
-
-TAG_PREFIX = "qloop:"
-
-
-def task_tags(work: PaidWork) -> dict[str, str]:
-    """What `qloop budget reconcile` reads back from the provider's own task list."""
-    return {
-        f"{TAG_PREFIX}account": work.account,
-        f"{TAG_PREFIX}workflow-id": workflow.info().workflow_id,
-        f"{TAG_PREFIX}submission": work.submission,
-        f"{TAG_PREFIX}name": work.name[:256],
-    }
 
 
 class Steering(Protocol):
@@ -314,7 +292,13 @@ class PaidExecution:
                 shots=self.work.shots,
                 seed=self.work.seed,
                 client_token=self.token,
-                tags=task_tags(self.work),
+                tags=task_tags(
+                    self.work.account,
+                    workflow.info().workflow_id,
+                    self.work.submission,
+                    self.work.name,
+                    self.token,
+                ),
             ),
             result_type=JobRef,
             start_to_close_timeout=PROVIDER_TIMEOUT,

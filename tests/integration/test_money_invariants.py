@@ -22,11 +22,13 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.budget_calls import show_budget
+from activities.reconciler_schedule import RECONCILER_SCHEDULE_ID
+from schemas.budget import LedgerEntry
 from schemas.control import ApprovalDecision, OpsCommand, RerouteCommand
 from schemas.pipeline import ExperimentInput, PollingPolicy, Progress, Stage
 from schemas.report import ExperimentReport
 from schemas.request import BackendChoice, ExperimentRequest
-from tests.harness import QPU, LocalStack, wait_until
+from tests.harness import QPU, LocalStack, run_qloop, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -315,3 +317,92 @@ def reset_request(
         workflow_task_finish_event_id=event_id,
         request_id=str(uuid.uuid4()),
     )
+
+
+# --- reservations of closed workflows: the reconciler and the budget commands -------------------
+
+
+async def qloop(stack: LocalStack, *args: str) -> tuple[int, str, str]:
+    return await run_qloop(stack.worker_env(), *args, timeout=120)
+
+
+async def entry_of(client: Client, account: str, workflow_id: str) -> LedgerEntry:
+    view = await show_budget(client, account)
+    assert view is not None
+    (entry,) = [e for e in view.entries if e.experiment_id == workflow_id]
+    return entry
+
+
+async def entry_closed(client: Client, account: str, workflow_id: str) -> LedgerEntry:
+    for _ in range(300):
+        entry = await entry_of(client, account, workflow_id)
+        if entry.state != "reserved":
+            return entry
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"the reservation of {workflow_id} stayed open")
+
+
+@pytest.mark.parametrize("finished", [False, True], ids=["queued", "finished"])
+async def test_the_reconciler_settles_the_reservations_of_closed_workflows(
+    stack: LocalStack, client: Client, quiet: None, finished: bool
+) -> None:
+    """A workflow terminated while its task queues (or after the task ran, before it was
+    fetched) leaves an open reservation; `qloop budget reconcile` reports it, the reconciler's
+    scheduled round cancels the task or commits what it was billed, and then nothing differs."""
+    account = new_account()
+    stack.set_faults(queue_delay_s=2.0 if finished else 60.0)
+    handle = await start(client, stack, ghz_on_qpu(account))
+    await progress_when(handle, Stage.WAITING)
+    if finished:
+        await handle.signal("pause", OpsCommand(by="ops", reason="hold polling"))
+        await progress_when(handle, Stage.PAUSED)
+        wait_until(
+            lambda: [t["status"] for t in tasks_of(stack, handle.id)] == ["COMPLETED"], timeout=60
+        )
+    await handle.terminate(reason="operator mistake")
+
+    code, listing, stderr = await qloop(stack, "budget", "reservations", account)
+    assert code == 0, stderr
+    assert "TERMINATED" in listing and handle.id in listing
+    code, report, _ = await qloop(stack, "budget", "reconcile", account)
+    assert code == 1 and f"DIFFERENCE {handle.id}" in report and "TERMINATED" in report
+
+    await client.get_schedule_handle(RECONCILER_SCHEDULE_ID).trigger()
+    entry = await entry_closed(client, account, handle.id)
+
+    (task,) = tasks_of(stack, handle.id)
+    if finished:
+        assert task["status"] == "COMPLETED" and entry.state == "committed"
+        assert Decimal(str(entry.actual_usd)) == Decimal(task["billedUsd"]) > 0
+    else:
+        assert task["status"] == "CANCELLED" and entry.state == "released"
+        assert f"reconciler: workflow {handle.id} is TERMINATED" in entry.reason
+    await assert_books_balance(client, stack, account)
+    code, report, stderr = await qloop(stack, "budget", "reconcile", account)
+    assert code == 0, report + stderr
+    assert "no difference" in report
+
+
+async def test_budget_release_frees_an_open_reservation_by_hand(
+    stack: LocalStack, client: Client, quiet: None
+) -> None:
+    account = new_account()
+    handle = await start(client, stack, ghz_on_qpu(account))
+    await handle.signal("pause", OpsCommand(by="ops", reason="before submission"))
+    await progress_when(handle, Stage.PAUSED)
+    await handle.terminate(reason="abandoned")
+    key = (await entry_of(client, account, handle.id)).key
+
+    code, _, stderr = await qloop(
+        stack, "budget", "release", "no-such-key", "--by", "dana", "--reason", "x"
+    )
+    assert code != 0 and "no open reservation 'no-such-key'" in stderr
+    code, stdout, stderr = await qloop(
+        stack, "budget", "release", key, "--by", "dana", "--reason", "workflow abandoned"
+    )
+    assert code == 0, stderr
+    assert "TERMINATED" in stdout
+    entry = await entry_of(client, account, handle.id)
+    assert (entry.state, entry.reason) == ("released", "released by dana: workflow abandoned")
+    assert tasks_of(stack, handle.id) == []
+    await assert_books_balance(client, stack, account)

@@ -34,6 +34,7 @@ from adapters.braket import task_client_token
 from schemas import error_types
 from schemas.budget import SetLimit
 from schemas.execution import JobState
+from schemas.paid_keys import client_token, reservation_key
 from schemas.pipeline import PipelineModel, PollingPolicy
 from schemas.request import Graph
 from schemas.variational import (
@@ -48,7 +49,6 @@ from tests.harness import QPU, LocalStack
 from tests.queue_doubles import activities_behind_a_queue
 from worker import WORKFLOWS, all_activities
 from workflows.batch_pass import BudgetExhausted, run_batch
-from workflows.paid_execution import client_token, reservation_key
 
 GRAPH = Graph.model_validate(
     {"nodes": 3, "edges": [{"u": 0, "v": 1}, {"u": 1, "v": 2, "weight": 2.0}]}
