@@ -98,6 +98,11 @@ class SweepRequestError(ValueError):
         self.problems = problems
         super().__init__("; ".join(problems))
 
+    def __reduce__(self) -> tuple[type[SweepRequestError], tuple[list[str]]]:
+        # Raised in a child of the compute pool: it must unpickle with its problems, not with
+        # the joined message as the list.
+        return type(self), (self.problems,)
+
 
 # --- points ------------------------------------------------------------------------------------
 

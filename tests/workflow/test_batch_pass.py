@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,7 +29,6 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.batches import classical_reference
 from activities.budget_calls import set_budget_limit, show_budget
-from adapters import registry
 from adapters.braket import task_client_token
 from schemas import error_types
 from schemas.budget import SetLimit
@@ -248,28 +247,6 @@ async def test_a_cancelled_workflow_cancels_the_job_it_waits_for(
 
 
 # --- a paid backend: the QPU stand-in on the dev server ---------------------------------------
-
-
-@pytest.fixture(scope="module")
-def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    """Only the QPU stand-in (and its S3) of the local stack, on free ports; its environment in
-    this process, where the worker runs."""
-    stack = LocalStack(tmp_path_factory.mktemp("batch-pass"), task_queue="batch-pass")
-    try:
-        stack.sh("standin-start")
-        with pytest.MonkeyPatch.context() as env:
-            for line in stack.sh("standin-env").splitlines():
-                key, _, value = line.partition("=")
-                env.setenv(key, value)
-            env.delenv("AWS_PROFILE", raising=False)
-            # These tests are about budgets alone: paid work with no policy file, by opt-in.
-            env.delenv("QLOOP_POLICY_FILE", raising=False)
-            env.setenv("QLOOP_ALLOW_UNGOVERNED_SPEND", "1")
-            # The registry keeps one adapter per choice, with the endpoints of its first use.
-            env.setattr(registry, "_CACHE", {})
-            yield stack
-    finally:
-        stack.sh("standin-stop")
 
 
 @pytest_asyncio.fixture
