@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities import artifact_store
 from activities.heartbeats import in_thread_with_heartbeats
@@ -98,9 +98,11 @@ def wait_for_job(input: JobInput) -> JobStatus:
     if status.state.is_final:
         return status
     position = f", queue position {status.queue_position}" if status.queue_position else ""
+    # Benign: the SDK logs it at DEBUG, not as a failure with a traceback on every poll.
     raise ApplicationError(
         f"job {input.job.job_id} is {status.state.value}{position}: {status.message or ''}",
         type=error_types.JOB_NOT_DONE,
+        category=ApplicationErrorCategory.BENIGN,
     )
 
 

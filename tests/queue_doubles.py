@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.provider_calls import check_job
 from schemas import error_types
@@ -39,7 +39,9 @@ def activities_behind_a_queue(queue_time: timedelta) -> list[Callable[..., Any]]
         status = queued(input)
         if status is not None:
             raise ApplicationError(
-                f"queue position {status.queue_position}", type=error_types.JOB_NOT_DONE
+                f"queue position {status.queue_position}",
+                type=error_types.JOB_NOT_DONE,
+                category=ApplicationErrorCategory.BENIGN,
             )
         return check_job(input)
 
