@@ -102,4 +102,6 @@ record-histories: venv ## re-record tests/histories/ from end-to-end runs (for t
 	QLOOP_RECORD_HISTORIES=1 $(BIN)/pytest -q tests/integration/test_experiment_end_to_end.py \
 	  tests/integration/test_governance_stack.py \
 	  tests/integration/test_signed_decisions_cli.py::test_only_the_approvers_signed_decision_counts \
-	  tests/integration/test_loop.py::test_a_loop_killed_at_random_iterations_follows_the_uninterrupted_trajectory
+	  tests/integration/test_loop.py::test_a_loop_killed_at_random_iterations_follows_the_uninterrupted_trajectory \
+	  tests/integration/test_sweep.py::test_a_qpu_sweep_run_twice_pays_for_nothing_the_second_time \
+	  tests/integration/test_money_invariants.py

@@ -23,12 +23,12 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.budget_calls import show_budget
 from activities.reconciler_schedule import RECONCILER_SCHEDULE_ID
-from schemas.budget import LedgerEntry
+from schemas.budget import LedgerEntry, ledger_workflow_id
 from schemas.control import ApprovalDecision, OpsCommand, RerouteCommand
 from schemas.pipeline import ExperimentInput, PollingPolicy, Progress, Stage
 from schemas.report import ExperimentReport
 from schemas.request import BackendChoice, ExperimentRequest
-from tests.harness import QPU, LocalStack, run_qloop, wait_until
+from tests.harness import QPU, LocalStack, record_history, run_qloop, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -183,6 +183,7 @@ async def test_a_partial_batch_failure_cancels_queued_siblings_and_commits_what_
     report = await asyncio.wait_for(handle.result(), 180)
     stack.set_faults()
 
+    await record_history(client, handle.id, "paid-partial-failure")
     statuses = [t["status"] for t in tasks_of(stack, handle.id)]
     assert len(statuses) == 5
     assert {"COMPLETED", "FAILED", "CANCELLED"} <= set(statuses), statuses
@@ -266,6 +267,7 @@ async def test_a_cancel_while_submit_is_in_flight_never_loses_the_task(
         == "submit"
     )
     assert cancel_requested < submitted  # the cancel landed while submit was in flight
+    await record_history(client, handle.id, "paid-cancel-during-submit")
     assert report.status == "cancelled"
     (task,) = tasks_of(stack, handle.id)
     assert task["status"] == "CANCELLED"
@@ -290,6 +292,7 @@ async def test_a_reset_finds_the_first_job_instead_of_paying_for_a_second(
         120,
     )
 
+    await record_history(client, handle.id, "paid-reset")
     assert second.status == "completed" and second.produced_by == "hardware"
     assert tasks_of(stack, handle.id) == tasks_before
     assert second.provenance is not None and first.provenance is not None
@@ -381,6 +384,13 @@ async def test_the_reconciler_settles_the_reservations_of_closed_workflows(
     code, report, stderr = await qloop(stack, "budget", "reconcile", account)
     assert code == 0, report + stderr
     assert "no difference" in report
+    if finished:
+        await record_history(client, ledger_workflow_id(account), "budget-ledger")
+        async for execution in client.list_workflows(
+            "WorkflowType = 'ReservationReconcilerWorkflow'"
+        ):
+            await record_history(client, execution.id, "reservation-reconciler")
+            break
 
 
 async def test_budget_release_frees_an_open_reservation_by_hand(

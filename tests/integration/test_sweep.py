@@ -24,7 +24,7 @@ from activities.budget_calls import set_budget_limit
 from schemas.budget import SetLimit
 from schemas.pipeline import PollingPolicy
 from schemas.variational import SweepInput, SweepProgress, SweepReport, SweepRequest
-from tests.harness import QPU, LocalStack, run_qloop
+from tests.harness import QPU, LocalStack, record_history, run_qloop
 
 pytestmark = pytest.mark.integration
 
@@ -159,7 +159,9 @@ async def test_a_qpu_sweep_run_twice_pays_for_nothing_the_second_time(
 ) -> None:
     request = on_qpu("qpu-twice", await with_budget(client, stack, "sweeps", 100.0), seed=1)
     tasks_before = len(stack.tasks())
-    first = await asyncio.wait_for((await start(client, stack, request, QUICK)).result(), 300)
+    first_handle = await start(client, stack, request, QUICK)
+    first = await asyncio.wait_for(first_handle.result(), 300)
+    await record_history(client, first_handle.id, "sweep-qpu")
     assert first.status == "completed"
     assert first.canary is not None and first.canary.passed
     assert (first.points_evaluated, first.points_cached) == (6, 0)

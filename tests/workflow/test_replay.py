@@ -23,6 +23,17 @@ def test_histories_are_recorded() -> None:
     assert len(HISTORIES) >= 2, "record histories with `make record-histories`"
 
 
+def test_every_workflow_type_has_a_recorded_history() -> None:
+    recorded = {
+        json.loads(path.read_text())["events"][0]["workflowExecutionStartedEventAttributes"][
+            "workflowType"
+        ]["name"]
+        for path in HISTORIES
+    }
+    defined = {definition.__temporal_workflow_definition.name for definition in WORKFLOWS}  # type: ignore[attr-defined]
+    assert defined <= recorded, f"no recorded history of {sorted(defined - recorded)}"
+
+
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_history_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
