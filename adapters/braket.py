@@ -695,7 +695,7 @@ class BraketAwsAdapter:
                 outputS3Bucket=bucket,
                 outputS3KeyPrefix=os.environ.get(ENV_PREFIX) or DEFAULT_PREFIX,
                 clientToken=token,
-                tags=tags,
+                **({"tags": tags} if tags else {}),
             )
 
     # --- devices and tasks -----------------------------------------------------------------------

@@ -28,6 +28,7 @@ from adapters.errors import (
     RejectedError,
     TransientError,
 )
+from adapters.pricing import price_table
 from adapters.registry import get_adapter
 from schemas.execution import CircuitBatch, CircuitSpec, JobRef, JobResult, JobState, Tier
 from schemas.request import BackendChoice, DepolarizingNoise
@@ -312,8 +313,8 @@ class Aws:
     def get_device(self, **kwargs: Any) -> None:
         self.braket.add_response("get_device", device_response(**kwargs), {"deviceArn": FORTE})
 
-    def create(self, token: str, index: int) -> None:
-        expected = {
+    def create(self, token: str, index: int, tags: dict[str, str] | None = None) -> None:
+        expected: dict[str, Any] = {
             "deviceArn": FORTE,
             "action": ANY,
             "deviceParameters": ANY,
@@ -321,6 +322,7 @@ class Aws:
             "outputS3Bucket": BUCKET,
             "outputS3KeyPrefix": PREFIX,
             "clientToken": task_client_token(token, index),
+            **({"tags": tags} if tags else {}),
         }
         response = {"quantumTaskArn": f"{TASK}t{index}"}
         self.braket.add_response("create_quantum_task", response, expected)
@@ -341,12 +343,39 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Aws:
     return Aws()
 
 
-def submitted(aws: Aws, token: str = "qloop-abc", circuits: int = 2) -> JobRef:
+def submitted(
+    aws: Aws, token: str = "qloop-abc", circuits: int = 2, tags: dict[str, str] | None = None
+) -> JobRef:
     aws.get_device()
     for index in range(circuits):
-        aws.create(token, index)
+        aws.create(token, index, tags)
     specs = [spec(BELL_BODY, 2, name=f"c{i}") for i in range(circuits)]
-    return aws.adapter().submit(batch(*specs), 1000, token, seed=5)
+    return aws.adapter().submit(batch(*specs), 1000, token, seed=5, tags=tags)
+
+
+def test_every_task_carries_the_submissions_tags(aws: Aws) -> None:
+    tags = {"qloop:account": "lab", "qloop:workflow-id": "exp-1", "qloop:token": "qloop-abc"}
+    submitted(aws, circuits=2, tags=tags)
+    aws.done()
+    assert [created["tags"] for created in aws.created] == [tags, tags]
+
+
+def test_braket_bills_completed_tasks_per_task_and_shot_and_nothing_else(aws: Aws) -> None:
+    def task(status: str, shots: int = 1000) -> dict[str, Any]:
+        return {"quantumTaskArn": f"{TASK}{status}", "status": status, "shots": shots}
+
+    adapter = aws.adapter()
+    price = price_table().price_for(FORTE)
+    assert adapter.bill([task("COMPLETED"), task("QUEUED")]) is None
+    assert adapter.bill([task("COMPLETED"), task("CANCELLING")]) is None
+    bill = adapter.bill(
+        [task("COMPLETED"), task("FAILED"), task("CANCELLED"), task("COMPLETED", 10)]
+    )
+    assert bill is not None
+    assert bill.usd == pytest.approx(float(price.task_cost(1000) + price.task_cost(10)))
+    assert "2 of 4 tasks completed" in bill.detail
+    nothing = adapter.bill([task("FAILED"), task("CANCELLED")])
+    assert nothing is not None and nothing.usd == 0.0
 
 
 def test_a_batch_is_one_task_per_circuit_with_deterministic_tokens(aws: Aws) -> None:
