@@ -301,6 +301,10 @@ class _Child:
         self._lifeline: Connection = lifeline_write
         self.tasks = 0
         self.stepped_aside = False
+        # The task's thread and the pool's close() may kill the same child at once: its pipes
+        # are closed once, never twice (a second close could hit a descriptor reused since).
+        self._kill_lock = threading.Lock()
+        self._killed = False
 
     @property
     def pid(self) -> int:
@@ -390,12 +394,16 @@ class _Child:
         )
 
     def kill(self) -> None:
-        if self.process.is_alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-        self.process.join(timeout=10)
-        self.connection.close()
-        self._lifeline.close()
+        with self._kill_lock:
+            if self._killed:
+                return
+            self._killed = True
+            if self.process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+            self.process.join(timeout=10)
+            self.connection.close()
+            self._lifeline.close()
 
 
 class _Undelivered(Exception):

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,6 +182,35 @@ def test_a_long_task_steps_aside_for_a_short_one(
             long.future.result(timeout=10)
     finally:
         pool.close()
+
+
+def closed_from_two_threads(pool: ProcessPool) -> list[BaseException]:
+    """What close() raised when two threads called it at the same moment."""
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def close() -> None:
+        start.wait()
+        try:
+            pool.close()
+        except BaseException as error:  # collected for the caller's assertion
+            errors.append(error)
+
+    threads = [threading.Thread(target=close) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return errors
+
+
+def test_a_pool_closed_from_two_threads_at_once_closes_each_pipe_once() -> None:
+    """close() from two threads at once (as a worker shutting down while a task's thread
+    discards its child) kills each child once: no pipe is closed twice."""
+    for _ in range(10):
+        pool = ProcessPool(2, Limits(700 << 20, 60.0), preload=["tests.compute_tasks"])
+        pool.warm_up()
+        assert closed_from_two_threads(pool) == []
 
 
 def test_no_more_children_than_the_maximum(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
