@@ -108,6 +108,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
+WORKER_LOG_LINES_ON_FAILURE = 60
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that ran worker processes shows what they logged at warning level and
+    above (nondeterminism, failed workflow tasks): on CI that is all there is to go on."""
+    report = yield
+    if report.failed:
+        stacks = [v for v in getattr(item, "funcargs", {}).values() if isinstance(v, LocalStack)]
+        for stack in stacks:
+            for log in sorted(stack.folder.glob("worker-*.log")):
+                lines = [
+                    line
+                    for line in log.read_text(errors="replace").splitlines()
+                    if any(mark in line for mark in ("WARN", "ERROR", '"warning"', '"error"'))
+                ]
+                if lines:
+                    tail = "\n".join(lines[-WORKER_LOG_LINES_ON_FAILURE:])
+                    report.sections.append((f"worker log {log.name} (warnings)", tail))
+    return report
+
+
 @pytest.fixture(scope="session")
 def search_attribute_specs() -> list[tuple[str, str]]:
     """(name, type) pairs of temporal-dev/search-attributes.txt: ("QloopStage", "Keyword"), ..."""

@@ -33,6 +33,8 @@ with workflow.unsafe.imports_passed_through():
 
 JobStatusListener = Callable[[JobStatus], None]
 
+POLICY_AS_ACTIVITY_PATCH = "batch-policy-as-activity"
+
 
 class BudgetExhausted(Exception):
     """The batch was not submitted: its estimated cost does not fit the account's budget (or the
@@ -121,20 +123,34 @@ async def _evaluate_policy(
 ) -> PolicyDecision:
     """The account's policy applies to every batch. Loops and sweeps have no one to wait for, so
     a batch that would need a person's approval is refused like one the policy forbids."""
-    decision: PolicyDecision = await workflow.execute_local_activity(
-        "evaluate_policy",
-        PolicyInput(
-            account=account,
-            backend=batch.evaluation.backend,
-            tier=prepared.tier,
-            shots=batch.evaluation.shots,
-            estimated_cost_usd=prepared.cost_estimate.usd,
-        ),
-        result_type=PolicyDecision,
-        start_to_close_timeout=QUICK_TIMEOUT,
-        retry_policy=ENTITY_RETRY,
-        summary="policy",
+    policy = PolicyInput(
+        account=account,
+        backend=batch.evaluation.backend,
+        tier=prepared.tier,
+        shots=batch.evaluation.shots,
+        estimated_cost_usd=prepared.cost_estimate.usd,
     )
+    # Batches run concurrently (a sweep's window), and concurrent local activities do not replay:
+    # their results reach the workflow in completion order, on replay in scheduling order, so
+    # the commands after them come out in another order (temporalio/sdk-python#1578).
+    if workflow.patched(POLICY_AS_ACTIVITY_PATCH):
+        decision: PolicyDecision = await workflow.execute_activity(
+            "evaluate_policy",
+            policy,
+            result_type=PolicyDecision,
+            start_to_close_timeout=QUICK_TIMEOUT,
+            retry_policy=ENTITY_RETRY,
+            summary="policy",
+        )
+    else:
+        decision = await workflow.execute_local_activity(
+            "evaluate_policy",
+            policy,
+            result_type=PolicyDecision,
+            start_to_close_timeout=QUICK_TIMEOUT,
+            retry_policy=ENTITY_RETRY,
+            summary="policy",
+        )
     if not decision.allowed:
         raise ApplicationError(
             f"policy rule {decision.rule}: {decision.message}",

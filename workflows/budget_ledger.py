@@ -37,6 +37,7 @@ run the activity that reads the keys, and a forged change is exactly what an ope
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 from datetime import UTC, datetime, timedelta
@@ -389,6 +390,10 @@ class BudgetLedgerWorkflow:
         state = input.state or LedgerState(limit_usd=input.limit_usd, period=input.period)
         self._book = LedgerBook(input.account, state)
         self._period_changed = False
+        # One limit change at a time: each checks its signature against the last one's, and
+        # reads the policy in a local activity; concurrent local activities do not replay in
+        # the order they ran (temporalio/sdk-python#1578).
+        self._limit_change_lock = asyncio.Lock()
 
     @workflow.run
     async def run(self, input: LedgerInput) -> None:
@@ -429,20 +434,21 @@ class BudgetLedgerWorkflow:
 
     @workflow.update
     async def set_limit(self, command: SetLimit) -> LedgerView:
-        verified_key_id = ""
-        if workflow.patched(SIGNED_LIMITS_PATCH):
-            refusal, verified_key_id = await self._check_limit_change(command)
-            if refusal is not None:
-                self._book.refuse_limit_change(command, refusal, workflow.now())
-                workflow.logger.warning("limit change refused: %s", refusal)
-                raise ApplicationError(
-                    f"account '{self._book.account}': limit change refused: {refusal}",
-                    type=LIMIT_CHANGE_REFUSED,
-                    non_retryable=True,
-                )
-        self._book.set_limit(command, workflow.now(), verified_key_id)
-        self._period_changed = True
-        self._publish_details()
+        async with self._limit_change_lock:
+            verified_key_id = ""
+            if workflow.patched(SIGNED_LIMITS_PATCH):
+                refusal, verified_key_id = await self._check_limit_change(command)
+                if refusal is not None:
+                    self._book.refuse_limit_change(command, refusal, workflow.now())
+                    workflow.logger.warning("limit change refused: %s", refusal)
+                    raise ApplicationError(
+                        f"account '{self._book.account}': limit change refused: {refusal}",
+                        type=LIMIT_CHANGE_REFUSED,
+                        non_retryable=True,
+                    )
+            self._book.set_limit(command, workflow.now(), verified_key_id)
+            self._period_changed = True
+            self._publish_details()
         return self._book.view(workflow.now(), RECENT_ENTRIES_IN_REPLIES)
 
     async def _check_limit_change(self, command: SetLimit) -> tuple[str | None, str]:

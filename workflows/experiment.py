@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Literal, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -38,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         RerouteCommand,
         RouteChange,
     )
-    from schemas.execution import JobRef, JobState, JobStatus
+    from schemas.execution import JobRef, JobStatus
     from schemas.health import AcquireBackendInput, Permit, ReportOutcomeInput
     from schemas.pipeline import (
         ApprovalRequirement,
@@ -63,21 +62,25 @@ with workflow.unsafe.imports_passed_through():
     )
     from schemas.report import ExperimentReport
     from schemas.request import BackendChoice, ExperimentRequest
-    from schemas.signatures import check_decision
     from workflows import search_attributes as attrs
     from workflows.activity_options import (
-        COMPUTE_RETRY,
-        COMPUTE_TIMEOUT,
         ENTITY_RETRY,
-        HEARTBEAT_TIMEOUT,
         QUICK_TIMEOUT,
+    )
+    from workflows.experiment_details import route_summary
+    from workflows.experiment_progress import ExperimentProgress
+    from workflows.experiment_steering import (
+        CancelRequested,
+        ExperimentSteering,
+        LeaveBackend,
+        Verdict,
+        counted_or_raise,
     )
     from workflows.paid_execution import PaidExecution, PaidWork, describe_backend
 
 CLASSICAL = "classical"
 
 ResultT = TypeVar("ResultT")
-JOB_STATUS_ATTRIBUTES_PATCH = "job-status-search-attributes"
 GOVERNANCE_PATCH = "governance"
 
 # Errors after which a backend is given up for the next one of the fallback chain.
@@ -106,49 +109,15 @@ def on_backend(request: ExperimentRequest, backend: BackendChoice) -> Experiment
     )
 
 
-class LeaveBackend(Exception):
-    """Give up the current backend: for `to`, or the next one of the fallback chain."""
-
-    def __init__(
-        self,
-        kind: Literal["reroute", "fallback"],
-        why: str,
-        to: BackendChoice | None = None,
-    ) -> None:
-        super().__init__(why)
-        self.kind = kind
-        self.why = why
-        self.to = to
-        self.cancelled_job: str | None = None
-
-
-class CancelRequested(Exception):
-    """The `cancel` signal, raised at the next point where the experiment can stop cleanly."""
-
-    def __init__(self, command: OpsCommand) -> None:
-        super().__init__(command.reason)
-        self.command = command
-
-
 @workflow.defn(name="ExperimentWorkflow")
 class ExperimentWorkflow:
     def __init__(self) -> None:
-        self._progress = Progress(stage=Stage.PREPROCESSING, backend="")
-        self._published_stage: Stage | None = None
+        self._steering = ExperimentSteering()
+        self._progress = ExperimentProgress(lambda: self._steering.pending_approval)
         self._compute_queue: str | None = None
-        self._timings: dict[str, float] = {}
         self._governance: Governance | None = None
-        self._pending_approval: ApprovalRequirement | None = None
-        self._approval_requested_at: datetime | None = None
-        self._decision: RecordedDecision | None = None
-        # Fingerprints of the signed decisions counted in this run: none counts twice.
-        self._counted_signatures: set[str] = set()
-        self._paused = False
-        self._reroute: RerouteCommand | None = None
-        self._cancel: OpsCommand | None = None
         # The paid execution on the current backend, until it is settled.
         self._execution: PaidExecution | None = None
-        self._paid_stage: tuple[Stage, datetime] | None = None
         self._fallbacks: list[BackendChoice | str] = []
         self._last_prepared: tuple[ExperimentRequest, PreparedExperiment, Prevalidation] | None = (
             None
@@ -156,7 +125,7 @@ class ExperimentWorkflow:
 
     @workflow.query(name="progress")
     def progress(self) -> Progress:
-        return self._progress
+        return self._progress.current
 
     # --- messages from people and ops tooling ----------------------------------------------
 
@@ -166,7 +135,7 @@ class ExperimentWorkflow:
 
     @workflow.update(name=APPROVE)
     def approve_update(self, decision: ApprovalDecision) -> RecordedDecision:
-        return self._counted_or_raise(self._decide("approved", decision))
+        return counted_or_raise(self._decide("approved", decision))
 
     @workflow.signal(name=REJECT)
     def reject_signal(self, decision: ApprovalDecision) -> None:
@@ -174,108 +143,36 @@ class ExperimentWorkflow:
 
     @workflow.update(name=REJECT)
     def reject_update(self, decision: ApprovalDecision) -> RecordedDecision:
-        return self._counted_or_raise(self._decide("rejected", decision))
+        return counted_or_raise(self._decide("rejected", decision))
 
     @workflow.signal(name=PAUSE)
     def pause(self, command: OpsCommand | None = None) -> None:
-        self._paused = True
-        self._record_ops("pause", command or OpsCommand())
+        self._record_ops(self._steering.pause(command or OpsCommand()))
 
     @workflow.signal(name=RESUME)
     def resume(self, command: OpsCommand | None = None) -> None:
-        self._paused = False
-        self._record_ops("resume", command or OpsCommand())
+        self._record_ops(self._steering.resume(command or OpsCommand()))
 
     @workflow.signal(name=REROUTE)
     def reroute(self, command: RerouteCommand) -> None:
-        self._reroute = command
-        self._record_ops("reroute", command)
+        self._record_ops(self._steering.reroute(command))
 
     @workflow.signal(name=CANCEL)
     def cancel(self, command: OpsCommand | None = None) -> None:
-        self._cancel = command or OpsCommand()
-        self._record_ops("cancel", self._cancel)
+        self._record_ops(self._steering.cancel(command or OpsCommand()))
 
-    def _decide(
-        self, verdict: Literal["approved", "rejected"], decision: ApprovalDecision
-    ) -> RecordedDecision:
-        pending = self._pending_approval
-        if pending is None:
-            note = f"nothing awaits approval (stage {self._progress.stage.value})"
-        elif decision.approver not in pending.approvers:
-            note = (
-                f"{decision.approver!r} is not an approver for this experiment; "
-                f"approvers: {', '.join(pending.approvers)}"
-            )
-        elif self._decision is not None:
-            note = f"already {self._decision.verdict} by {self._decision.approver}"
-        elif (refusal := self._signature_refusal(verdict, decision, pending)) is not None:
-            note = refusal
-        else:
-            signature = decision.signature if pending.signed else None
-            self._decision = RecordedDecision(
-                verdict=verdict,
-                approver=decision.approver,
-                reason=decision.reason,
-                at=workflow.now(),
-                key_id=signature.key_id if signature else "",
-                signed_at=signature.issued_at if signature else None,
-            )
-            return self._decision
-        refused = RecordedDecision(
-            verdict="refused",
-            approver=decision.approver,
-            reason=decision.reason,
-            at=workflow.now(),
-            note=f"{'approve' if verdict == 'approved' else 'reject'} refused: {note}",
-        )
-        workflow.logger.warning("approval decision refused: %s", refused.note)
-        if self._governance is not None:
-            self._govern(refused_decisions=[*self._governance.refused_decisions, refused])
-        return refused
+    def _decide(self, verdict: Verdict, decision: ApprovalDecision) -> RecordedDecision:
+        recorded = self._steering.decide(verdict, decision, self._progress.current.stage)
+        if recorded.verdict == "refused" and self._governance is not None:
+            self._govern(refused_decisions=[*self._governance.refused_decisions, recorded])
+        return recorded
 
-    def _signature_refusal(
-        self,
-        verdict: Literal["approved", "rejected"],
-        decision: ApprovalDecision,
-        pending: ApprovalRequirement,
-    ) -> str | None:
-        """Why a decision does not count for an account that requires signed decisions (None:
-        it counts, and is remembered so that it never counts again)."""
-        if not pending.signed:
-            return None
-        info = workflow.info()
-        check = check_decision(
-            experiment_id=info.workflow_id,
-            run_id=info.run_id,
-            verdict=verdict,
-            approver=decision.approver,
-            reason=decision.reason,
-            signature=decision.signature,
-            public_keys=pending.public_keys,
-            requested_at=self._approval_requested_at or workflow.now(),
-            now=workflow.now(),
-            counted=self._counted_signatures,
-        )
-        if check.refusal is None:
-            self._counted_signatures.add(check.fingerprint)
-        return check.refusal
-
-    @staticmethod
-    def _counted_or_raise(decision: RecordedDecision) -> RecordedDecision:
-        if decision.verdict == "refused":
-            raise ApplicationError(decision.note, type="DecisionRefused", non_retryable=True)
-        return decision
-
-    def _record_ops(
-        self, action: Literal["pause", "resume", "reroute", "cancel"], command: OpsCommand
-    ) -> None:
+    def _record_ops(self, event: OpsEvent) -> None:
         if self._governance is None:
             return
-        event = OpsEvent(at=workflow.now(), action=action, by=command.by, reason=command.reason)
         self._govern(ops=[*self._governance.ops, event])
-        if self._progress.stage not in (Stage.COMPLETED, Stage.FAILED):
-            self._set_progress(paused=self._paused)
+        if self._progress.current.stage not in (Stage.COMPLETED, Stage.FAILED):
+            self._progress.set(paused=self._steering.paused)
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -285,7 +182,7 @@ class ExperimentWorkflow:
         self._compute_queue = input.compute_task_queue
         experiment_id = workflow.info().workflow_id
         backend = request.execution.backend
-        self._set_progress(stage=Stage.PREPROCESSING, backend=describe_backend(backend))
+        self._progress.set(stage=Stage.PREPROCESSING, backend=describe_backend(backend))
         workflow.upsert_search_attributes(
             [
                 attrs.BACKEND.value_set(describe_backend(backend)),
@@ -301,9 +198,9 @@ class ExperimentWorkflow:
             cause = error.cause
             message = cause.message if isinstance(cause, ApplicationError) else str(cause)
             error_type = cause.type if isinstance(cause, ApplicationError) else None
-            failed_stage = self._progress.stage
+            failed_stage = self._progress.current.stage
             await self._settle_execution(f"experiment failed in {failed_stage.value}")
-            self._set_progress(stage=Stage.FAILED, error=f"{failed_stage.value}: {message}")
+            self._progress.set(stage=Stage.FAILED, error=f"{failed_stage.value}: {message}")
             raise ApplicationError(
                 f"{failed_stage.value} failed: {message}", type=error_type, non_retryable=True
             ) from error
@@ -333,7 +230,7 @@ class ExperimentWorkflow:
         following = leave.to
         if following is None:
             if not self._fallbacks:
-                self._set_progress(stage=Stage.FAILED, error=leave.why)
+                self._progress.set(stage=Stage.FAILED, error=leave.why)
                 raise ApplicationError(
                     f"{leave.why}; no fallback left (execution.fallback)",
                     type="NoBackendLeft",
@@ -360,10 +257,10 @@ class ExperimentWorkflow:
         """One backend: everything from its circuits to its report, or LeaveBackend."""
         backend = request.execution.backend
         name = describe_backend(backend)
-        self._switch_backend(backend)
+        self._progress.switch_backend(backend)
         experiment_id = workflow.info().workflow_id
         prepared, prevalidation, plan = await self._prepare(experiment_id, request)
-        self._check_interrupts()
+        self._steering.check_interrupts()
         if is_remote(backend):
             permit = await self._entity_call(
                 "acquire_backend",
@@ -456,14 +353,14 @@ class ExperimentWorkflow:
     async def _prepare(
         self, experiment_id: str, request: ExperimentRequest
     ) -> tuple[PreparedExperiment, Prevalidation, ExecutionPlan]:
-        prepared = await self._stage(
+        prepared = await self._progress.run_stage(
             Stage.PREPROCESSING,
             "preprocess",
             PreprocessInput(experiment_id=experiment_id, request=request),
             PreparedExperiment,
             task_queue=self._compute_queue,
         )
-        prevalidation = await self._stage(
+        prevalidation = await self._progress.run_stage(
             Stage.PREVALIDATING,
             "prevalidate",
             PrevalidateInput(experiment_id=experiment_id, request=request, prepared=prepared),
@@ -471,14 +368,14 @@ class ExperimentWorkflow:
             task_queue=self._compute_queue,
         )
         self._last_prepared = (request, prepared, prevalidation)
-        plan = await self._stage(
+        plan = await self._progress.run_stage(
             Stage.PLANNING,
             "plan",
             PlanInput(experiment_id=experiment_id, request=request, prepared=prepared),
             ExecutionPlan,
             task_queue=self._compute_queue,
         )
-        self._set_progress(estimated_cost_usd=plan.cost_estimate.usd)
+        self._progress.set(estimated_cost_usd=plan.cost_estimate.usd)
         workflow.upsert_search_attributes(
             [attrs.ESTIMATED_COST_USD.value_set(plan.cost_estimate.usd)]
         )
@@ -494,7 +391,7 @@ class ExperimentWorkflow:
         job: JobRef,
         fetched: FetchedResult,
     ) -> ExperimentReport:
-        mitigation = await self._stage(
+        mitigation = await self._progress.run_stage(
             Stage.MITIGATING,
             "mitigate",
             MitigateInput(
@@ -508,7 +405,7 @@ class ExperimentWorkflow:
             MitigationOutcome,
             task_queue=self._compute_queue,
         )
-        report = await self._stage(
+        report = await self._progress.run_stage(
             Stage.POSTPROCESSING,
             "postprocess",
             PostprocessInput(
@@ -520,32 +417,22 @@ class ExperimentWorkflow:
                 job=job,
                 fetched=fetched,
                 mitigation=mitigation,
-                timings_seconds=self._timings,
+                timings_seconds=self._progress.timings,
                 governance=self._governance,
-                produced_by_reason=self._route_summary(),
+                produced_by_reason=route_summary(self._governance),
             ),
             ExperimentReport,
             task_queue=self._compute_queue,
         )
-        self._set_progress(stage=Stage.COMPLETED)
+        self._progress.set(stage=Stage.COMPLETED)
         return report
-
-    def _route_summary(self) -> str | None:
-        """Why another backend than the requested one answered (None when none did)."""
-        if self._governance is None or not self._governance.route:
-            return None
-        last = self._governance.route[-1]
-        return (
-            f"requested {self._governance.requested_backend}; ran on {last.to_backend} after "
-            f"{last.kind} from {last.from_backend}: {last.why}"
-        )
 
     # --- policy, approval, budget -------------------------------------------------------------
 
     async def _evaluate_policy(
         self, request: ExperimentRequest, prepared: PreparedExperiment, plan: ExecutionPlan
     ) -> PolicyDecision:
-        self._set_progress(stage=Stage.CHECKING_POLICY)
+        self._progress.set(stage=Stage.CHECKING_POLICY)
         return await workflow.execute_local_activity(
             "evaluate_policy",
             PolicyInput(
@@ -578,10 +465,8 @@ class ExperimentWorkflow:
             requested_at=workflow.now(),
             signed=requirement.signed,
         )
-        self._pending_approval = requirement
-        self._approval_requested_at = record.requested_at
-        self._decision = None
-        self._set_progress(
+        self._steering.await_decision(requirement)
+        self._progress.set(
             stage=Stage.AWAITING_APPROVAL,
             awaiting=(
                 f"{'signed ' if requirement.signed else ''}approval by one of "
@@ -592,17 +477,17 @@ class ExperimentWorkflow:
         timed_out = False
         try:
             await workflow.wait_condition(
-                lambda: self._decision is not None or self._interrupt_pending(),
+                lambda: self._steering.decision is not None or self._steering.interrupt_pending(),
                 timeout=timeout,
                 timeout_summary="approval timeout",
             )
         except TimeoutError:
             timed_out = True
         finally:
-            self._pending_approval = None
+            self._steering.pending_approval = None
             workflow.upsert_search_attributes([attrs.AWAITING_APPROVAL.value_set(False)])
-            self._set_progress(awaiting=None)
-        decision = self._decision
+            self._progress.set(awaiting=None)
+        decision = self._steering.decision
         outcome = "timed_out" if timed_out else (decision.verdict if decision else "pending")
         assert self._governance is not None
         self._govern(
@@ -622,7 +507,7 @@ class ExperimentWorkflow:
                 return await self._ended(request, "rejected", f"approval timed out: {why}", plan)
             raise LeaveBackend("fallback", f"approval timed out: {why}", to=simulator)
         if decision is None:
-            self._check_interrupts()
+            self._steering.check_interrupts()
         assert decision is not None
         if decision.verdict == "rejected":
             reason = f": {decision.reason}" if decision.reason else ""
@@ -670,10 +555,10 @@ class ExperimentWorkflow:
                     f"{request.policy.max_queue_wait}: {outcome.message}",
                     plan,
                 )
-            self._set_progress(stage=Stage.AWAITING_BUDGET, awaiting=f"budget: {outcome.message}")
+            self._progress.set(stage=Stage.AWAITING_BUDGET, awaiting=f"budget: {outcome.message}")
             await self._interruptible_sleep(interval, "wait for budget")
             interval = min(interval * 2, BUDGET_RETRY_CEILING)
-        self._set_progress(awaiting=None)
+        self._progress.set(awaiting=None)
         record = BudgetRecord(
             account=request.policy.account,
             reservation_key=execution.key,
@@ -720,34 +605,23 @@ class ExperimentWorkflow:
 
     # --- steering: pause, reroute, cancel -------------------------------------------------------
 
-    def _interrupt_pending(self) -> bool:
-        return self._reroute is not None or self._cancel is not None
-
-    def _check_interrupts(self) -> None:
-        if self._cancel is not None:
-            raise CancelRequested(self._cancel)
-        if self._reroute is not None:
-            command, self._reroute = self._reroute, None
-            by = f" by {command.by}" if command.by else ""
-            reason = f": {command.reason}" if command.reason else ""
-            raise LeaveBackend("reroute", f"rerouted{by}{reason}", to=command.backend)
-
     async def _hold_while_paused(self) -> None:
-        self._check_interrupts()
-        if not self._paused:
+        steering = self._steering
+        steering.check_interrupts()
+        if not steering.paused:
             return
-        previous = self._progress.stage
-        self._set_progress(stage=Stage.PAUSED, awaiting="resume (the experiment is paused)")
-        await workflow.wait_condition(lambda: not self._paused or self._interrupt_pending())
-        self._set_progress(stage=previous, awaiting=None)
-        self._check_interrupts()
+        previous = self._progress.current.stage
+        self._progress.set(stage=Stage.PAUSED, awaiting="resume (the experiment is paused)")
+        await workflow.wait_condition(lambda: not steering.paused or steering.interrupt_pending())
+        self._progress.set(stage=previous, awaiting=None)
+        steering.check_interrupts()
 
     async def _interruptible_sleep(self, interval: timedelta, summary: str) -> None:
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
-                self._interrupt_pending, timeout=interval, timeout_summary=summary
+                self._steering.interrupt_pending, timeout=interval, timeout_summary=summary
             )
-        self._check_interrupts()
+        self._steering.check_interrupts()
 
     async def _cancelled(self, request: ExperimentRequest, command: OpsCommand) -> ExperimentReport:
         execution = self._execution
@@ -768,7 +642,7 @@ class ExperimentWorkflow:
         plan: ExecutionPlan | None,
     ) -> ExperimentReport:
         assert self._governance is not None
-        report = await self._stage(
+        report = await self._progress.run_stage(
             Stage.POSTPROCESSING,
             "ended_report",
             EndedReportInput(
@@ -778,13 +652,13 @@ class ExperimentWorkflow:
                 reason=reason,
                 estimated_cost_usd=plan.cost_estimate.usd if plan else 0.0,
                 actual_cost_usd=0.0,
-                timings_seconds=self._timings,
+                timings_seconds=self._progress.timings,
                 governance=self._governance,
             ),
             ExperimentReport,
             task_queue=self._compute_queue,
         )
-        self._set_progress(
+        self._progress.set(
             stage=Stage.REJECTED if status == "rejected" else Stage.CANCELLED, error=reason
         )
         return report
@@ -794,8 +668,8 @@ class ExperimentWorkflow:
         if self._last_prepared is None:
             self._last_prepared = await self._prepare_reference(request)
         prepared_request, prepared, prevalidation = self._last_prepared
-        self._set_progress(backend=CLASSICAL)
-        report = await self._stage(
+        self._progress.set(backend=CLASSICAL)
+        report = await self._progress.run_stage(
             Stage.POSTPROCESSING,
             "classical_report",
             ClassicalReportInput(
@@ -803,14 +677,14 @@ class ExperimentWorkflow:
                 request=prepared_request,
                 prepared=prepared,
                 prevalidation=prevalidation,
-                timings_seconds=self._timings,
+                timings_seconds=self._progress.timings,
                 governance=self._governance,
-                reason=self._route_summary() or "the fallback chain ends with classical",
+                reason=route_summary(self._governance) or "the fallback chain ends with classical",
             ),
             ExperimentReport,
             task_queue=self._compute_queue,
         )
-        self._set_progress(stage=Stage.COMPLETED)
+        self._progress.set(stage=Stage.COMPLETED)
         return report
 
     async def _prepare_reference(
@@ -823,26 +697,16 @@ class ExperimentWorkflow:
     # --- steering of the paid execution (workflows/paid_execution.Steering) ---------------------
 
     def interrupted(self) -> bool:
-        return self._paused or self._interrupt_pending()
+        return self._steering.paused or self._steering.interrupt_pending()
 
     async def checkpoint(self) -> None:
         await self._hold_while_paused()
 
     def on_stage(self, stage: Stage) -> None:
-        self._close_paid_stage()
-        self._paid_stage = (stage, workflow.now())
-        if stage == Stage.WAITING:
-            self._set_progress(stage=stage, job_state=JobState.QUEUED, polls=0)
-        else:
-            self._set_progress(stage=stage)
+        self._progress.enter_paid_stage(stage)
 
     def on_status(self, status: JobStatus) -> None:
-        self._publish_job_status(status)
-        self._set_progress(
-            job_state=status.state,
-            queue_position=status.queue_position,
-            polls=self._progress.polls + 1,
-        )
+        self._progress.job_status(status)
 
     async def job_done(self, job: JobRef) -> None:
         backend = self._execution.work.backend if self._execution else None
@@ -858,45 +722,39 @@ class ExperimentWorkflow:
                 None,
             )
 
-    def _close_paid_stage(self) -> None:
-        if self._paid_stage is not None:
-            stage, started = self._paid_stage
-            self._record_time(stage.value, started)
-            self._paid_stage = None
-
     # --- experiments started before governance existed (kept for replay) ------------------------
 
     async def _run_ungoverned(
         self, experiment_id: str, request: ExperimentRequest, input: ExperimentInput
     ) -> ExperimentReport:
-        prepared = await self._stage(
+        prepared = await self._progress.run_stage(
             Stage.PREPROCESSING,
             "preprocess",
             PreprocessInput(experiment_id=experiment_id, request=request),
             PreparedExperiment,
             task_queue=self._compute_queue,
         )
-        prevalidation = await self._stage(
+        prevalidation = await self._progress.run_stage(
             Stage.PREVALIDATING,
             "prevalidate",
             PrevalidateInput(experiment_id=experiment_id, request=request, prepared=prepared),
             Prevalidation,
             task_queue=self._compute_queue,
         )
-        plan = await self._stage(
+        plan = await self._progress.run_stage(
             Stage.PLANNING,
             "plan",
             PlanInput(experiment_id=experiment_id, request=request, prepared=prepared),
             ExecutionPlan,
             task_queue=self._compute_queue,
         )
-        self._set_progress(estimated_cost_usd=plan.cost_estimate.usd)
+        self._progress.set(estimated_cost_usd=plan.cost_estimate.usd)
         workflow.upsert_search_attributes(
             [attrs.ESTIMATED_COST_USD.value_set(plan.cost_estimate.usd)]
         )
 
         job, fetched = await self._paid_execution(request, plan, input).run()
-        mitigation = await self._stage(
+        mitigation = await self._progress.run_stage(
             Stage.MITIGATING,
             "mitigate",
             MitigateInput(
@@ -919,64 +777,17 @@ class ExperimentWorkflow:
             job=job,
             fetched=fetched,
             mitigation=mitigation,
-            timings_seconds=self._timings,
+            timings_seconds=self._progress.timings,
         )
-        report = await self._stage(
+        report = await self._progress.run_stage(
             Stage.POSTPROCESSING,
             "postprocess",
             postprocess_input,
             ExperimentReport,
             task_queue=self._compute_queue,
         )
-        self._set_progress(stage=Stage.COMPLETED)
+        self._progress.set(stage=Stage.COMPLETED)
         return report
-
-    async def _stage(
-        self,
-        stage: Stage,
-        activity: str,
-        arg: object,
-        result_type: type[ResultT],
-        *,
-        timeout: timedelta = COMPUTE_TIMEOUT,
-        retry: RetryPolicy = COMPUTE_RETRY,
-        task_queue: str | None = None,
-    ) -> ResultT:
-        """One stage as one activity, which heartbeats; `task_queue` None runs it on the
-        workflow's own queue."""
-        self._close_paid_stage()
-        self._set_progress(stage=stage)
-        started = workflow.now()
-        result = await workflow.execute_activity(
-            activity,
-            arg,
-            result_type=result_type,
-            task_queue=task_queue,
-            start_to_close_timeout=timeout,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=retry,
-            summary=stage.value,
-        )
-        self._record_time(stage.value, started)
-        return result
-
-    def _publish_job_status(self, status: JobStatus) -> None:
-        """Provider status and queue position as search attributes, upserted only on change."""
-        if not workflow.patched(JOB_STATUS_ATTRIBUTES_PATCH):
-            return
-        if (status.state, status.queue_position) == (
-            self._progress.job_state,
-            self._progress.queue_position,
-        ) and self._progress.polls > 0:
-            return
-        position = (
-            attrs.QUEUE_POSITION.value_set(status.queue_position)
-            if status.queue_position is not None
-            else attrs.QUEUE_POSITION.value_unset()
-        )
-        workflow.upsert_search_attributes(
-            [attrs.JOB_STATUS.value_set(status.state.value), position]
-        )
 
     def _with_resolved_seed(self, request: ExperimentRequest) -> ExperimentRequest:
         """A request without a seed gets one from the workflow's deterministic RNG, so every run
@@ -988,70 +799,7 @@ class ExperimentWorkflow:
         )
         return request.model_copy(update={"execution": execution})
 
-    def _record_time(self, name: str, started: datetime) -> None:
-        elapsed = workflow.now() - started
-        self._timings[name] = round(elapsed.total_seconds(), 3)
-
-    def _set_progress(self, **changes: object) -> None:
-        self._progress = self._progress.model_copy(update=changes)
-        if self._progress.stage != self._published_stage:
-            self._published_stage = self._progress.stage
-            workflow.upsert_search_attributes([attrs.STAGE.value_set(self._progress.stage.value)])
-        workflow.set_current_details(self._details_markdown())
-
     def _govern(self, **changes: object) -> None:
         assert self._governance is not None
         self._governance = self._governance.model_copy(update=changes)
-        self._set_progress(governance=self._governance)
-
-    def _switch_backend(self, backend: BackendChoice) -> None:
-        name = describe_backend(backend)
-        if name != self._progress.backend:
-            workflow.upsert_search_attributes(
-                [attrs.BACKEND.value_set(name), attrs.PROVIDER.value_set(backend.provider)]
-            )
-        self._set_progress(backend=name, job_state=None, queue_position=None, polls=0)
-
-    def _details_markdown(self) -> str:
-        progress = self._progress
-        lines = [f"**Stage:** {progress.stage.value}", f"**Backend:** {progress.backend}"]
-        if progress.estimated_cost_usd is not None:
-            lines.append(f"**Estimated cost:** ${progress.estimated_cost_usd:.2f}")
-        if progress.stage == Stage.WAITING:
-            state = progress.job_state.value if progress.job_state else "submitted"
-            queue = f", queue position {progress.queue_position}" if progress.queue_position else ""
-            lines.append(
-                f"Waiting for the provider: job {state}{queue}, {progress.polls} polls so far."
-            )
-        if progress.paused:
-            lines.append("**Paused.** Resume: `qloop resume ID` or signal `resume`.")
-        if progress.stage == Stage.AWAITING_APPROVAL and self._pending_approval is not None:
-            lines.extend(self._approval_instructions(self._pending_approval))
-        elif progress.awaiting:
-            lines.append(f"**Waiting for:** {progress.awaiting}")
-        if progress.error:
-            lines.append(f"**Error:** {progress.error}")
-        return "\n\n".join(lines)
-
-    @staticmethod
-    def _approval_instructions(requirement: ApprovalRequirement) -> list[str]:
-        experiment_id = workflow.info().workflow_id
-        example = '{"approver": "NAME", "reason": "why"}'
-        timeout = timedelta(seconds=requirement.timeout_seconds)
-        how = (
-            f"Approve: `qloop approve {experiment_id} --as NAME --key FILE --reason ...` (or "
-            "`qloop reject`). Only decisions signed with a listed approver's key count: from this "
-            "page or `temporal workflow signal`, send `approve` / `reject` with the JSON that "
-            f"`qloop approve {experiment_id} --as NAME --key FILE --print-json` prints."
-            if requirement.signed
-            else f"Approve: `qloop approve {experiment_id} --as NAME --reason ...` (or `qloop "
-            f"reject`), or send the signal `approve` / `reject` with `{example}` from this page "
-            "or with `temporal workflow signal`."
-        )
-        return [
-            f"**Waiting for approval** by one of: {', '.join(requirement.approvers)}. "
-            f"Why: {requirement.why}.",
-            how,
-            f"Without a decision within {timeout} the experiment is "
-            f"{'rejected' if requirement.on_timeout == 'reject' else 'run on a simulator'}.",
-        ]
+        self._progress.set(governance=self._governance)

@@ -13,28 +13,30 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
-from temporalio import workflow
+from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.batches import classical_reference
+from activities.batches import classical_reference, prepare_batch_activity
 from activities.budget_calls import set_budget_limit, show_budget
+from activities.policy import evaluate_policy_activity
 from adapters.braket import task_client_token
 from schemas import error_types
 from schemas.budget import SetLimit
 from schemas.execution import JobState
 from schemas.paid_keys import client_token, reservation_key
-from schemas.pipeline import PipelineModel, PollingPolicy
+from schemas.pipeline import PipelineModel, PolicyDecision, PolicyInput, PollingPolicy
 from schemas.request import Graph
 from schemas.variational import (
     BatchInput,
@@ -362,3 +364,158 @@ async def test_an_expired_max_queue_wait_cancels_the_queued_batch(
     assert view is not None
     (entry,) = view.entries
     assert entry.state == "released" and view.available_usd == pytest.approx(10.0)
+
+
+# --- concurrent batches on the dev server -----------------------------------------------------
+
+
+class TwoPassesInput(PipelineModel):
+    paid: BatchInput
+    free: BatchInput
+    account: str
+
+
+@workflow.defn(name="TwoBatchPassesTestWorkflow")
+class TwoBatchPassesTestWorkflow:
+    """Two batches at once, as a sweep runs its window: after its policy check the paid one
+    reserves budget, the free one submits at once."""
+
+    def __init__(self) -> None:
+        self._statuses = 0
+
+    @workflow.query
+    def statuses(self) -> int:
+        return self._statuses
+
+    @workflow.run
+    async def run(self, input: TwoPassesInput) -> list[ScoredBatch]:
+        async def one(batch: BatchInput, label: str) -> ScoredBatch:
+            _, scored = await run_batch(
+                batch,
+                account=input.account,
+                polling=PollingPolicy(initial_seconds=0.1, ceiling_seconds=0.2),
+                compute_queue=None,
+                token_label=label,
+                max_queue_wait=timedelta(hours=1),
+                name="two-passes-test",
+                on_job_status=lambda _: self._count_status(),
+            )
+            return scored
+
+        return list(await asyncio.gather(one(input.paid, "paid"), one(input.free, "free")))
+
+    def _count_status(self) -> None:
+        self._statuses += 1
+
+
+SLOW_POLICY_CHECK = timedelta(seconds=1)
+FREE_BATCH_PREPARED_LATER = timedelta(seconds=0.3)
+
+
+def activities_with_policy_checks_out_of_order() -> list[Callable[..., Any]]:
+    """The paid batch is prepared first and its policy check is slow: the free batch's
+    preparation ends while that check runs, as happens on a loaded worker."""
+
+    @activity.defn(name="prepare_batch")
+    async def free_batch_prepared_later(input: BatchInput) -> PreparedBatch:
+        result = await prepare_batch_activity(input)
+        if input.evaluation.backend.provider != "braket":
+            await asyncio.sleep(FREE_BATCH_PREPARED_LATER.total_seconds())
+        return result
+
+    @activity.defn(name="evaluate_policy")
+    async def slow_for_the_paid_batch(input: PolicyInput) -> PolicyDecision:
+        if input.backend.provider == "braket":
+            await asyncio.sleep(SLOW_POLICY_CHECK.total_seconds())
+        return await evaluate_policy_activity(input)
+
+    replaced = {"prepare_batch", "evaluate_policy"}
+    return [
+        a
+        for a in all_activities()
+        if a.__temporal_activity_definition.name not in replaced  # type: ignore[attr-defined]
+    ] + [free_batch_prepared_later, slow_for_the_paid_batch]
+
+
+def policy_checks_answered_out_of_order(history: WorkflowHistory) -> bool:
+    """The second policy check was asked for while the first ran, and answered first: the
+    order a replay must not depend on."""
+    events = list(history.events)
+    asked = [
+        e.event_id
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "evaluate_policy"
+    ]
+    if len(asked) != 2:
+        return False
+    answered = [
+        (e.event_id, e.activity_task_completed_event_attributes.scheduled_event_id)
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+        and e.activity_task_completed_event_attributes.scheduled_event_id in asked
+    ]
+    first, second = asked
+    return [scheduled for _, scheduled in answered] == [second, first] and second < answered[0][0]
+
+
+async def test_concurrent_batches_replay_whatever_order_their_policy_checks_answer_in(
+    dev_server: WorkflowEnvironment, standin: LocalStack
+) -> None:
+    client, task_queue = dev_server.client, f"two-{uuid.uuid4()}"
+    account = f"two-{uuid.uuid4().hex[:12]}"
+    input = TwoPassesInput(
+        paid=qpu_batch().model_copy(update={"points": [[0.3, 0.4]]}),
+        free=batch_input([[1.1, -0.2]]),
+        account=account,
+    )
+    runner = SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
+    )
+    standin.set_faults()
+    history = None
+    async with Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[*WORKFLOWS, TwoBatchPassesTestWorkflow],
+        activities=activities_with_policy_checks_out_of_order(),
+        workflow_runner=runner,
+    ):
+        await set_budget_limit(client, task_queue, account, SetLimit(limit_usd=10.0, by="test"))
+        # The answers cross in nearly every run; a run where they did not proves nothing.
+        for _ in range(5):
+            handle = await client.start_workflow(
+                TwoBatchPassesTestWorkflow.run,
+                input,
+                id=f"two-{uuid.uuid4()}",
+                task_queue=task_queue,
+                result_type=list[ScoredBatch],
+            )
+            # People watch a sweep: queries arrive while its workflow tasks run.
+            while not (await handle.describe()).close_time:
+                await handle.query(TwoBatchPassesTestWorkflow.statuses)
+            scored = await handle.result()
+            candidate = await handle.fetch_history()
+            if policy_checks_answered_out_of_order(candidate):
+                history = candidate
+                break
+    assert history is not None, "the two policy checks never answered out of order"
+    assert [len(batch.values) for batch in scored] == [1, 1]
+
+    # Concurrent local activities replay in another order than they ran when one finishes in a
+    # later workflow task than it started in (temporalio/sdk-python#1578; seen in a sweep whose
+    # worker was killed under load: "Activity id of scheduled event '9' does not match activity
+    # id of activity command '8'"). Batches run none.
+    markers = [
+        e.marker_recorded_event_attributes.marker_name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+    assert "core_local_activity" not in markers
+    # A worker that restarts replays the history from its start (as after a SIGKILL).
+    replayer = Replayer(
+        workflows=[TwoBatchPassesTestWorkflow],
+        workflow_runner=runner,
+        data_converter=client.data_converter,
+    )
+    await replayer.replay_workflow(history)

@@ -1,0 +1,129 @@
+"""An experiment's progress as people see it: the `progress` query, the search attributes the
+Web UI and `qloop list` filter on, the markdown details of the Web UI, and how long each stage
+took (for the report).
+
+Stages that are one activity run through `run_stage`; the paid execution's stages (reserve,
+submit, wait, fetch) are timed from `enter_paid_stage` until the next stage begins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from schemas.execution import JobState, JobStatus
+    from schemas.pipeline import ApprovalRequirement, Progress, Stage
+    from schemas.request import BackendChoice
+    from workflows import search_attributes as attrs
+    from workflows.activity_options import COMPUTE_RETRY, COMPUTE_TIMEOUT, HEARTBEAT_TIMEOUT
+    from workflows.experiment_details import details_markdown
+    from workflows.paid_execution import describe_backend
+
+ResultT = TypeVar("ResultT")
+JOB_STATUS_ATTRIBUTES_PATCH = "job-status-search-attributes"
+
+
+class ExperimentProgress:
+    def __init__(self, pending_approval: Callable[[], ApprovalRequirement | None]) -> None:
+        self.current = Progress(stage=Stage.PREPROCESSING, backend="")
+        self.timings: dict[str, float] = {}
+        self._published_stage: Stage | None = None
+        self._paid_stage: tuple[Stage, datetime] | None = None
+        self._pending_approval = pending_approval
+
+    def set(self, **changes: object) -> None:
+        self.current = self.current.model_copy(update=changes)
+        if self.current.stage != self._published_stage:
+            self._published_stage = self.current.stage
+            workflow.upsert_search_attributes([attrs.STAGE.value_set(self.current.stage.value)])
+        workflow.set_current_details(
+            details_markdown(self.current, self._pending_approval(), workflow.info().workflow_id)
+        )
+
+    async def run_stage(
+        self,
+        stage: Stage,
+        activity: str,
+        arg: object,
+        result_type: type[ResultT],
+        *,
+        task_queue: str | None,
+        timeout: timedelta = COMPUTE_TIMEOUT,
+        retry: RetryPolicy = COMPUTE_RETRY,
+    ) -> ResultT:
+        """One stage as one activity, which heartbeats; `task_queue` None runs it on the
+        workflow's own queue."""
+        self.close_paid_stage()
+        self.set(stage=stage)
+        started = workflow.now()
+        result = await workflow.execute_activity(
+            activity,
+            arg,
+            result_type=result_type,
+            task_queue=task_queue,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=retry,
+            summary=stage.value,
+        )
+        self._record_time(stage, started)
+        return result
+
+    def switch_backend(self, backend: BackendChoice) -> None:
+        name = describe_backend(backend)
+        if name != self.current.backend:
+            workflow.upsert_search_attributes(
+                [attrs.BACKEND.value_set(name), attrs.PROVIDER.value_set(backend.provider)]
+            )
+        self.set(backend=name, job_state=None, queue_position=None, polls=0)
+
+    # --- the paid execution's stages and polls --------------------------------------------------
+
+    def enter_paid_stage(self, stage: Stage) -> None:
+        self.close_paid_stage()
+        self._paid_stage = (stage, workflow.now())
+        if stage == Stage.WAITING:
+            self.set(stage=stage, job_state=JobState.QUEUED, polls=0)
+        else:
+            self.set(stage=stage)
+
+    def close_paid_stage(self) -> None:
+        if self._paid_stage is not None:
+            stage, started = self._paid_stage
+            self._record_time(stage, started)
+            self._paid_stage = None
+
+    def job_status(self, status: JobStatus) -> None:
+        self._publish_job_status(status)
+        self.set(
+            job_state=status.state,
+            queue_position=status.queue_position,
+            polls=self.current.polls + 1,
+        )
+
+    def _publish_job_status(self, status: JobStatus) -> None:
+        """Provider status and queue position as search attributes, upserted only on change."""
+        if not workflow.patched(JOB_STATUS_ATTRIBUTES_PATCH):
+            return
+        if (status.state, status.queue_position) == (
+            self.current.job_state,
+            self.current.queue_position,
+        ) and self.current.polls > 0:
+            return
+        position = (
+            attrs.QUEUE_POSITION.value_set(status.queue_position)
+            if status.queue_position is not None
+            else attrs.QUEUE_POSITION.value_unset()
+        )
+        workflow.upsert_search_attributes(
+            [attrs.JOB_STATUS.value_set(status.state.value), position]
+        )
+
+    def _record_time(self, stage: Stage, started: datetime) -> None:
+        elapsed = workflow.now() - started
+        self.timings[stage.value] = round(elapsed.total_seconds(), 3)
