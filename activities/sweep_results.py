@@ -46,6 +46,10 @@ from activities.provider_calls import as_application_error
 from adapters.errors import ProviderError
 from adapters.settings import qloop_home
 from schemas.execution import Capabilities
+from schemas.index_ranges import (
+    as_ranges,
+    range_indices,
+)
 from schemas.limits import MAX_SWEEP_POINTS
 from schemas.sweep import (
     BatchPoints,
@@ -60,10 +64,8 @@ from schemas.sweep import (
     SweepLayout,
     SweepResults,
     SweepResultsInput,
-    as_ranges,
     batch_label,
     partial_artifact,
-    range_indices,
     sweep_goal,
 )
 from schemas.variational import (

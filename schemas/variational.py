@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from schemas.execution import Cost, Tier
+from schemas.index_ranges import IndexRange
 from schemas.limits import MAX_PARAMETERS, MAX_QAOA_LAYERS, MAX_SWEEP_POINTS
 from schemas.pipeline import PipelineModel, PollingPolicy
 from schemas.request import (
@@ -385,10 +386,20 @@ class SweepProgress(PipelineModel):
     error: str | None = None
 
 
+class BatchInFlight(PipelineModel):
+    """A batch that was running when its sweep continued as new. The next run runs it again
+    under its number, so its reservation and submission find what this run already made and
+    paid for."""
+
+    number: int = Field(ge=0)
+    indices: list[IndexRange]
+
+
 class SweepCarry(PipelineModel):
-    """What a sweep carries into its next run (continue-as-new, between two batches). The next
-    run finds every point finished so far in the fingerprint cache; these counters keep the
-    report about the whole sweep."""
+    """What a sweep carries into its next run (continue-as-new). The next run finds every point
+    finished so far in the fingerprint cache; these counters keep the report about the whole
+    sweep. `finished_batches` and `next_batch` are None in carries written before batches could
+    be in flight at continue-as-new: then batches 0 to `batches_done` - 1 were finished."""
 
     started_at: datetime
     runs: int
@@ -398,6 +409,9 @@ class SweepCarry(PipelineModel):
     cost_usd: float
     estimated_cost_usd: float
     canary: CanaryVerdict | None = None
+    finished_batches: list[IndexRange] | None = None
+    next_batch: int | None = None
+    in_flight: list[BatchInFlight] = Field(default_factory=list)
 
 
 class SweepInput(PipelineModel):

@@ -34,6 +34,13 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from schemas.execution import JobState, JobStatus
+    from schemas.index_ranges import (
+        IndexRange,
+        as_ranges,
+        range_count,
+        range_indices,
+        split_ranges,
+    )
     from schemas.pipeline import PollingPolicy
     from schemas.sweep import (
         BatchPoints,
@@ -42,19 +49,16 @@ with workflow.unsafe.imports_passed_through():
         CacheLookupInput,
         CanaryCheckInput,
         ExpandSweepInput,
-        IndexRange,
         StoreBatchInput,
         StoredBatch,
         SweepLayout,
         SweepResults,
         SweepResultsInput,
-        as_ranges,
         batch_label,
-        range_count,
-        split_ranges,
         sweep_goal,
     )
     from schemas.variational import (
+        BatchInFlight,
         BatchInput,
         CanaryVerdict,
         Point,
@@ -112,6 +116,14 @@ def plan_batches(
     return batches
 
 
+def without(pending: list[IndexRange], taken: list[list[IndexRange]]) -> list[IndexRange]:
+    """`pending` less the indices of `taken` (batches carried in flight)."""
+    if not taken:
+        return pending
+    excluded = {index for ranges in taken for index in range_indices(ranges)}
+    return as_ranges([index for index in range_indices(pending) if index not in excluded])
+
+
 def submission_label(label: str, request: SweepRequest, points: list[Point]) -> str:
     """Names a batch's submission by what it evaluates: a replay after a worker's death, a reset
     or a new run under the same workflow id that submits the same points again finds the job
@@ -122,6 +134,9 @@ def submission_label(label: str, request: SweepRequest, points: list[Point]) -> 
     return f"{label}/{hashlib.sha256(content.encode()).hexdigest()[:12]}"
 
 
+CONTINUE_WITH_BATCHES_IN_FLIGHT_PATCH = "sweep-continue-with-batches-in-flight"
+
+
 @workflow.defn(name="SweepWorkflow")
 class SweepWorkflow:
     def __init__(self) -> None:
@@ -129,6 +144,7 @@ class SweepWorkflow:
         self._published_stage: SweepStage | None = None
         self._compute_queue: str | None = None
         self._next_batch = 0
+        self._first_number = 0
         # The numbers of the batches this run finished (earlier runs finished batches 0 to
         # carry.batches_done - 1), and the last job status of each batch in flight.
         self._completed: list[int] = []
@@ -145,7 +161,6 @@ class SweepWorkflow:
     async def run(self, input: SweepInput) -> SweepReport:
         request = input.request
         self._compute_queue = input.compute_task_queue
-        self._next_batch = input.carry.batches_done if input.carry else 0
         carry = input.carry or SweepCarry(
             started_at=workflow.now(),
             runs=1,
@@ -155,6 +170,8 @@ class SweepWorkflow:
             cost_usd=0.0,
             estimated_cost_usd=0.0,
         )
+        self._next_batch = carry.next_batch if carry.next_batch is not None else carry.batches_done
+        self._first_number = self._next_batch
         backend = request.evaluation.backend
         workflow.upsert_search_attributes(
             [
@@ -203,13 +220,23 @@ class SweepWorkflow:
             # Later runs find this sweep's own finished batches in the cache as well.
             self._set_progress(points_cached=lookup.cached)
         canary_points = request.canary.points if request.canary and carry.canary is None else 0
-        batches = plan_batches(lookup.pending, canary_points, layout.points_per_batch)
-        self._set_progress(batches_total=carry.batches_done + len(batches))
+        # Batches in flight at the last continue-as-new run first, under their own numbers.
+        carried = [(batch.number, batch.indices) for batch in carry.in_flight]
+        batches = plan_batches(
+            without(lookup.pending, [batch.indices for batch in carry.in_flight]),
+            canary_points,
+            layout.points_per_batch,
+        )
+        self._set_progress(batches_total=carry.batches_done + len(carried) + len(batches))
         status: SweepStatus = "completed"
         reason = ""
-        queue = list(batches)
-        if canary_points > 0 and queue:
-            outcome = await self._run_one(input, layout, self._take_number(), queue.pop(0), True)
+        queue: list[tuple[int | None, list[IndexRange]]] = [
+            *carried,
+            *((None, indices) for indices in batches),
+        ]
+        if canary_points > 0 and batches:
+            _, canary = queue.pop(len(carried))
+            outcome = await self._run_one(input, layout, self._take_number(), canary, True)
             if isinstance(outcome, str):
                 status, reason = "budget_exhausted", outcome
             elif outcome is not None and not outcome.passed:
@@ -225,46 +252,66 @@ class SweepWorkflow:
         self,
         input: SweepInput,
         layout: SweepLayout,
-        queue: list[list[IndexRange]],
+        queue: list[tuple[int | None, list[IndexRange]]],
         carry: SweepCarry,
     ) -> str | None:
         """The batches after the canary, `batches_in_flight` at a time (one at a time under a
         cost limit, so that each batch's estimate meets what is left): the next batch is
         submitted while the last one runs or is scored, and each is stored as soon as it ends.
-        Returns why the budget stopped the sweep (batches in flight still finish), or None."""
+        When the run is due to continue as new it starts no more batches and continues as new
+        as soon as one batch finished in it, carrying the batches still in flight (a batch
+        queued at a provider for weeks holds up nothing). Returns why the budget stopped the
+        sweep (batches in flight still finish), or None."""
         window = 1 if input.request.policy.max_cost_usd is not None else input.batches_in_flight
-        in_flight: list[asyncio.Task[CanaryVerdict | str | None]] = []
+        in_flight: list[tuple[asyncio.Task[CanaryVerdict | str | None], BatchInFlight]] = []
         refusal: str | None = None
         continuing = False
         try:
             while True:
                 while queue and refusal is None and len(in_flight) < window:
-                    # Batches this run started, the canary included.
-                    launched = self._next_batch - carry.batches_done
+                    launched = self._next_batch - self._first_number
                     if launched > 0 and self._should_continue_as_new(input, launched):
                         continuing = True
                         break
-                    batch = self._run_one(input, layout, self._take_number(), queue.pop(0), False)
-                    in_flight.append(asyncio.create_task(batch))
+                    fixed, indices = queue.pop(0)
+                    number = self._take_number() if fixed is None else fixed
+                    batch = self._run_one(input, layout, number, indices, False)
+                    in_flight.append(
+                        (asyncio.create_task(batch), BatchInFlight(number=number, indices=indices))
+                    )
+                if continuing and refusal is None and self._may_leave_in_flight(in_flight):
+                    break
                 if not in_flight:
                     break
-                done, _ = await workflow.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
-                for task in [task for task in in_flight if task in done]:
-                    in_flight.remove(task)
+                tasks = [task for task, _ in in_flight]
+                done, _ = await workflow.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in [task for task in tasks if task in done]:
+                    in_flight = [entry for entry in in_flight if entry[0] is not task]
                     outcome = task.result()
                     if isinstance(outcome, str) and refusal is None:
                         refusal = outcome
         except BaseException:
             # A batch failed for good, or the sweep was cancelled: the others stop too (their
             # jobs cancelled, their reservations released) before the sweep ends.
-            for task in in_flight:
+            for task, _ in in_flight:
                 task.cancel()
             if in_flight:
-                await workflow.wait(in_flight)
+                await workflow.wait([task for task, _ in in_flight])
             raise
         if continuing and refusal is None:
-            workflow.continue_as_new(input.model_copy(update={"carry": self._carry(carry)}))
+            # The batches in flight are left as they are: the next run finds their reservations
+            # and jobs again by their numbers.
+            next_carry = self._carry(carry, queue, [batch for _, batch in in_flight])
+            workflow.continue_as_new(input.model_copy(update={"carry": next_carry}))
         return refusal
+
+    def _may_leave_in_flight(self, in_flight: list[tuple[object, BatchInFlight]]) -> bool:
+        """A run due to continue as new does so once a batch finished in it (so that every run
+        makes progress), whatever is still in flight. Runs recorded before that drained their
+        batches first."""
+        if not in_flight:
+            return True
+        return bool(self._completed) and workflow.patched(CONTINUE_WITH_BATCHES_IN_FLIGHT_PATCH)
 
     def _take_number(self) -> int:
         """Batches are numbered as they start, across the runs of the sweep."""
@@ -385,8 +432,19 @@ class SweepWorkflow:
     def _should_continue_as_new(self, input: SweepInput, launched: int) -> bool:
         return launched >= input.batches_per_run or workflow.info().is_continue_as_new_suggested()
 
-    def _carry(self, carry: SweepCarry) -> SweepCarry:
+    def _carry(
+        self,
+        carry: SweepCarry,
+        queue: list[tuple[int | None, list[IndexRange]]],
+        in_flight: list[BatchInFlight],
+    ) -> SweepCarry:
         progress = self._progress
+        # Carried batches this run did not get to start are carried again.
+        not_started = [
+            BatchInFlight(number=number, indices=indices)
+            for number, indices in queue
+            if number is not None
+        ]
         return SweepCarry(
             started_at=carry.started_at,
             runs=carry.runs + 1,
@@ -396,7 +454,19 @@ class SweepWorkflow:
             cost_usd=progress.cost_usd,
             estimated_cost_usd=progress.estimated_cost_usd,
             canary=progress.canary,
+            finished_batches=as_ranges(self._finished_batches(carry)),
+            next_batch=self._next_batch,
+            in_flight=[*in_flight, *not_started],
         )
+
+    def _finished_batches(self, carry: SweepCarry) -> list[int]:
+        """The numbers of every batch finished so far, in this run and the earlier ones."""
+        before = (
+            range_indices(carry.finished_batches)
+            if carry.finished_batches is not None
+            else range(carry.batches_done)
+        )
+        return sorted([*before, *self._completed])
 
     async def _report(
         self,
@@ -415,7 +485,7 @@ class SweepWorkflow:
                 sweep_id=sweep_id,
                 request=request,
                 layout=layout,
-                batches=as_ranges([*range(carry.batches_done), *sorted(self._completed)]),
+                batches=as_ranges(self._finished_batches(carry)),
             ),
             SweepResults,
         )

@@ -29,19 +29,21 @@ from activities.sweep_results import (
     store_in_cache,
     write_results,
 )
+from schemas.index_ranges import (
+    IndexRange,
+    as_ranges,
+    range_indices,
+    split_ranges,
+)
 from schemas.loading import RequestError
 from schemas.sweep import (
     CacheLookupInput,
     CanaryCheckInput,
     ExpandSweepInput,
-    IndexRange,
     StoreBatchInput,
     SweepLayout,
     SweepResultsInput,
-    as_ranges,
     batch_label,
-    range_indices,
-    split_ranges,
 )
 from schemas.variational import CanarySpec, PointValue, SweepRequest
 from workflows.sweep import plan_batches

@@ -11,21 +11,28 @@ import csv
 import itertools
 import json
 import math
+import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest_asyncio
+from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from activities import artifact_store
+from activities.provider_calls import check_job
 from activities.sweep_results import cached_values
-from schemas.pipeline import PollingPolicy
+from schemas import error_types
+from schemas.execution import JobState, JobStatus
+from schemas.pipeline import JobInput, PollingPolicy
 from schemas.variational import SweepInput, SweepProgress, SweepReport, SweepRequest
 from worker import WORKFLOWS, all_activities
 
@@ -242,6 +249,92 @@ async def test_continue_as_new_between_batches_keeps_the_whole_sweep(
     assert history.events[-1].event_type == (
         EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
     )
+
+
+HELD_JOB_SECONDS = 3.0
+
+
+def activities_holding_the_first_job() -> list[Callable[..., Any]]:
+    """The provider answers QUEUED for the first job polled until HELD_JOB_SECONDS after its
+    first poll; every other job as the real adapter does."""
+    first_polled: dict[str, float] = {}
+
+    def held(input: JobInput) -> bool:
+        now = time.monotonic()
+        first_polled.setdefault(input.job.client_token, now)
+        order = list(first_polled).index(input.job.client_token)
+        return order == 0 and now - first_polled[input.job.client_token] < HELD_JOB_SECONDS
+
+    @activity.defn(name="check_job")
+    async def check_job_holding(input: JobInput) -> JobStatus:
+        return JobStatus(state=JobState.QUEUED) if held(input) else check_job(input)
+
+    @activity.defn(name="wait_for_job")
+    async def wait_for_job_holding(input: JobInput) -> JobStatus:
+        if held(input):
+            raise ApplicationError(
+                "held", type=error_types.JOB_NOT_DONE, category=ApplicationErrorCategory.BENIGN
+            )
+        return check_job(input)
+
+    replaced = {"check_job", "wait_for_job"}
+    return [
+        a
+        for a in all_activities()
+        if a.__temporal_activity_definition.name not in replaced  # type: ignore[attr-defined]
+    ] + [check_job_holding, wait_for_job_holding]
+
+
+def submit_tokens(history: WorkflowHistory) -> list[str]:
+    return [
+        json.loads(e.activity_task_scheduled_event_attributes.input.payloads[0].data)[
+            "client_token"
+        ]
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "submit"
+    ]
+
+
+async def test_a_sweep_continues_as_new_with_a_batch_in_flight_and_pays_for_it_once(
+    dev_server: WorkflowEnvironment, qloop_home: Path
+) -> None:
+    # Three batches of 3 points, two at a time, two per run: the first run continues as new as
+    # soon as one of its two batches finished, while the other (the job polled first) still
+    # waits at the provider.
+    request = triangle_sweep("in-flight", canary=None, batch_size=3)
+    task_queue = f"in-flight-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        dev_server.client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=activities_holding_the_first_job(),
+    ):
+        handle = await _OnQueue(dev_server.client, task_queue).start(
+            SweepInput(request=request, polling=POLLING, batches_in_flight=2, batches_per_run=2)
+        )
+        report = await handle.result()
+        first_run = dev_server.client.get_workflow_handle(
+            handle.id, run_id=handle.first_execution_run_id
+        )
+        first = await first_run.fetch_history()
+        last = await handle.fetch_history()
+
+    assert report.status == "completed" and report.runs == 2
+    assert (report.points_evaluated, report.points_cached, report.batches_done) == (9, 0, 3)
+    assert first.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    # The first run submitted two batches and stored one: the other was in flight.
+    assert len(submit_tokens(first)) == 2
+    assert (await activity_types(first_run)).count("store_sweep_batch") == 1
+    # The next run submitted it again under the same token, and found the job already there.
+    carried = set(submit_tokens(first)) & set(submit_tokens(last))
+    assert len(carried) == 1
+    assert job_count(qloop_home) == 3
+    assert set(submitted_points(qloop_home).values()) == {1}
+    assert {row["cached"] for row in table(report)} == {"no"}
+    replayer = Replayer(workflows=WORKFLOWS, data_converter=dev_server.client.data_converter)
+    await replayer.replay_workflow(first)
+    await replayer.replay_workflow(last)
 
 
 async def test_a_sweep_history_replays_deterministically(
