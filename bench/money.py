@@ -35,7 +35,7 @@ from adapters import registry
 from schemas.pipeline import ExperimentInput, PollingPolicy
 from schemas.report import ExperimentReport
 from schemas.request import BackendChoice, ExperimentRequest
-from tests.conftest import temporal_test_server_path
+from tests.conftest import start_time_skipping_server
 from tests.harness import LocalStack
 from tests.money_mix import MixPlan, run_money_mix, write_policy
 from tests.provider_doubles import QueuedManyTaskProvider
@@ -85,10 +85,7 @@ async def chaos(experiments: int) -> None:
 
 
 async def history_per_day() -> None:
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=pydantic_data_converter,
-        test_server_existing_path=temporal_test_server_path(),
-    )
+    env = await start_time_skipping_server()
     try:
         queued = await waiting_history(env, timedelta(days=DAYS))
         baseline = await waiting_history(env, timedelta(0))

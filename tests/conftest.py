@@ -167,9 +167,8 @@ async def dev_server(
         await env.shutdown()
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server for the whole session."""
+async def start_time_skipping_server() -> WorkflowEnvironment:
+    """The time-skipping test server with qloop's search attributes."""
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=temporal_test_server_path(),
@@ -184,6 +183,13 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
             },
         )
     )
+    return env
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server for the whole session."""
+    env = await start_time_skipping_server()
     try:
         yield env
     finally:
