@@ -4,9 +4,11 @@ Deployment measured: one orchestration worker (workflows + provider calls) and o
 worker (the CPU-heavy stages), as worker.py's roles describe; the orchestration worker is the
 one that is killed and whose memory and CPU are counted.
 
-1. Resume: experiments wait in the QPU stand-in's queue, polled every P seconds; the worker is
-   killed with SIGKILL and restarted at once. Measured: time from the kill until every waiting
-   experiment has polled again, as a ratio of P. Target: <= P + 2 s.
+1. Resume: experiments wait in the QPU stand-in's queue at their poll ceiling P (one
+   `wait_for_job` activity each, retried every P seconds by the server); the worker is killed
+   with SIGKILL and restarted at once. Measured: time from the kill until every waiting
+   experiment has polled again (an attempt started after the kill), as a ratio of P.
+   Target: <= P + 2 s.
 2. Scale: N experiments (default 1,000) waiting at once on one worker. Measured: the worker's
    resident memory and CPU while they wait, per waiting experiment, against the same worker
    idle. Targets: < 200 MB added for 1,000; duplicate tasks at the stand-in: 0.
@@ -38,6 +40,7 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState, TimeoutType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from schemas.error_types import JOB_NOT_DONE
 from schemas.pipeline import ExperimentInput, PollingPolicy
 from schemas.request import ExperimentRequest
 from tests.harness import QPU, LocalStack
@@ -101,13 +104,35 @@ async def wait_until_queued(
     raise TimeoutError(f"fewer than {expected} experiments reached the provider's queue")
 
 
+async def waiting_at_ceiling(handles: list[WorkflowHandle], timeout: float) -> None:
+    """Until every experiment waits at its poll ceiling: its one `wait_for_job` activity has
+    polled the provider and is retried at the ceiling until the job ends."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        polls = await asyncio.gather(*(last_poll(handle) for handle in handles))
+        if None not in polls:
+            return
+        await asyncio.sleep(2)
+    raise TimeoutError("not every experiment reached its poll ceiling")
+
+
+async def last_poll(handle: WorkflowHandle) -> datetime | None:
+    """When the experiment's `wait_for_job` activity last asked the provider and found the job
+    not done (the end of that attempt; an attempt lost with its worker ends in a timeout)."""
+    description = await handle.describe()
+    for pending in description.raw_description.pending_activities:
+        failure = pending.last_failure.application_failure_info
+        if pending.activity_type.name == "wait_for_job" and failure.type == JOB_NOT_DONE:
+            return pending.last_attempt_complete_time.ToDatetime(tzinfo=UTC)
+    return None
+
+
 async def first_poll_after(handle: WorkflowHandle, moment: datetime) -> float | None:
-    async for event in handle.fetch_history_events():
-        if event.event_type != EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            continue
-        at = event.event_time.ToDatetime(tzinfo=UTC)
-        if at > moment:
-            return (at - moment).total_seconds()
+    """Seconds from `moment` until the experiment polled the provider again (retries of the
+    `wait_for_job` activity leave no event in history; the server's description has them)."""
+    polled = await last_poll(handle)
+    if polled is not None and polled > moment:
+        return (polled - moment).total_seconds()
     return None
 
 
@@ -134,7 +159,7 @@ async def measure_resume(stack: LocalStack, client: Client) -> None:
     worker = stack.start_worker("orchestration")
     polling = PollingPolicy(initial_seconds=POLL_SECONDS, ceiling_seconds=POLL_SECONDS)
     handles = await start(client, stack, RESUME_EXPERIMENTS, polling)
-    await wait_until_queued(client, stack, RESUME_EXPERIMENTS, 180)
+    await waiting_at_ceiling(handles, 180)
     await asyncio.sleep(POLL_SECONDS)  # let the polls spread over the interval
     killed_at = datetime.now(UTC)
     stack.kill_worker(worker)
@@ -142,8 +167,10 @@ async def measure_resume(stack: LocalStack, client: Client) -> None:
     deadline = time.monotonic() + 10 * POLL_SECONDS + 60
     resumes: list[float | None] = [None] * len(handles)
     while time.monotonic() < deadline and None in resumes:
-        await asyncio.sleep(1)
-        resumes = list(await asyncio.gather(*(first_poll_after(h, killed_at) for h in handles)))
+        await asyncio.sleep(0.5)
+        # The first attempt after the kill is kept: later ones start P seconds apart.
+        seen = await asyncio.gather(*(first_poll_after(h, killed_at) for h in handles))
+        resumes = [old if old is not None else new for old, new in zip(resumes, seen, strict=True)]
     lost = [await timeouts_after(handle, killed_at) for handle in handles]
     for handle in handles:
         await handle.terminate("benchmark done")
