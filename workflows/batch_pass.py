@@ -133,24 +133,19 @@ async def _evaluate_policy(
     # Batches run concurrently (a sweep's window), and concurrent local activities do not replay:
     # their results reach the workflow in completion order, on replay in scheduling order, so
     # the commands after them come out in another order (temporalio/sdk-python#1578).
-    if workflow.patched(POLICY_AS_ACTIVITY_PATCH):
-        decision: PolicyDecision = await workflow.execute_activity(
-            "evaluate_policy",
-            policy,
-            result_type=PolicyDecision,
-            start_to_close_timeout=QUICK_TIMEOUT,
-            retry_policy=ENTITY_RETRY,
-            summary="policy",
-        )
-    else:
-        decision = await workflow.execute_local_activity(
-            "evaluate_policy",
-            policy,
-            result_type=PolicyDecision,
-            start_to_close_timeout=QUICK_TIMEOUT,
-            retry_policy=ENTITY_RETRY,
-            summary="policy",
-        )
+    execute = (
+        workflow.execute_activity
+        if workflow.patched(POLICY_AS_ACTIVITY_PATCH)
+        else workflow.execute_local_activity
+    )
+    decision: PolicyDecision = await execute(
+        "evaluate_policy",
+        policy,
+        result_type=PolicyDecision,
+        start_to_close_timeout=QUICK_TIMEOUT,
+        retry_policy=ENTITY_RETRY,
+        summary="policy",
+    )
     if not decision.allowed:
         raise ApplicationError(
             f"policy rule {decision.rule}: {decision.message}",
