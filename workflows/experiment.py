@@ -6,14 +6,18 @@ or on a person holds no activity or thread. People and ops tooling steer a runni
 with approve / reject (signal or update), pause / resume / reroute / cancel (signals) and
 Temporal's own cancellation; a backend that fails or is refused hands the work to the next one
 of the request's fallback chain, and the report says which one answered and why.
+
+The workflow reads as that process; each step lives in a module of its own: preparation
+(`experiment_preparation`), approval and budget waits (`experiment_approval`,
+`experiment_budget`), the paid path (`paid_execution`), reports (`experiment_reports`), what
+people see (`experiment_progress`), what they send (`experiment_steering`) and the record of
+what governed the experiment (`experiment_governance`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from datetime import timedelta
-from typing import Literal, TypeVar
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -28,9 +32,7 @@ with workflow.unsafe.imports_passed_through():
         REROUTE,
         RESUME,
         ApprovalDecision,
-        ApprovalRecord,
         BudgetRecord,
-        Governance,
         OpsCommand,
         OpsEvent,
         RecordedDecision,
@@ -41,34 +43,29 @@ with workflow.unsafe.imports_passed_through():
     from schemas.health import AcquireBackendInput, Permit, ReportOutcomeInput
     from schemas.pipeline import (
         ApprovalRequirement,
-        ClassicalReportInput,
-        EndedReportInput,
         ExecutionPlan,
         ExperimentInput,
-        FetchedResult,
-        MitigateInput,
-        MitigationOutcome,
-        PlanInput,
         PolicyDecision,
         PolicyInput,
         PollingPolicy,
-        PostprocessInput,
-        PreparedExperiment,
-        PreprocessInput,
-        PrevalidateInput,
-        Prevalidation,
         Progress,
         Stage,
     )
     from schemas.report import ExperimentReport
     from schemas.request import BackendChoice, ExperimentRequest
     from workflows import search_attributes as attrs
-    from workflows.activity_options import (
-        ENTITY_RETRY,
-        QUICK_TIMEOUT,
-    )
-    from workflows.experiment_details import route_summary
+    from workflows.activity_options import ENTITY_RETRY, QUICK_TIMEOUT
+    from workflows.experiment_approval import await_approval
+    from workflows.experiment_budget import reserve_when_room
+    from workflows.experiment_governance import GovernanceRecord
+    from workflows.experiment_preparation import PreparedRun, prepare, with_resolved_seed
     from workflows.experiment_progress import ExperimentProgress
+    from workflows.experiment_reports import (
+        CLASSICAL,
+        answered_report,
+        classical_report,
+        ended_report,
+    )
     from workflows.experiment_steering import (
         CancelRequested,
         ExperimentSteering,
@@ -78,9 +75,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.paid_execution import PaidExecution, PaidWork, describe_backend
 
-CLASSICAL = "classical"
-
-ResultT = TypeVar("ResultT")
 GOVERNANCE_PATCH = "governance"
 
 # Errors after which a backend is given up for the next one of the fallback chain.
@@ -90,8 +84,6 @@ BACKEND_FAILURES = (
     error_types.TRANSIENT,
     error_types.QUEUE_DEADLINE_EXCEEDED,
 )
-BUDGET_RETRY_CEILING = timedelta(minutes=10)
-
 
 # The name of an experiment's one submission: its backends and attempts are told apart by the
 # reservation key's backend and number (workflows/paid_execution.py).
@@ -109,19 +101,25 @@ def on_backend(request: ExperimentRequest, backend: BackendChoice) -> Experiment
     )
 
 
+def backend_failure(error: ActivityError | ApplicationError) -> str | None:
+    """Why the backend failed, when the error is one to fall back from (None otherwise)."""
+    cause = error.cause if isinstance(error, ActivityError) else error
+    if isinstance(cause, ApplicationError) and cause.type in BACKEND_FAILURES:
+        return cause.message
+    return None
+
+
 @workflow.defn(name="ExperimentWorkflow")
 class ExperimentWorkflow:
     def __init__(self) -> None:
         self._steering = ExperimentSteering()
         self._progress = ExperimentProgress(lambda: self._steering.pending_approval)
         self._compute_queue: str | None = None
-        self._governance: Governance | None = None
+        self._governance: GovernanceRecord | None = None
         # The paid execution on the current backend, until it is settled.
         self._execution: PaidExecution | None = None
         self._fallbacks: list[BackendChoice | str] = []
-        self._last_prepared: tuple[ExperimentRequest, PreparedExperiment, Prevalidation] | None = (
-            None
-        )
+        self._last_prepared: PreparedRun | None = None
 
     @workflow.query(name="progress")
     def progress(self) -> Progress:
@@ -164,13 +162,13 @@ class ExperimentWorkflow:
     def _decide(self, verdict: Verdict, decision: ApprovalDecision) -> RecordedDecision:
         recorded = self._steering.decide(verdict, decision, self._progress.current.stage)
         if recorded.verdict == "refused" and self._governance is not None:
-            self._govern(refused_decisions=[*self._governance.refused_decisions, recorded])
+            self._governance.refused_decision(recorded)
         return recorded
 
     def _record_ops(self, event: OpsEvent) -> None:
         if self._governance is None:
             return
-        self._govern(ops=[*self._governance.ops, event])
+        self._governance.ops_event(event)
         if self._progress.current.stage not in (Stage.COMPLETED, Stage.FAILED):
             self._progress.set(paused=self._steering.paused)
 
@@ -178,9 +176,8 @@ class ExperimentWorkflow:
 
     @workflow.run
     async def run(self, input: ExperimentInput) -> ExperimentReport:
-        request = self._with_resolved_seed(input.request)
+        request = with_resolved_seed(input.request)
         self._compute_queue = input.compute_task_queue
-        experiment_id = workflow.info().workflow_id
         backend = request.execution.backend
         self._progress.set(stage=Stage.PREPROCESSING, backend=describe_backend(backend))
         workflow.upsert_search_attributes(
@@ -192,7 +189,7 @@ class ExperimentWorkflow:
         )
         try:
             if not workflow.patched(GOVERNANCE_PATCH):
-                return await self._run_ungoverned(experiment_id, request, input)
+                return await self._run_ungoverned(request, input)
             return await self._run_governed(request, input)
         except ActivityError as error:
             cause = error.cause
@@ -209,8 +206,8 @@ class ExperimentWorkflow:
         self, request: ExperimentRequest, input: ExperimentInput
     ) -> ExperimentReport:
         requested = request.execution.backend
-        self._governance = Governance(
-            account=request.policy.account, requested_backend=describe_backend(requested)
+        self._governance = GovernanceRecord(
+            self._progress, request.policy.account, describe_backend(requested)
         )
         self._fallbacks = list(request.execution.fallback)
         backend: BackendChoice | str = requested
@@ -225,6 +222,61 @@ class ExperimentWorkflow:
         except (asyncio.CancelledError, CancelRequested) as stop:
             command = stop.command if isinstance(stop, CancelRequested) else OpsCommand()
             return await self._cancelled(request, command)
+
+    async def _attempt(
+        self, request: ExperimentRequest, input: ExperimentInput
+    ) -> ExperimentReport:
+        """One backend: everything from its circuits to its report, or LeaveBackend."""
+        backend = request.execution.backend
+        self._progress.switch_backend(backend)
+        run = await prepare(self._progress, self._compute_queue, request)
+        self._last_prepared = run
+        self._steering.check_interrupts()
+        if is_remote(backend):
+            await self._acquire_breaker_permit(backend)
+        decision = await self._evaluate_policy(run)
+        if not decision.allowed:
+            why = f"policy rule {decision.rule}: {decision.message}"
+            return await self._ended("rejected", why, request, run.plan)
+        if decision.approval is not None:
+            rejected = await self._await_approval(run, decision.approval)
+            if rejected is not None:
+                return rejected
+        execution = self._paid_execution(run, input.polling)
+        if run.plan.cost_estimate.usd > 0:
+            refusal = await reserve_when_room(
+                execution,
+                decision,
+                request.policy.max_queue_wait,
+                input.polling,
+                self._progress,
+                self._steering,
+            )
+            if refusal is not None:
+                return await self._ended("rejected", refusal, request, run.plan)
+            self._governed().reservation(
+                BudgetRecord(
+                    account=request.policy.account,
+                    reservation_key=execution.key,
+                    reserved_usd=run.plan.cost_estimate.usd,
+                )
+            )
+        try:
+            executed = await execution.run()
+        except LeaveBackend as leave:
+            leave.cancelled_job = execution.cancelled_job
+            raise
+        except (ActivityError, ApplicationError) as error:
+            why = backend_failure(error)
+            if why is None:
+                raise
+            # The paid execution already cancelled the job and settled what it was billed.
+            await self._report_outcome(backend, success=False, detail=why)
+            raise LeaveBackend("fallback", f"{describe_backend(backend)} failed: {why}") from error
+        finally:
+            self._record_settlement(execution)
+        governance = self._governed().current
+        return await answered_report(self._progress, self._compute_queue, run, executed, governance)
 
     def _next_backend(self, current: BackendChoice, leave: LeaveBackend) -> BackendChoice | str:
         following = leave.to
@@ -246,275 +298,9 @@ class ExperimentWorkflow:
             why=leave.why,
             cancelled_job=leave.cancelled_job,
         )
-        assert self._governance is not None
-        self._govern(route=[*self._governance.route, change])
+        self._governed().route_change(change)
         workflow.logger.info("leaving %s for %s: %s", change.from_backend, to_name, leave.why)
         return following
-
-    async def _attempt(
-        self, request: ExperimentRequest, input: ExperimentInput
-    ) -> ExperimentReport:
-        """One backend: everything from its circuits to its report, or LeaveBackend."""
-        backend = request.execution.backend
-        name = describe_backend(backend)
-        self._progress.switch_backend(backend)
-        experiment_id = workflow.info().workflow_id
-        prepared, prevalidation, plan = await self._prepare(experiment_id, request)
-        self._steering.check_interrupts()
-        if is_remote(backend):
-            permit = await self._entity_call(
-                "acquire_backend",
-                AcquireBackendInput(backend=name, experiment_id=experiment_id),
-                Permit,
-            )
-            if not permit.allowed:
-                raise LeaveBackend("fallback", f"circuit breaker of {name}: {permit.reason}")
-        decision = await self._evaluate_policy(request, prepared, plan)
-        if not decision.allowed:
-            return await self._ended(
-                request, "rejected", f"policy rule {decision.rule}: {decision.message}", plan
-            )
-        if decision.approval is not None:
-            rejected = await self._await_approval(request, decision.approval, plan)
-            if rejected is not None:
-                return rejected
-        execution = self._paid_execution(request, plan, input)
-        if plan.cost_estimate.usd > 0:
-            refused = await self._reserve_budget(request, plan, decision, input.polling)
-            if refused is not None:
-                return refused
-        try:
-            job, fetched = await execution.run()
-        except LeaveBackend as leave:
-            leave.cancelled_job = execution.cancelled_job
-            raise
-        except ActivityError as error:
-            why = self._backend_failure(error)
-            if why is None:
-                raise
-            await self._backend_failed(backend, why)
-        except ApplicationError as error:
-            if error.type not in BACKEND_FAILURES:
-                raise
-            await self._backend_failed(backend, error.message)
-        finally:
-            self._record_settlement(execution)
-        return await self._finish(
-            experiment_id, request, prepared, prevalidation, plan, job, fetched
-        )
-
-    def _paid_execution(
-        self, request: ExperimentRequest, plan: ExecutionPlan, input: ExperimentInput
-    ) -> PaidExecution:
-        execution = PaidExecution(
-            PaidWork(
-                account=request.policy.account,
-                backend=request.execution.backend,
-                batch_uri=plan.batch_uri,
-                shots=request.execution.shots,
-                seed=request.execution.seed,
-                estimated_usd=plan.cost_estimate.usd,
-                submission=SUBMISSION,
-                purpose="",
-                artifact_folder=workflow.info().workflow_id,
-                polling=input.polling,
-                max_queue_wait=request.policy.max_queue_wait,
-                name=request.name,
-            ),
-            self,
-        )
-        self._execution = execution
-        return execution
-
-    async def _backend_failed(self, backend: BackendChoice, why: str) -> None:
-        """Tell the breaker and hand the work to the next backend (the paid execution already
-        cancelled the job and settled what it was billed)."""
-        name = describe_backend(backend)
-        if is_remote(backend):
-            await self._entity_call(
-                "report_backend_outcome",
-                ReportOutcomeInput(
-                    backend=name,
-                    experiment_id=workflow.info().workflow_id,
-                    success=False,
-                    detail=why,
-                ),
-                None,
-            )
-        raise LeaveBackend("fallback", f"{name} failed: {why}")
-
-    @staticmethod
-    def _backend_failure(error: ActivityError) -> str | None:
-        cause = error.cause
-        if isinstance(cause, ApplicationError) and cause.type in BACKEND_FAILURES:
-            return cause.message
-        return None
-
-    async def _prepare(
-        self, experiment_id: str, request: ExperimentRequest
-    ) -> tuple[PreparedExperiment, Prevalidation, ExecutionPlan]:
-        prepared = await self._progress.run_stage(
-            Stage.PREPROCESSING,
-            "preprocess",
-            PreprocessInput(experiment_id=experiment_id, request=request),
-            PreparedExperiment,
-            task_queue=self._compute_queue,
-        )
-        prevalidation = await self._progress.run_stage(
-            Stage.PREVALIDATING,
-            "prevalidate",
-            PrevalidateInput(experiment_id=experiment_id, request=request, prepared=prepared),
-            Prevalidation,
-            task_queue=self._compute_queue,
-        )
-        self._last_prepared = (request, prepared, prevalidation)
-        plan = await self._progress.run_stage(
-            Stage.PLANNING,
-            "plan",
-            PlanInput(experiment_id=experiment_id, request=request, prepared=prepared),
-            ExecutionPlan,
-            task_queue=self._compute_queue,
-        )
-        self._progress.set(estimated_cost_usd=plan.cost_estimate.usd)
-        workflow.upsert_search_attributes(
-            [attrs.ESTIMATED_COST_USD.value_set(plan.cost_estimate.usd)]
-        )
-        return prepared, prevalidation, plan
-
-    async def _finish(
-        self,
-        experiment_id: str,
-        request: ExperimentRequest,
-        prepared: PreparedExperiment,
-        prevalidation: Prevalidation,
-        plan: ExecutionPlan,
-        job: JobRef,
-        fetched: FetchedResult,
-    ) -> ExperimentReport:
-        mitigation = await self._progress.run_stage(
-            Stage.MITIGATING,
-            "mitigate",
-            MitigateInput(
-                experiment_id=experiment_id,
-                request=request,
-                prepared=prepared,
-                plan=plan,
-                counts_uri=fetched.counts_uri,
-                ideal_value=prevalidation.ideal_value,
-            ),
-            MitigationOutcome,
-            task_queue=self._compute_queue,
-        )
-        report = await self._progress.run_stage(
-            Stage.POSTPROCESSING,
-            "postprocess",
-            PostprocessInput(
-                experiment_id=experiment_id,
-                request=request,
-                prepared=prepared,
-                prevalidation=prevalidation,
-                plan=plan,
-                job=job,
-                fetched=fetched,
-                mitigation=mitigation,
-                timings_seconds=self._progress.timings,
-                governance=self._governance,
-                produced_by_reason=route_summary(self._governance),
-            ),
-            ExperimentReport,
-            task_queue=self._compute_queue,
-        )
-        self._progress.set(stage=Stage.COMPLETED)
-        return report
-
-    # --- policy, approval, budget -------------------------------------------------------------
-
-    async def _evaluate_policy(
-        self, request: ExperimentRequest, prepared: PreparedExperiment, plan: ExecutionPlan
-    ) -> PolicyDecision:
-        self._progress.set(stage=Stage.CHECKING_POLICY)
-        return await workflow.execute_local_activity(
-            "evaluate_policy",
-            PolicyInput(
-                account=request.policy.account,
-                backend=request.execution.backend,
-                tier=prepared.capabilities.tier,
-                shots=request.execution.shots,
-                estimated_cost_usd=plan.cost_estimate.usd,
-                request_max_cost_usd=request.policy.max_cost_usd,
-            ),
-            result_type=PolicyDecision,
-            start_to_close_timeout=QUICK_TIMEOUT,
-            retry_policy=ENTITY_RETRY,
-            summary="policy",
-        )
-
-    async def _await_approval(
-        self, request: ExperimentRequest, requirement: ApprovalRequirement, plan: ExecutionPlan
-    ) -> ExperimentReport | None:
-        """Waits durably for a listed approver; returns a rejected report, None when approved,
-        or leaves for a simulator when the rule says so after a timeout."""
-        name = describe_backend(request.execution.backend)
-        timeout = timedelta(seconds=requirement.timeout_seconds)
-        record = ApprovalRecord(
-            backend=name,
-            why_required=requirement.why,
-            approvers=requirement.approvers,
-            timeout=timeout,
-            on_timeout=requirement.on_timeout,
-            requested_at=workflow.now(),
-            signed=requirement.signed,
-        )
-        self._steering.await_decision(requirement)
-        self._progress.set(
-            stage=Stage.AWAITING_APPROVAL,
-            awaiting=(
-                f"{'signed ' if requirement.signed else ''}approval by one of "
-                f"{', '.join(requirement.approvers)}: {requirement.why}"
-            ),
-        )
-        workflow.upsert_search_attributes([attrs.AWAITING_APPROVAL.value_set(True)])
-        timed_out = False
-        try:
-            await workflow.wait_condition(
-                lambda: self._steering.decision is not None or self._steering.interrupt_pending(),
-                timeout=timeout,
-                timeout_summary="approval timeout",
-            )
-        except TimeoutError:
-            timed_out = True
-        finally:
-            self._steering.pending_approval = None
-            workflow.upsert_search_attributes([attrs.AWAITING_APPROVAL.value_set(False)])
-            self._progress.set(awaiting=None)
-        decision = self._steering.decision
-        outcome = "timed_out" if timed_out else (decision.verdict if decision else "pending")
-        assert self._governance is not None
-        self._govern(
-            approvals=[
-                *self._governance.approvals,
-                record.model_copy(update={"outcome": outcome, "decision": decision}),
-            ]
-        )
-        if timed_out:
-            why = f"no decision within {timeout} from {', '.join(requirement.approvers)}"
-            simulator = (
-                self._simulator_fallback(request.execution.backend)
-                if requirement.on_timeout == "fallback"
-                else None
-            )
-            if simulator is None:
-                return await self._ended(request, "rejected", f"approval timed out: {why}", plan)
-            raise LeaveBackend("fallback", f"approval timed out: {why}", to=simulator)
-        if decision is None:
-            self._steering.check_interrupts()
-        assert decision is not None
-        if decision.verdict == "rejected":
-            reason = f": {decision.reason}" if decision.reason else ""
-            return await self._ended(
-                request, "rejected", f"rejected by {decision.approver}{reason}", plan
-            )
-        return None
 
     def _simulator_fallback(self, current: BackendChoice) -> BackendChoice | None:
         """The first local simulator of the fallback chain, else the ideal Aer simulator; None
@@ -527,46 +313,106 @@ class ExperimentWorkflow:
             return None
         return BackendChoice(provider="aer", device="ideal")
 
-    async def _reserve_budget(
-        self,
-        request: ExperimentRequest,
-        plan: ExecutionPlan,
-        decision: PolicyDecision,
-        polling: PollingPolicy,
-    ) -> ExperimentReport | None:
-        """Reserves the estimated cost before submission; a refusal ends the experiment or waits
-        for money to free up (asking again as often as it would poll a provider, up to every ten
-        minutes), as the account's policy says."""
-        execution = self._execution
-        assert execution is not None
-        started = workflow.now()
-        interval = timedelta(seconds=min(30.0, polling.ceiling_seconds))
-        while True:
-            outcome = await execution.reserve(decision)
-            if outcome.accepted:
-                break
-            if decision.on_budget_exhausted == "refuse":
-                return await self._ended(request, "rejected", f"budget: {outcome.message}", plan)
-            if workflow.now() - started >= request.policy.max_queue_wait:
-                return await self._ended(
-                    request,
-                    "rejected",
-                    f"budget: still no room after max_queue_wait "
-                    f"{request.policy.max_queue_wait}: {outcome.message}",
-                    plan,
-                )
-            self._progress.set(stage=Stage.AWAITING_BUDGET, awaiting=f"budget: {outcome.message}")
-            await self._interruptible_sleep(interval, "wait for budget")
-            interval = min(interval * 2, BUDGET_RETRY_CEILING)
-        self._progress.set(awaiting=None)
-        record = BudgetRecord(
-            account=request.policy.account,
-            reservation_key=execution.key,
-            reserved_usd=plan.cost_estimate.usd,
+    # --- rules and people -------------------------------------------------------------------------
+
+    async def _acquire_breaker_permit(self, backend: BackendChoice) -> None:
+        name = describe_backend(backend)
+        permit: Permit = await workflow.execute_activity(
+            "acquire_backend",
+            AcquireBackendInput(backend=name, experiment_id=workflow.info().workflow_id),
+            result_type=Permit,
+            start_to_close_timeout=QUICK_TIMEOUT,
+            retry_policy=ENTITY_RETRY,
+            summary="acquire_backend",
         )
-        assert self._governance is not None
-        self._govern(budget=[*self._governance.budget, record])
+        if not permit.allowed:
+            raise LeaveBackend("fallback", f"circuit breaker of {name}: {permit.reason}")
+
+    async def _report_outcome(self, backend: BackendChoice, *, success: bool, detail: str) -> None:
+        await workflow.execute_activity(
+            "report_backend_outcome",
+            ReportOutcomeInput(
+                backend=describe_backend(backend),
+                experiment_id=workflow.info().workflow_id,
+                success=success,
+                detail=detail,
+            ),
+            start_to_close_timeout=QUICK_TIMEOUT,
+            retry_policy=ENTITY_RETRY,
+            summary="report_backend_outcome",
+        )
+
+    async def _evaluate_policy(self, run: PreparedRun) -> PolicyDecision:
+        self._progress.set(stage=Stage.CHECKING_POLICY)
+        return await workflow.execute_local_activity(
+            "evaluate_policy",
+            PolicyInput(
+                account=run.request.policy.account,
+                backend=run.request.execution.backend,
+                tier=run.prepared.capabilities.tier,
+                shots=run.request.execution.shots,
+                estimated_cost_usd=run.plan.cost_estimate.usd,
+                request_max_cost_usd=run.request.policy.max_cost_usd,
+            ),
+            result_type=PolicyDecision,
+            start_to_close_timeout=QUICK_TIMEOUT,
+            retry_policy=ENTITY_RETRY,
+            summary="policy",
+        )
+
+    async def _await_approval(
+        self, run: PreparedRun, requirement: ApprovalRequirement
+    ) -> ExperimentReport | None:
+        """None when approved; a rejected report when rejected or timed out, unless the rule
+        sends the work to a simulator after a timeout (LeaveBackend)."""
+        backend = run.request.execution.backend
+        record = await await_approval(
+            self._steering, self._progress, requirement, describe_backend(backend)
+        )
+        self._governed().approval(record)
+        if record.outcome == "timed_out":
+            why = f"no decision within {record.timeout} from {', '.join(record.approvers)}"
+            simulator = (
+                self._simulator_fallback(backend) if requirement.on_timeout == "fallback" else None
+            )
+            if simulator is None:
+                return await self._ended(
+                    "rejected", f"approval timed out: {why}", run.request, run.plan
+                )
+            raise LeaveBackend("fallback", f"approval timed out: {why}", to=simulator)
+        if record.outcome == "pending":
+            self._steering.check_interrupts()
+        decision = record.decision
+        assert decision is not None
+        if decision.verdict == "rejected":
+            reason = f": {decision.reason}" if decision.reason else ""
+            why = f"rejected by {decision.approver}{reason}"
+            return await self._ended("rejected", why, run.request, run.plan)
         return None
+
+    # --- money ------------------------------------------------------------------------------------
+
+    def _paid_execution(self, run: PreparedRun, polling: PollingPolicy) -> PaidExecution:
+        request = run.request
+        execution = PaidExecution(
+            PaidWork(
+                account=request.policy.account,
+                backend=request.execution.backend,
+                batch_uri=run.plan.batch_uri,
+                shots=request.execution.shots,
+                seed=request.execution.seed,
+                estimated_usd=run.plan.cost_estimate.usd,
+                submission=SUBMISSION,
+                purpose="",
+                artifact_folder=workflow.info().workflow_id,
+                polling=polling,
+                max_queue_wait=request.policy.max_queue_wait,
+                name=request.name,
+            ),
+            self,
+        )
+        self._execution = execution
+        return execution
 
     async def _settle_execution(self, reason: str) -> None:
         """Cancels the current backend's job, if any, and settles its money (see
@@ -578,34 +424,18 @@ class ExperimentWorkflow:
         self._record_settlement(execution)
 
     def _record_settlement(self, execution: PaidExecution) -> None:
-        """The governance record of the execution's reservation, once it was settled."""
-        if execution.committed_usd is None and not execution.released:
-            return
-        assert self._governance is not None
-        changes: dict[str, object] = (
-            {"released": True} if execution.released else {"committed_usd": execution.committed_usd}
-        )
-        records = [
-            record.model_copy(update=changes) if record.reservation_key == execution.key else record
-            for record in self._governance.budget
-        ]
-        self._govern(budget=records)
+        if self._governance is not None:
+            self._governance.settlement(
+                execution.key, committed_usd=execution.committed_usd, released=execution.released
+            )
 
-    async def _entity_call(
-        self, activity: str, arg: object, result_type: type[ResultT] | None
-    ) -> ResultT:
-        return await workflow.execute_activity(
-            activity,
-            arg,
-            result_type=result_type,
-            start_to_close_timeout=QUICK_TIMEOUT,
-            retry_policy=ENTITY_RETRY,
-            summary=activity,
-        )
+    # --- steering of the paid execution (workflows/paid_execution.Steering) ---------------------
 
-    # --- steering: pause, reroute, cancel -------------------------------------------------------
+    def interrupted(self) -> bool:
+        return self._steering.paused or self._steering.interrupt_pending()
 
-    async def _hold_while_paused(self) -> None:
+    async def checkpoint(self) -> None:
+        """Acts on a pending reroute or cancel, and holds here while the experiment is paused."""
         steering = self._steering
         steering.check_interrupts()
         if not steering.paused:
@@ -616,92 +446,6 @@ class ExperimentWorkflow:
         self._progress.set(stage=previous, awaiting=None)
         steering.check_interrupts()
 
-    async def _interruptible_sleep(self, interval: timedelta, summary: str) -> None:
-        with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(
-                self._steering.interrupt_pending, timeout=interval, timeout_summary=summary
-            )
-        self._steering.check_interrupts()
-
-    async def _cancelled(self, request: ExperimentRequest, command: OpsCommand) -> ExperimentReport:
-        execution = self._execution
-        await self._settle_execution("experiment cancelled")
-        job_id = execution.cancelled_job if execution is not None else None
-        by = f" by {command.by}" if command.by else ""
-        reason = f": {command.reason}" if command.reason else ""
-        job = f"; provider job {job_id} cancelled" if job_id else ""
-        return await self._ended(request, "cancelled", f"cancelled{by}{reason}{job}", None)
-
-    # --- reports without a quantum answer -------------------------------------------------------
-
-    async def _ended(
-        self,
-        request: ExperimentRequest,
-        status: Literal["rejected", "cancelled"],
-        reason: str,
-        plan: ExecutionPlan | None,
-    ) -> ExperimentReport:
-        assert self._governance is not None
-        report = await self._progress.run_stage(
-            Stage.POSTPROCESSING,
-            "ended_report",
-            EndedReportInput(
-                experiment_id=workflow.info().workflow_id,
-                request=request,
-                status=status,
-                reason=reason,
-                estimated_cost_usd=plan.cost_estimate.usd if plan else 0.0,
-                actual_cost_usd=0.0,
-                timings_seconds=self._progress.timings,
-                governance=self._governance,
-            ),
-            ExperimentReport,
-            task_queue=self._compute_queue,
-        )
-        self._progress.set(
-            stage=Stage.REJECTED if status == "rejected" else Stage.CANCELLED, error=reason
-        )
-        return report
-
-    async def _classical_report(self, request: ExperimentRequest) -> ExperimentReport:
-        assert self._governance is not None
-        if self._last_prepared is None:
-            self._last_prepared = await self._prepare_reference(request)
-        prepared_request, prepared, prevalidation = self._last_prepared
-        self._progress.set(backend=CLASSICAL)
-        report = await self._progress.run_stage(
-            Stage.POSTPROCESSING,
-            "classical_report",
-            ClassicalReportInput(
-                experiment_id=workflow.info().workflow_id,
-                request=prepared_request,
-                prepared=prepared,
-                prevalidation=prevalidation,
-                timings_seconds=self._progress.timings,
-                governance=self._governance,
-                reason=route_summary(self._governance) or "the fallback chain ends with classical",
-            ),
-            ExperimentReport,
-            task_queue=self._compute_queue,
-        )
-        self._progress.set(stage=Stage.COMPLETED)
-        return report
-
-    async def _prepare_reference(
-        self, request: ExperimentRequest
-    ) -> tuple[ExperimentRequest, PreparedExperiment, Prevalidation]:
-        experiment_id = workflow.info().workflow_id
-        prepared, prevalidation, _ = await self._prepare(experiment_id, request)
-        return request, prepared, prevalidation
-
-    # --- steering of the paid execution (workflows/paid_execution.Steering) ---------------------
-
-    def interrupted(self) -> bool:
-        return self._steering.paused or self._steering.interrupt_pending()
-
-    async def checkpoint(self) -> None:
-        await self._hold_while_paused()
-
     def on_stage(self, stage: Stage) -> None:
         self._progress.enter_paid_stage(stage)
 
@@ -711,95 +455,46 @@ class ExperimentWorkflow:
     async def job_done(self, job: JobRef) -> None:
         backend = self._execution.work.backend if self._execution else None
         if backend is not None and is_remote(backend):
-            await self._entity_call(
-                "report_backend_outcome",
-                ReportOutcomeInput(
-                    backend=describe_backend(backend),
-                    experiment_id=workflow.info().workflow_id,
-                    success=True,
-                    detail="job completed",
-                ),
-                None,
-            )
+            await self._report_outcome(backend, success=True, detail="job completed")
+
+    # --- endings without a quantum answer ---------------------------------------------------------
+
+    async def _cancelled(self, request: ExperimentRequest, command: OpsCommand) -> ExperimentReport:
+        execution = self._execution
+        await self._settle_execution("experiment cancelled")
+        job_id = execution.cancelled_job if execution is not None else None
+        by = f" by {command.by}" if command.by else ""
+        reason = f": {command.reason}" if command.reason else ""
+        job = f"; provider job {job_id} cancelled" if job_id else ""
+        return await self._ended("cancelled", f"cancelled{by}{reason}{job}", request, None)
+
+    async def _ended(
+        self,
+        status: Literal["rejected", "cancelled"],
+        reason: str,
+        request: ExperimentRequest,
+        plan: ExecutionPlan | None,
+    ) -> ExperimentReport:
+        governance = self._governed().current
+        return await ended_report(
+            self._progress, self._compute_queue, request, status, reason, plan, governance
+        )
+
+    async def _classical_report(self, request: ExperimentRequest) -> ExperimentReport:
+        run = self._last_prepared or await prepare(self._progress, self._compute_queue, request)
+        self._last_prepared = run
+        governance = self._governed().current
+        return await classical_report(self._progress, self._compute_queue, run, governance)
+
+    def _governed(self) -> GovernanceRecord:
+        assert self._governance is not None, "governance is recorded from the governed path only"
+        return self._governance
 
     # --- experiments started before governance existed (kept for replay) ------------------------
 
     async def _run_ungoverned(
-        self, experiment_id: str, request: ExperimentRequest, input: ExperimentInput
+        self, request: ExperimentRequest, input: ExperimentInput
     ) -> ExperimentReport:
-        prepared = await self._progress.run_stage(
-            Stage.PREPROCESSING,
-            "preprocess",
-            PreprocessInput(experiment_id=experiment_id, request=request),
-            PreparedExperiment,
-            task_queue=self._compute_queue,
-        )
-        prevalidation = await self._progress.run_stage(
-            Stage.PREVALIDATING,
-            "prevalidate",
-            PrevalidateInput(experiment_id=experiment_id, request=request, prepared=prepared),
-            Prevalidation,
-            task_queue=self._compute_queue,
-        )
-        plan = await self._progress.run_stage(
-            Stage.PLANNING,
-            "plan",
-            PlanInput(experiment_id=experiment_id, request=request, prepared=prepared),
-            ExecutionPlan,
-            task_queue=self._compute_queue,
-        )
-        self._progress.set(estimated_cost_usd=plan.cost_estimate.usd)
-        workflow.upsert_search_attributes(
-            [attrs.ESTIMATED_COST_USD.value_set(plan.cost_estimate.usd)]
-        )
-
-        job, fetched = await self._paid_execution(request, plan, input).run()
-        mitigation = await self._progress.run_stage(
-            Stage.MITIGATING,
-            "mitigate",
-            MitigateInput(
-                experiment_id=experiment_id,
-                request=request,
-                prepared=prepared,
-                plan=plan,
-                counts_uri=fetched.counts_uri,
-                ideal_value=prevalidation.ideal_value,
-            ),
-            MitigationOutcome,
-            task_queue=self._compute_queue,
-        )
-        postprocess_input = PostprocessInput(
-            experiment_id=experiment_id,
-            request=request,
-            prepared=prepared,
-            prevalidation=prevalidation,
-            plan=plan,
-            job=job,
-            fetched=fetched,
-            mitigation=mitigation,
-            timings_seconds=self._progress.timings,
-        )
-        report = await self._progress.run_stage(
-            Stage.POSTPROCESSING,
-            "postprocess",
-            postprocess_input,
-            ExperimentReport,
-            task_queue=self._compute_queue,
-        )
-        self._progress.set(stage=Stage.COMPLETED)
-        return report
-
-    def _with_resolved_seed(self, request: ExperimentRequest) -> ExperimentRequest:
-        """A request without a seed gets one from the workflow's deterministic RNG, so every run
-        is reproducible from its manifest."""
-        if request.execution.seed is not None:
-            return request
-        execution = request.execution.model_copy(
-            update={"seed": workflow.random().randrange(2**32)}
-        )
-        return request.model_copy(update={"execution": execution})
-
-    def _govern(self, **changes: object) -> None:
-        assert self._governance is not None
-        self._governance = self._governance.model_copy(update=changes)
-        self._progress.set(governance=self._governance)
+        run = await prepare(self._progress, self._compute_queue, request)
+        executed = await self._paid_execution(run, input.polling).run()
+        return await answered_report(self._progress, self._compute_queue, run, executed, None)

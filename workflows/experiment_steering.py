@@ -11,7 +11,8 @@ Deterministic workflow code: it reads the clock and the workflow's identity from
 
 from __future__ import annotations
 
-from datetime import datetime
+import contextlib
+from datetime import datetime, timedelta
 from typing import Literal
 
 from temporalio import workflow
@@ -164,6 +165,14 @@ class ExperimentSteering:
     def interrupt_pending(self) -> bool:
         """A reroute or cancel waits to be acted on."""
         return self._reroute is not None or self._cancel is not None
+
+    async def sleep(self, interval: timedelta, summary: str) -> None:
+        """A durable sleep that a reroute or cancel ends at once, and is then acted on."""
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                self.interrupt_pending, timeout=interval, timeout_summary=summary
+            )
+        self.check_interrupts()
 
     def check_interrupts(self) -> None:
         """Acts on a pending cancel (CancelRequested) or reroute (LeaveBackend, once)."""

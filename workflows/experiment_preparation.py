@@ -1,0 +1,75 @@
+"""Before anything is paid: the request's circuits are built and transpiled (preprocess),
+checked on a simulator (prevalidate) and planned as one batch with its cost estimate (plan),
+each a heartbeating activity on the compute queue.
+
+Deterministic workflow code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from schemas.pipeline import (
+        ExecutionPlan,
+        PlanInput,
+        PreparedExperiment,
+        PreprocessInput,
+        PrevalidateInput,
+        Prevalidation,
+        Stage,
+    )
+    from schemas.request import ExperimentRequest
+    from workflows import search_attributes as attrs
+    from workflows.experiment_progress import ExperimentProgress
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A request prepared for one backend, ready to be paid for."""
+
+    request: ExperimentRequest
+    prepared: PreparedExperiment
+    prevalidation: Prevalidation
+    plan: ExecutionPlan
+
+
+def with_resolved_seed(request: ExperimentRequest) -> ExperimentRequest:
+    """A request without a seed gets one from the workflow's deterministic RNG, so every run is
+    reproducible from its manifest."""
+    if request.execution.seed is not None:
+        return request
+    execution = request.execution.model_copy(update={"seed": workflow.random().randrange(2**32)})
+    return request.model_copy(update={"execution": execution})
+
+
+async def prepare(
+    progress: ExperimentProgress, task_queue: str | None, request: ExperimentRequest
+) -> PreparedRun:
+    experiment_id = workflow.info().workflow_id
+    prepared = await progress.run_stage(
+        Stage.PREPROCESSING,
+        "preprocess",
+        PreprocessInput(experiment_id=experiment_id, request=request),
+        PreparedExperiment,
+        task_queue=task_queue,
+    )
+    prevalidation = await progress.run_stage(
+        Stage.PREVALIDATING,
+        "prevalidate",
+        PrevalidateInput(experiment_id=experiment_id, request=request, prepared=prepared),
+        Prevalidation,
+        task_queue=task_queue,
+    )
+    plan = await progress.run_stage(
+        Stage.PLANNING,
+        "plan",
+        PlanInput(experiment_id=experiment_id, request=request, prepared=prepared),
+        ExecutionPlan,
+        task_queue=task_queue,
+    )
+    progress.set(estimated_cost_usd=plan.cost_estimate.usd)
+    workflow.upsert_search_attributes([attrs.ESTIMATED_COST_USD.value_set(plan.cost_estimate.usd)])
+    return PreparedRun(request, prepared, prevalidation, plan)
