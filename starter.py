@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -47,6 +47,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.budget_calls import set_budget_limit, show_budget
 from adapters.errors import TransientError
+from cli.artifacts import add_artifact_commands
 from schemas.budget import (
     ACCOUNT_PATTERN,
     ACCOUNT_RULE,
@@ -365,8 +366,8 @@ def format_report(report: ExperimentReport) -> str:
     )
     lines.append(f"  timings         {timings}")
     report_uri = report.provenance.artifacts.get("report", "")
-    if report_uri.startswith("file://"):
-        lines.append(f"  artifacts       {Path(report_uri.removeprefix('file://')).parent}")
+    if report_uri:
+        lines.append(f"  artifacts       {artifact_location(report_uri.rsplit('/', 1)[0])}")
     return "\n".join(lines)
 
 
@@ -527,7 +528,7 @@ def format_loop_report(report: LoopReport) -> str:
         f"  backend         {report.backend}, {report.shots} shots, ZNE "
         f"{'on' if report.zne else 'off'}, readout mitigation {'on' if report.readout else 'off'}",
         f"  seeds           optimizer {report.optimizer.seed}, evaluation {report.evaluation_seed}",
-        f"  trajectory      {report.trajectory_uri.removeprefix('file://')}",
+        f"  trajectory      {artifact_location(report.trajectory_uri)}",
     ]
     return "\n".join(lines)
 
@@ -653,8 +654,13 @@ async def follow_sweep(handle: WorkflowHandle) -> SweepReport:
     return await watch(handle, SweepProgress, describe_sweep_progress, ProgressPrinter())
 
 
-def artifact_path(uri: str) -> str:
-    path = Path(uri.removeprefix("file://"))
+def artifact_location(url: str) -> str:
+    """A local artifact as its path (relative to here when below), any other as its URL:
+    `qloop artifacts get` downloads it."""
+    parsed = urlparse(url)
+    if parsed.scheme != "file":
+        return url
+    path = Path(unquote(parsed.path))
     with contextlib.suppress(ValueError):
         return str(path.relative_to(Path.cwd()))
     return str(path)
@@ -684,10 +690,10 @@ def format_sweep_report(report: SweepReport) -> str:
         f"  cost            ${report.cost_usd:.2f} (estimated ${report.estimated_cost_usd:.2f})",
         f"  elapsed         {report.elapsed_seconds:.1f}s"
         + (f" ({report.runs} workflow runs: continued as new)" if report.runs > 1 else ""),
-        f"  table           {artifact_path(report.table_uri)}",
+        f"  table           {artifact_location(report.table_uri)}",
     ]
     if report.plot_uri is not None:
-        lines.append(f"  plot            {artifact_path(report.plot_uri)}")
+        lines.append(f"  plot            {artifact_location(report.plot_uri)}")
     return "\n".join(lines)
 
 
@@ -1847,6 +1853,7 @@ def parser() -> argparse.ArgumentParser:
     add_sweep_command(commands)
     add_loop_command(commands)
     add_schedule_commands(commands)
+    add_artifact_commands(commands)
     return root
 
 

@@ -1,99 +1,87 @@
-"""The artifact store: bulky data lives here and workflow history keeps only its URI.
+"""The artifact store: bulky data lives here and workflow history keeps only its URL.
 
-A local folder (`$QLOOP_HOME/artifacts/<experiment id>/<name>`) addressed by `file://` URIs.
-Writes are atomic (temp file + rename) so a retried activity never leaves half a file.
+`QLOOP_ARTIFACT_URL` says where: a `file://` folder (by default `$QLOOP_HOME/artifacts`) for
+one machine, or `s3://bucket/prefix` for a fleet (activities/artifact_bucket.py). Everything
+one activity writes and another reads goes through here, so any host that has the URL and the
+credentials reads what any other host wrote. An experiment's, loop's or sweep's artifacts are
+`<root>/<its id>/<name>`.
 
-A URI an activity reads came from its input, and anyone who can start a workflow writes inputs:
-every read accepts only a `file://` URI that resolves (after `..` and symlinks) to a file inside
-the artifact root, and refuses anything else with `ArtifactOutsideStore`.
+A URL an activity reads came from its input, and anyone who can start a workflow writes inputs:
+every read accepts only a URL under the configured store's root and refuses anything else with
+`ArtifactOutsideStore`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+from functools import cache
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel
-from temporalio.exceptions import ApplicationError
 
+from activities.artifact_bucket import BucketStore
+from activities.artifact_folder import FolderStore
+from activities.artifact_refusal import ArtifactOutsideStore
 from adapters.settings import qloop_home
+from schemas.artifacts import StoredArtifact
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-ARTIFACT_OUTSIDE_STORE = "ArtifactOutsideStore"
+ARTIFACT_URL_VARIABLE = "QLOOP_ARTIFACT_URL"
 
 
-class ArtifactOutsideStore(ApplicationError, ValueError):
-    """A URI that is not an artifact of this store. The same URI is refused on every attempt, so
-    it is never retried. An ApplicationError, so it leaves any activity with its own type and
-    non-retryable whichever wrapper let it through (also from a child process of the compute
-    pool: it pickles); a ValueError, so pure callers treat it as the bad input it is."""
-
-    def __init__(self, uri: str, root: str, why: str) -> None:
-        super().__init__(
-            f"artifact URI {uri!r} {why}; only file:// URIs of files under the artifact root "
-            f"{root} are read",
-            type=ARTIFACT_OUTSIDE_STORE,
-            non_retryable=True,
-        )
-        self.uri, self.root, self.why = uri, root, why
-
-    def __reduce__(self) -> tuple[type[ArtifactOutsideStore], tuple[str, str, str]]:
-        return type(self), (self.uri, self.root, self.why)
+def current_store() -> FolderStore | BucketStore:
+    """The store `QLOOP_ARTIFACT_URL` names (read on every call, so a test or host may change
+    it; the store itself is made once per URL)."""
+    configured = os.environ.get(ARTIFACT_URL_VARIABLE, "").strip()
+    if not configured:
+        return _store_at((qloop_home() / "artifacts").as_uri())
+    return _store_at(configured)
 
 
-def artifact_root() -> Path:
-    return qloop_home() / "artifacts"
+@cache
+def _store_at(url: str) -> FolderStore | BucketStore:
+    parsed = urlparse(url)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+        return FolderStore(Path(unquote(parsed.path)).resolve())
+    if parsed.scheme == "s3" and parsed.netloc:
+        return BucketStore(parsed.netloc, unquote(parsed.path))
+    raise ValueError(
+        f"{ARTIFACT_URL_VARIABLE}={url!r} is not a store: use file:///absolute/folder or "
+        "s3://bucket/prefix"
+    )
 
 
-def experiment_folder(experiment_id: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment_id)
-    return artifact_root() / safe
+def folder_name(owner_id: str) -> str:
+    """The folder of an experiment's, loop's or sweep's artifacts: its id, made safe."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in owner_id)
 
 
-def put_bytes(experiment_id: str, name: str, data: bytes) -> str:
-    folder = experiment_folder(experiment_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / name
-    fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(temp, target)
-    return target.as_uri()
+def put_bytes(owner_id: str, name: str, data: bytes) -> str:
+    return current_store().put(folder_name(owner_id), name, data)
 
 
-def put_model(experiment_id: str, name: str, model: BaseModel) -> str:
-    return put_bytes(experiment_id, name, model.model_dump_json(indent=1).encode())
+def put_model(owner_id: str, name: str, model: BaseModel) -> str:
+    return put_bytes(owner_id, name, model.model_dump_json(indent=1).encode())
 
 
-def put_json(experiment_id: str, name: str, data: object) -> str:
-    return put_bytes(experiment_id, name, json.dumps(data, indent=1, sort_keys=True).encode())
+def put_json(owner_id: str, name: str, data: object) -> str:
+    return put_bytes(owner_id, name, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
-def path_of(uri: str) -> Path:
-    """The file `uri` names, resolved, when it lies inside the artifact root; else
-    ArtifactOutsideStore naming the URI and the root."""
-    root = artifact_root().resolve()
-    parsed = urlparse(uri)
-    if parsed.scheme != "file":
-        scheme = repr(parsed.scheme) if parsed.scheme else "no"
-        raise ArtifactOutsideStore(uri, str(root), f"has {scheme} scheme")
-    if parsed.netloc not in ("", "localhost") or parsed.query or parsed.fragment:
-        raise ArtifactOutsideStore(uri, str(root), "names a host, a query or a fragment")
-    try:
-        path = Path(unquote(parsed.path)).resolve()
-    except (OSError, RuntimeError, ValueError):  # a symlink loop, a NUL byte
-        raise ArtifactOutsideStore(uri, str(root), "is not a readable path") from None
-    if root not in path.parents:
-        raise ArtifactOutsideStore(uri, str(root), f"resolves to {path}, outside the store")
-    return path
+def url_of(owner_id: str, name: str) -> str:
+    """Where `name` of `owner_id` is (or would be) stored."""
+    return current_store().url_of(folder_name(owner_id), name)
+
+
+def list_artifacts(owner_id: str) -> list[StoredArtifact]:
+    return current_store().list(folder_name(owner_id))
 
 
 def read_bytes(uri: str) -> bytes:
-    return path_of(uri).read_bytes()
+    return current_store().read(uri)
 
 
 def read_model(uri: str, model: type[ModelT]) -> ModelT:
@@ -102,3 +90,16 @@ def read_model(uri: str, model: type[ModelT]) -> ModelT:
 
 def read_json(uri: str) -> object:
     return json.loads(read_bytes(uri))
+
+
+def store_is_local() -> bool:
+    return isinstance(current_store(), FolderStore)
+
+
+def path_of(uri: str) -> Path:
+    """The local file behind an artifact URL of a folder store (to memory-map or show a path);
+    ArtifactOutsideStore for any other URL, and for every URL of a bucket store."""
+    store = current_store()
+    if isinstance(store, BucketStore):
+        raise ArtifactOutsideStore(uri, store.root_url, "is not a local file (the store is S3)")
+    return store.path_of(uri)

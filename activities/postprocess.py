@@ -171,10 +171,9 @@ def write_report(
 
 
 def report_locations(experiment_id: str) -> dict[str, str]:
-    report_path = artifact_store.experiment_folder(experiment_id) / "report.json"
     return {
-        "report": report_path.as_uri(),
-        "manifest": (report_path.parent / "manifest.json").as_uri(),
+        "report": artifact_store.url_of(experiment_id, "report.json"),
+        "manifest": artifact_store.url_of(experiment_id, "manifest.json"),
     }
 
 

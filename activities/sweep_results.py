@@ -238,8 +238,13 @@ def expand_sweep(input: ExpandSweepInput) -> SweepLayout:
     )
 
 
-def load_points(layout: SweepLayout) -> np.ndarray:
-    return np.load(artifact_store.path_of(layout.points_uri), allow_pickle=False)
+def load_points(layout: SweepLayout, *, mmap: bool = False) -> np.ndarray:
+    """The sweep's points; memory-mapped when asked and the store is a local folder (a batch
+    reads a few rows of a large grid)."""
+    if artifact_store.store_is_local():
+        path = artifact_store.path_of(layout.points_uri)
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    return np.load(io.BytesIO(artifact_store.read_bytes(layout.points_uri)), allow_pickle=False)
 
 
 def load_fingerprints(layout: SweepLayout) -> list[str]:
@@ -247,7 +252,7 @@ def load_fingerprints(layout: SweepLayout) -> list[str]:
 
 
 def batch_points(input: BatchPointsInput) -> BatchPoints:
-    points = np.load(artifact_store.path_of(input.layout.points_uri), mmap_mode="r")
+    points = load_points(input.layout, mmap=True)
     chosen = points[list(range_indices(input.indices))]
     return BatchPoints(points=[[float(v) for v in row] for row in chosen])
 
@@ -407,10 +412,9 @@ def collect_rows(input: SweepResultsInput) -> list[Row]:
         Row(i, [float(v) for v in point], fingerprint)
         for i, (point, fingerprint) in enumerate(zip(points, fingerprints, strict=True))
     ]
-    folder = artifact_store.experiment_folder(input.sweep_id)
     for number in range_indices(input.batches):
-        partial_path = folder / partial_artifact(batch_label(number))
-        partial = PartialBatch.model_validate_json(partial_path.read_bytes())
+        partial_url = artifact_store.url_of(input.sweep_id, partial_artifact(batch_label(number)))
+        partial = artifact_store.read_model(partial_url, PartialBatch)
         for index, value in zip(range_indices(partial.indices), partial.values, strict=True):
             row = rows[index]
             row.value, row.std_error, row.raw = value.value, value.std_error, value.raw

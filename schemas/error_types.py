@@ -27,3 +27,6 @@ BATCH_TOO_LARGE = "BatchTooLargeError"
 
 EXTRAPOLATION_FAILED = "ExtrapolationFailedError"
 """activities.mitigate.ExtrapolationFailedError, likewise."""
+
+ARTIFACT_OUTSIDE_STORE = "ArtifactOutsideStore"
+"""An artifact URL outside the configured store (QLOOP_ARTIFACT_URL): never retried."""

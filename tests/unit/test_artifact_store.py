@@ -4,9 +4,11 @@ activity as a non-retryable ApplicationError of its own type, with the URI and r
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,9 +22,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import artifact_store
-from activities.artifact_store import ARTIFACT_OUTSIDE_STORE, ArtifactOutsideStore
+from activities.artifact_refusal import ArtifactOutsideStore
 from activities.loop_trajectory import write_trajectory_activity
+from schemas.error_types import ARTIFACT_OUTSIDE_STORE
 from schemas.loop import TrajectoryView, WriteTrajectoryInput
+from tests.harness import run_qloop
+from tests.s3_server import artifact_bucket_environment, running_moto_s3
 
 
 class Note(BaseModel):
@@ -162,3 +167,114 @@ async def test_an_activity_given_a_foreign_uri_fails_once_and_says_why(
     ]
     assert attempts == [1]
     assert not (qloop_home / "artifacts" / "loop-1" / "trajectory.json").exists()
+
+
+# --- the same store in S3 (moto's server), as a fleet shares it -------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_moto_s3(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def bucket_store(moto_s3: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    environment = artifact_bucket_environment(moto_s3)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    return environment
+
+
+def test_artifacts_in_a_bucket_read_back_list_and_leave_no_file(
+    bucket_store: dict[str, str], qloop_home: Path
+) -> None:
+    root = bucket_store["QLOOP_ARTIFACT_URL"]
+    uri = artifact_store.put_model("exp-1", "note.json", Note(text="kept"))
+    assert uri == f"{root}/exp-1/note.json"
+    assert artifact_store.read_model(uri, Note).text == "kept"
+    spaced = artifact_store.put_bytes("exp 2", "a b.txt", b"x")
+    assert spaced == f"{root}/exp_2/a%20b.txt" and artifact_store.read_bytes(spaced) == b"x"
+    assert artifact_store.url_of("exp 2", "a b.txt") == spaced
+    artifact_store.put_json("exp-1", "data.json", {"n": 1})
+    listed = artifact_store.list_artifacts("exp-1")
+    assert [(a.name, a.url) for a in listed] == [
+        ("data.json", f"{root}/exp-1/data.json"),
+        ("note.json", uri),
+    ]
+    assert listed[1].size_bytes == len(Note(text="kept").model_dump_json(indent=1))
+    assert artifact_store.list_artifacts("exp") == []  # a prefix of an id is not the id
+    assert not artifact_store.store_is_local()
+    assert not (qloop_home / "artifacts").exists()
+    with pytest.raises(FileNotFoundError, match="no artifact at"):
+        artifact_store.read_bytes(f"{root}/exp-1/missing.json")
+
+
+def test_a_bucket_store_reads_only_its_own_prefix(bucket_store: dict[str, str]) -> None:
+    root = bucket_store["QLOOP_ARTIFACT_URL"]
+    bucket = root.removeprefix("s3://").split("/")[0]
+    artifact_store.put_json("exp-1", "ok.json", {"text": "inside"})
+    foreign = {
+        "another bucket": "s3://other-bucket/team-a/artifacts/exp-1/ok.json",
+        "beside the prefix": f"s3://{bucket}/team-b/artifacts/exp-1/ok.json",
+        "a prefix of the prefix": f"s3://{bucket}/team-a/artifacts-old/exp-1/ok.json",
+        "dot-dot": f"{root}/exp-1/../../../team-b/x.json",
+        "encoded dot-dot": f"{root}/%2e%2e/%2e%2e/team-b/x.json",
+        "empty segment": f"{root}//exp-1/ok.json",
+        "query": f"{root}/exp-1/ok.json?versionId=1",
+        "file": "file:///etc/passwd",
+        "no scheme": "exp-1/ok.json",
+    }
+    for case, uri in foreign.items():
+        with pytest.raises(ArtifactOutsideStore) as refused:
+            artifact_store.read_bytes(uri)
+        error = refused.value
+        assert (error.type, error.non_retryable) == (ARTIFACT_OUTSIDE_STORE, True), case
+        assert repr(uri) in error.message and root in error.message, case
+    with pytest.raises(ArtifactOutsideStore, match="is not a local file"):
+        artifact_store.path_of(f"{root}/exp-1/ok.json")
+
+
+def test_an_invalid_store_url_says_what_is_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QLOOP_ARTIFACT_URL", "ftp://host/artifacts")
+    with pytest.raises(ValueError, match=r"file:///absolute/folder or s3://bucket/prefix"):
+        artifact_store.put_bytes("exp-1", "x", b"x")
+
+
+async def test_the_cli_lists_and_downloads_artifacts_without_the_writers_disk(
+    bucket_store: dict[str, str], tmp_path: Path
+) -> None:
+    """Written here, read by a `qloop` process with another QLOOP_HOME and working folder, as
+    on another machine."""
+    artifact_store.put_json("sweep-7", "table.json", {"rows": [1, 2]})
+    artifact_store.put_bytes("sweep-7", "plot.png", b"\x89PNG fake")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, **bucket_store, "QLOOP_HOME": str(elsewhere / "home")}
+
+    code, out, _ = await run_qloop(env, "artifacts", "ls", "sweep-7", "--json")
+    assert code == 0
+    listed = json.loads(out)
+    assert [entry["name"] for entry in listed] == ["plot.png", "table.json"]
+    assert all(entry["url"].startswith(bucket_store["QLOOP_ARTIFACT_URL"]) for entry in listed)
+
+    target = elsewhere / "table.json"
+    code, _, err = await run_qloop(
+        env, "artifacts", "get", "sweep-7", "table.json", "-o", str(target)
+    )
+    assert code == 0, err
+    assert json.loads(target.read_text()) == {"rows": [1, 2]}
+    code, out, _ = await run_qloop(env, "artifacts", "get", "sweep-7", "table.json", "-o", "-")
+    assert (code, json.loads(out)) == (0, {"rows": [1, 2]})
+    code, _, err = await run_qloop(env, "artifacts", "get", "sweep-7", "-o", str(elsewhere / "all"))
+    assert code == 0, err
+    assert (elsewhere / "all" / "plot.png").read_bytes() == b"\x89PNG fake"
+
+    code, _, err = await run_qloop(env, "artifacts", "get", "sweep-7", "nope.csv")
+    assert code == 1 and "has no artifact 'nope.csv'" in err and "plot.png" in err
+    code, out, err = await run_qloop(env, "artifacts", "ls", "sweep-8")
+    assert (code, out) == (1, "") and "no artifacts for 'sweep-8'" in err
+    bad = {**env, "QLOOP_ARTIFACT_URL": "bucket-without-scheme"}
+    code, _, err = await run_qloop(bad, "artifacts", "ls", "sweep-7")
+    assert code == 2 and "s3://bucket/prefix" in err
+    assert not (elsewhere / "home" / "artifacts").exists()

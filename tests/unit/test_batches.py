@@ -8,6 +8,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -308,8 +309,8 @@ def test_value_and_standard_error_are_those_of_the_experiment_pipeline(
         monkeypatch.setattr(batches, "_GATHER_ELEMENTS", gather_elements)
     batch = vqe_batch([[0.3, -0.2, 0.5, 0.1]], shots=3000)
     scored = evaluate(batch)
-    folder = artifact_store.experiment_folder(batch.artifact_folder)
-    counts = artifact_store.read_model((folder / "counts.json").as_uri(), JobResult).counts
+    counts_url = artifact_store.url_of(batch.artifact_folder, "counts.json")
+    counts = artifact_store.read_model(counts_url, JobResult).counts
     by_basis = {"ZZ": counts[0], "XX": counts[1]}
     hamiltonian = h2_family().hamiltonian
     assert scored.values[0].value == pytest.approx(expectation(hamiltonian, by_basis), rel=1e-12)
@@ -385,11 +386,11 @@ def test_readout_calibration_takes_room_from_the_points() -> None:
     ],
 )
 def test_invalid_batches_are_refused_before_anything_runs(
-    make_batch: Callable[[], BatchInput], message: str
+    make_batch: Callable[[], BatchInput], message: str, qloop_home: Path
 ) -> None:
     with pytest.raises(AdmissionError, match=message):
         prepare_batch(make_batch())
-    assert not list(artifact_store.artifact_root().glob("*/batch.json"))
+    assert not list((qloop_home / "artifacts").glob("*/batch.json"))
 
 
 def test_shots_above_the_backend_maximum_are_refused() -> None:
