@@ -18,7 +18,7 @@ export VENV QLOOP_TEMPORAL_PORT QLOOP_TEMPORAL_UI_PORT
 LOCAL := TEMPORAL_ADDRESS="$${TEMPORAL_ADDRESS:-127.0.0.1:$(QLOOP_TEMPORAL_PORT)}" \
 	QLOOP_POLICY_FILE="$${QLOOP_POLICY_FILE:-$(CURDIR)/temporal-dev/policies.yaml}"
 
-.PHONY: demo-qpu help venv dev worker worker-start worker-stop worker-restart demo test browser lint bench down status logs record-histories
+.PHONY: demo-qpu help venv dev worker worker-start worker-stop worker-restart demo test browser postgres lint bench down status logs record-histories
 
 help: ## list the verbs
 	@echo "usage: make VERB"
@@ -59,7 +59,7 @@ demo-qpu: venv dev ## the hardware path: GHZ with ZNE on the local QPU stand-in,
 	@$(STACK) worker-restart
 	set -a; eval "$$($(STACK) standin-env)"; set +a; $(LOCAL) $(BIN)/qloop run examples/qpu_standin.yaml --wait
 
-test: venv browser ## run the test suite (starts its own Temporal servers; does not touch the dev stack)
+test: venv browser postgres ## run the test suite (starts its own Temporal servers; does not touch the dev stack)
 	$(BIN)/pytest -q
 
 # The Web UI test drives the system Chromium; Playwright's own browser downloads are never used.
@@ -74,6 +74,18 @@ browser: ## install headless Chromium for the Web UI test (Debian's chromium pac
 	echo "Installing Debian's chromium package (for tests/browser)..."; \
 	$$sudo apt-get update -qq; \
 	$$sudo apt-get install -y --no-install-recommends chromium
+
+# The shared-database tests start their own throwaway cluster of Debian's PostgreSQL.
+postgres: ## install Debian's postgresql package for the shared-database tests when missing
+	@if command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "make postgres: no PostgreSQL initdb and no apt-get here; install PostgreSQL (its initdb on PATH)" >&2; \
+	  exit 1; \
+	fi; \
+	sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	echo "Installing Debian's postgresql package (for the shared-database tests)..."; \
+	$$sudo apt-get update -qq; \
+	$$sudo apt-get install -y --no-install-recommends postgresql
 
 lint: venv ## ruff
 	$(BIN)/ruff check .

@@ -4,10 +4,8 @@ and the results table and plot.
 - Points: a grid (one axis per parameter, first axis slowest) or an explicit list, expanded once
   into `points.npy` and `fingerprints.txt` in the sweep's artifact folder; the workflow passes
   ranges of indices, never the points themselves, except one batch at a time.
-- Fingerprint cache: SQLite at `$QLOOP_HOME/sweep-cache.sqlite3`, one row per fingerprint (a hash
-  of circuit, parameters, backend, shots and seed; see `activities.batches.point_fingerprint`).
-  A point found there is neither run nor paid for again, by this sweep or any later one. The
-  first value stored for a fingerprint is kept.
+- Fingerprint cache: activities/point_cache.py, in the shared database. A point found there is
+  neither run nor paid for again, by this sweep or any later one.
 - Partial results: each finished batch is written to `partial-<label>.json` and stored in the
   cache before the next batch starts, so an interrupted sweep resumes where it stopped.
 - Results: `results.csv` (one row per point, grid order) and `results.png`.
@@ -18,12 +16,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -42,9 +36,9 @@ from activities.batches import (
 )
 from activities.families import family_circuit
 from activities.heartbeats import in_child_with_heartbeats
+from activities.point_cache import cached_values, store_in_cache
 from activities.provider_calls import as_application_error
 from adapters.errors import ProviderError
-from adapters.settings import qloop_home
 from schemas.execution import Capabilities
 from schemas.index_ranges import (
     as_ranges,
@@ -72,7 +66,6 @@ from schemas.variational import (
     BestPoint,
     CanaryVerdict,
     CircuitFamily,
-    PointValue,
     QaoaFamily,
     SweepRequest,
 )
@@ -80,7 +73,6 @@ from schemas.variational import (
 # The request is the workflow's input: Temporal warns about payloads above 256 KB (and refuses
 # them above 2 MB), and a grid is never that large, but a list of points can be.
 MAX_REQUEST_BYTES = 256_000
-CACHE_FILE = "sweep-cache.sqlite3"
 POINTS_ARTIFACT = "points.npy"
 FINGERPRINTS_ARTIFACT = "fingerprints.txt"
 TABLE_ARTIFACT = "results.csv"
@@ -88,8 +80,6 @@ PLOT_ARTIFACT = "results.png"
 # A mitigated value may overshoot the observable's range by its own uncertainty; a value further
 # out than this many standard errors is wrong, not noisy.
 BOUND_MARGIN_STD_ERRORS = 3.0
-# SQLite allows 32,766 host parameters per statement; far fewer keep each query short.
-_LOOKUP_CHUNK = 500
 INVALID_REQUEST = "InvalidRequest"
 
 
@@ -258,58 +248,6 @@ def batch_points(input: BatchPointsInput) -> BatchPoints:
 
 
 # --- the fingerprint cache -------------------------------------------------------------------
-
-
-def cache_path() -> Path:
-    return qloop_home() / CACHE_FILE
-
-
-@contextmanager
-def open_cache() -> Iterator[sqlite3.Connection]:
-    # Several worker processes share the file: WAL lets readers go on while one writes, and the
-    # timeout waits out another writer's transaction instead of failing.
-    with closing(sqlite3.connect(cache_path(), timeout=20)) as connection:
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(
-            "CREATE TABLE IF NOT EXISTS point_values ("
-            " fingerprint TEXT PRIMARY KEY, value REAL NOT NULL, std_error REAL NOT NULL,"
-            " raw REAL NOT NULL, parameters TEXT NOT NULL, sweep_id TEXT NOT NULL,"
-            " label TEXT NOT NULL, stored_at TEXT NOT NULL)"
-        )
-        yield connection
-
-
-def cached_values(fingerprints: Sequence[str]) -> dict[str, tuple[float, float, float]]:
-    """(value, std_error, raw) of every fingerprint the cache holds."""
-    found: dict[str, tuple[float, float, float]] = {}
-    unique = list(dict.fromkeys(fingerprints))
-    with open_cache() as connection:
-        for start in range(0, len(unique), _LOOKUP_CHUNK):
-            chunk = unique[start : start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = connection.execute(
-                "SELECT fingerprint, value, std_error, raw FROM point_values"
-                f" WHERE fingerprint IN ({marks})",
-                chunk,
-            )
-            for fingerprint, value, std_error, raw in rows:
-                found[fingerprint] = (value, std_error, raw)
-    return found
-
-
-def store_in_cache(sweep_id: str, label: str, values: Sequence[PointValue]) -> int:
-    """One transaction: a batch is in the cache entirely or not at all."""
-    stored_at = datetime.now(UTC).isoformat(timespec="seconds")
-    rows = [
-        (v.fingerprint, v.value, v.std_error, v.raw, repr(v.parameters), sweep_id, label, stored_at)
-        for v in values
-    ]
-    with open_cache() as connection, connection:
-        before = connection.total_changes
-        connection.executemany(
-            "INSERT OR IGNORE INTO point_values VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
-        )
-        return connection.total_changes - before
 
 
 def lookup_cache(input: CacheLookupInput) -> CacheLookup:

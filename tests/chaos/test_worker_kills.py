@@ -213,7 +213,7 @@ async def start_aer_workflows(
 
 def forget_sweep_cache(stack: LocalStack) -> None:
     """The second sweep must measure again, not read the first one's values from the cache."""
-    for path in stack.qloop_home.glob("sweep-cache.sqlite3*"):
+    for path in stack.qloop_home.glob("qloop.sqlite3*"):
         path.unlink()
 
 

@@ -16,17 +16,16 @@ from matplotlib.image import imread
 import starter
 from activities import artifact_store
 from activities.batches import point_fingerprint
+from activities.point_cache import cached_values, store_in_cache
 from activities.sweep_results import (
     SweepRequestError,
     admit_sweep,
-    cached_values,
     check_canary,
     expand_points,
     expand_sweep,
     lookup_cache,
     observable_bounds,
     store_batch,
-    store_in_cache,
     write_results,
 )
 from schemas.index_ranges import (

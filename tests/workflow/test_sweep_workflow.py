@@ -28,8 +28,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
 from activities import artifact_store
+from activities.point_cache import cached_values
 from activities.provider_calls import check_job
-from activities.sweep_results import cached_values
 from schemas import error_types
 from schemas.execution import JobState, JobStatus
 from schemas.pipeline import JobInput, PollingPolicy
