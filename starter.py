@@ -85,6 +85,7 @@ from schemas.schedule import (
     spec_summary,
     sweep_workflow_id,
 )
+from schemas.settings import SettingsError, current_settings
 from schemas.signatures import (
     SigningKeyError,
     load_private_key,
@@ -107,13 +108,13 @@ from schemas.variational import (
 from workflows import search_attributes as attrs
 from workflows.paid_execution import describe_backend
 
-UI_URL = os.environ.get("QLOOP_UI_URL", "http://localhost:8233")
 EXIT_REFUSED = 2
 T = TypeVar("T")
 
 
 def workflow_link(client: Client, workflow_id: str) -> str:
-    return f"{UI_URL}/namespaces/{quote(client.namespace)}/workflows/{quote(workflow_id, safe='')}"
+    namespace, workflow = quote(client.namespace), quote(workflow_id, safe="")
+    return f"{current_settings().ui_url}/namespaces/{namespace}/workflows/{workflow}"
 
 
 def admit_or_exit(path: str) -> ExperimentRequest:
@@ -159,7 +160,7 @@ async def connect() -> Client:
 
 
 def task_queue() -> str:
-    return os.environ.get("QLOOP_TASK_QUEUE", "qloop")
+    return current_settings().task_queue
 
 
 def static_details(request: ExperimentRequest) -> str:
@@ -183,7 +184,7 @@ def experiment_input(request: ExperimentRequest, poll_ceiling_seconds: float) ->
     return ExperimentInput(
         request=request,
         polling=PollingPolicy(ceiling_seconds=poll_ceiling_seconds),
-        compute_task_queue=os.environ.get("QLOOP_COMPUTE_TASK_QUEUE") or None,
+        compute_task_queue=current_settings().compute_task_queue,
     )
 
 
@@ -457,7 +458,7 @@ async def start_loop(
         LoopInput(
             request=request,
             polling=PollingPolicy(ceiling_seconds=poll_ceiling),
-            compute_task_queue=os.environ.get("QLOOP_COMPUTE_TASK_QUEUE") or None,
+            compute_task_queue=current_settings().compute_task_queue,
         ),
         id=workflow_id or f"{request.name}-{uuid.uuid4().hex[:8]}",
         task_queue=task_queue(),
@@ -607,7 +608,7 @@ def sweep_input(
     return SweepInput(
         request=request,
         polling=PollingPolicy(ceiling_seconds=poll_ceiling),
-        compute_task_queue=os.environ.get("QLOOP_COMPUTE_TASK_QUEUE") or None,
+        compute_task_queue=current_settings().compute_task_queue,
     )
 
 
@@ -903,8 +904,6 @@ async def cmd_health_reset(args: argparse.Namespace) -> int:
 
 # --- steering a running experiment: approve, reject, pause, resume, reroute, cancel -----------
 
-DECISION_WAIT_SECONDS = float(os.environ.get("QLOOP_DECISION_WAIT_SECONDS", "10"))
-
 
 async def current_progress(handle: WorkflowHandle) -> Progress | None:
     """None when no worker answers (down, or the experiment has ended)."""
@@ -961,7 +960,8 @@ async def cmd_decide(args: argparse.Namespace) -> int:
         return 0
     before = refused_count(await current_progress(handle))
     await handle.signal(args.command, decision)
-    deadline = time.monotonic() + DECISION_WAIT_SECONDS
+    wait_seconds = current_settings().decision_wait_seconds
+    deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         progress = await current_progress(handle)
         governance = progress.governance if progress else None
@@ -976,7 +976,7 @@ async def cmd_decide(args: argparse.Namespace) -> int:
         await asyncio.sleep(0.3)
     print(
         f"{args.id}: {args.command} by {args.approver} sent; no worker confirmed it within "
-        f"{DECISION_WAIT_SECONDS:.0f} s — it takes effect when a worker runs the experiment"
+        f"{wait_seconds:.0f} s — it takes effect when a worker runs the experiment"
     )
     return 0
 
@@ -1366,7 +1366,7 @@ def time_zone_name(text: str) -> str:
 
 def schedule_link(client: Client, name: str) -> str:
     return (
-        f"{UI_URL}/namespaces/{quote(client.namespace)}/schedules/"
+        f"{current_settings().ui_url}/namespaces/{quote(client.namespace)}/schedules/"
         f"{quote(schedule_id(name), safe='')}"
     )
 
@@ -1876,6 +1876,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except CodecKeyError as error:
         print(f"payload encryption is misconfigured: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    except SettingsError as error:
+        print(error, file=sys.stderr)
         return EXIT_REFUSED
 
 

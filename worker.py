@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -41,8 +40,9 @@ from activities.observability import (
 )
 from activities.reconciler_schedule import ensure_reconciler_schedule
 from adapters.process_pool import close_shared_pool, shared_pool
-from schemas.payload_encryption import data_converter
+from schemas.payload_encryption import CodecKeyError, data_converter, load_key_ring
 from schemas.policy import governance_notice
+from schemas.settings import SettingsError, current_settings, describe_settings
 from workflows.backend_health import BackendHealthWorkflow
 from workflows.budget_ledger import BudgetLedgerWorkflow
 from workflows.experiment import ExperimentWorkflow
@@ -51,8 +51,6 @@ from workflows.reservation_reconciler import ReservationReconcilerWorkflow
 from workflows.sweep import SweepWorkflow
 
 log = structlog.get_logger("qloop.worker")
-TASK_QUEUE = os.environ.get("QLOOP_TASK_QUEUE", "qloop")
-COMPUTE_TASK_QUEUE = os.environ.get("QLOOP_COMPUTE_TASK_QUEUE") or None
 WORKFLOWS = [
     ExperimentWorkflow,
     BackendHealthWorkflow,
@@ -61,7 +59,6 @@ WORKFLOWS = [
     SweepWorkflow,
     ReservationReconcilerWorkflow,
 ]
-RECONCILE_EVERY = timedelta(minutes=float(os.environ.get("QLOOP_RECONCILE_MINUTES", "10")))
 ROLES = ("all", "orchestration", "compute")
 
 
@@ -174,6 +171,7 @@ def _worker(
     activities: Sequence[Callable[..., Any]],
     workflows: Sequence[type] = (),
 ) -> Worker:
+    configured = current_settings()
     return Worker(
         client,
         task_queue=task_queue,
@@ -188,30 +186,31 @@ def _worker(
         ),
         # Experiments mostly wait for hours between polls; keeping each one cached costs memory and
         # saves little, since an evicted one replays its short history at its next poll.
-        max_cached_workflows=int(os.environ.get("QLOOP_MAX_CACHED_WORKFLOWS", "250")),
+        max_cached_workflows=configured.max_cached_workflows,
         # An activity waiting for a free child process holds a slot but no thread or CPU: enough
         # slots that provider polls and ledger calls never queue behind CPU stages.
-        max_concurrent_activities=int(os.environ.get("QLOOP_MAX_CONCURRENT_ACTIVITIES", "32")),
+        max_concurrent_activities=configured.max_concurrent_activities,
         # After a kill -9 the server waits this long before handing a cached workflow's next task
         # to another worker; a short wait lets a restarted worker resume within one poll interval.
-        sticky_queue_schedule_to_start_timeout=timedelta(
-            seconds=float(os.environ.get("QLOOP_STICKY_TIMEOUT_SECONDS", "1"))
-        ),
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=configured.sticky_timeout_seconds),
     )
 
 
 def build_workers(client: Client, role: str = "all") -> list[Worker]:
-    if role != "all" and COMPUTE_TASK_QUEUE is None:
+    configured = current_settings()
+    task_queue, compute_task_queue = configured.task_queue, configured.compute_task_queue
+    if role != "all" and compute_task_queue is None:
         raise SystemExit(f"--role {role} needs QLOOP_COMPUTE_TASK_QUEUE (the compute task queue)")
     if role == "orchestration":
-        return [_worker(client, TASK_QUEUE, orchestration_activities(), WORKFLOWS)]
+        return [_worker(client, task_queue, orchestration_activities(), WORKFLOWS)]
     if role == "compute":
-        return [_worker(client, COMPUTE_TASK_QUEUE, compute_activities())]
-    if COMPUTE_TASK_QUEUE is None:
-        return [_worker(client, TASK_QUEUE, all_activities(), WORKFLOWS)]
+        assert compute_task_queue is not None
+        return [_worker(client, compute_task_queue, compute_activities())]
+    if compute_task_queue is None:
+        return [_worker(client, task_queue, all_activities(), WORKFLOWS)]
     return [
-        _worker(client, TASK_QUEUE, orchestration_activities(), WORKFLOWS),
-        _worker(client, COMPUTE_TASK_QUEUE, compute_activities()),
+        _worker(client, task_queue, orchestration_activities(), WORKFLOWS),
+        _worker(client, compute_task_queue, compute_activities()),
     ]
 
 
@@ -219,7 +218,8 @@ async def run(role: str) -> None:
     configure_logging()
     if notice := governance_notice():
         log.warning(notice)
-    patience = timedelta(seconds=float(os.environ.get("QLOOP_CONNECT_PATIENCE_SECONDS", "120")))
+    configured = current_settings()
+    patience = timedelta(seconds=configured.connect_patience_seconds)
     client = await connect([configure_tracing(f"qloop-worker-{role}")], patience)
     workers = build_workers(client, role)
     pool = shared_pool()
@@ -237,7 +237,8 @@ async def run(role: str) -> None:
         loop.add_signal_handler(signum, stop.set)
     await asyncio.gather(*(worker.__aenter__() for worker in workers))
     if role != "compute":
-        await ensure_reconciler_schedule(client, TASK_QUEUE, RECONCILE_EVERY)
+        reconcile_every = timedelta(minutes=configured.reconcile_minutes)
+        await ensure_reconciler_schedule(client, configured.task_queue, reconcile_every)
     try:
         await stop.wait()
     finally:
@@ -248,8 +249,31 @@ async def run(role: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="qloop worker")
-    parser.add_argument("--role", choices=ROLES, default=os.environ.get("QLOOP_WORKER_ROLE", "all"))
-    asyncio.run(run(parser.parse_args().role))
+    parser.add_argument("--role", choices=ROLES, help="default: QLOOP_WORKER_ROLE, else all")
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="print the effective configuration (secrets hidden) and whether it may start",
+    )
+    args = parser.parse_args()
+    try:
+        configured = current_settings()
+    except SettingsError as error:
+        raise SystemExit(f"qloop worker: {error}") from None
+    try:
+        codec_key_found = load_key_ring() is not None
+    except CodecKeyError as error:
+        raise SystemExit(f"qloop worker: {error}") from None
+    if args.check_config:
+        print(describe_settings(configured, codec_key_found=codec_key_found))
+        raise SystemExit(
+            1 if configured.production_refusals(codec_key_found=codec_key_found) else 0
+        )
+    if refusals := configured.production_refusals(codec_key_found=codec_key_found):
+        raise SystemExit(
+            "qloop worker: QLOOP_DEPLOYMENT=production refuses to start: " + "; ".join(refusals)
+        )
+    asyncio.run(run(args.role or configured.worker_role))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ every read accepts only a URL under the configured store's root and refuses anyt
 from __future__ import annotations
 
 import json
-import os
 from functools import cache
 from pathlib import Path
 from typing import TypeVar
@@ -25,8 +24,8 @@ from pydantic import BaseModel
 from activities.artifact_bucket import BucketStore
 from activities.artifact_folder import FolderStore
 from activities.artifact_refusal import ArtifactOutsideStore
-from adapters.settings import qloop_home
 from schemas.artifacts import StoredArtifact
+from schemas.settings import current_settings, qloop_home
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 ARTIFACT_URL_VARIABLE = "QLOOP_ARTIFACT_URL"
@@ -35,8 +34,8 @@ ARTIFACT_URL_VARIABLE = "QLOOP_ARTIFACT_URL"
 def current_store() -> FolderStore | BucketStore:
     """The store `QLOOP_ARTIFACT_URL` names (read on every call, so a test or host may change
     it; the store itself is made once per URL)."""
-    configured = os.environ.get(ARTIFACT_URL_VARIABLE, "").strip()
-    if not configured:
+    configured = current_settings().artifact_url
+    if configured is None:
         return _store_at((qloop_home() / "artifacts").as_uri())
     return _store_at(configured)
 

@@ -22,6 +22,7 @@ from schemas.health import (
     ReportOutcomeInput,
     health_workflow_id,
 )
+from schemas.settings import current_settings
 
 HEALTH_WORKFLOW = "BackendHealthWorkflow"
 
@@ -82,13 +83,23 @@ def _update_id_for_this_activity(kind: str) -> str:
     return f"{kind}:{info.workflow_id}:{info.workflow_run_id}:{info.activity_id}"
 
 
+def breaker_settings() -> BreakerSettings:
+    """The breaker of a new backend, from QLOOP_BREAKER_* (schemas/settings.py)."""
+    configured = current_settings()
+    return BreakerSettings(
+        failure_threshold=configured.breaker_failures,
+        open_seconds=configured.breaker_open_seconds,
+        probe_lease_seconds=configured.breaker_probe_lease_seconds,
+    )
+
+
 @activity.defn(name="acquire_backend")
 async def acquire_backend_activity(input: AcquireBackendInput) -> Permit:
     return await acquire_backend(
         activity.client(),
         activity.info().task_queue,
         input,
-        BreakerSettings.from_env(),
+        breaker_settings(),
         _update_id_for_this_activity("acquire"),
     )
 
@@ -99,6 +110,6 @@ async def report_backend_outcome_activity(input: ReportOutcomeInput) -> HealthVi
         activity.client(),
         activity.info().task_queue,
         input,
-        BreakerSettings.from_env(),
+        breaker_settings(),
         _update_id_for_this_activity("report"),
     )

@@ -37,6 +37,7 @@ from temporalio.worker import (
 )
 
 from schemas.payload_encryption import CodecKeyError, load_key_ring
+from schemas.settings import current_settings
 
 log = structlog.get_logger("qloop.activity")
 
@@ -152,7 +153,7 @@ def payload_encryption_on() -> bool:
 def configure_logging(level: str | None = None, redact: bool | None = None) -> None:
     """Every log line, ours and the SDK's, as one JSON object on stderr; redacted as
     `RedactFailures` says when `redact` (by default: when payload encryption is on)."""
-    level = level or os.environ.get("QLOOP_LOG_LEVEL", "INFO")
+    level = level or current_settings().log_level
     redact = payload_encryption_on() if redact is None else redact
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
@@ -245,7 +246,7 @@ def configure_tracing(service_name: str) -> TracingInterceptor:
 
 def temporal_runtime() -> Runtime | None:
     """A runtime serving SDK metrics to Prometheus when QLOOP_PROMETHEUS_BIND_ADDRESS is set."""
-    address = os.environ.get("QLOOP_PROMETHEUS_BIND_ADDRESS")
-    if not address:
+    address = current_settings().prometheus_bind_address
+    if address is None:
         return None
     return Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=address)))

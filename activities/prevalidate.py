@@ -5,7 +5,6 @@ big, too deep or too noisy to give a meaningful answer."""
 from __future__ import annotations
 
 import math
-import os
 
 from qiskit import ClassicalRegister, QuantumCircuit
 from qiskit.quantum_info import SparsePauliOp, Statevector
@@ -21,9 +20,9 @@ from schemas.execution import Tier
 from schemas.pipeline import PreparedCircuits, PreparedExperiment, PrevalidateInput, Prevalidation
 from schemas.profile import DeviceProfile
 from schemas.request import BitstringProbabilityObservable, DepolarizingNoise, Observable
+from schemas.settings import current_settings
 
 PREVALIDATION_ARTIFACT = "prevalidation.json"
-DEFAULT_MAX_DEPTH = 3000
 MIN_FIDELITY = 0.01
 MIN_SAMPLE_SHOTS = 4000
 MAX_SAMPLE_SHOTS = 100_000
@@ -74,7 +73,7 @@ async def prevalidate_activity(input: PrevalidateInput) -> Prevalidation:
 
 
 def max_depth() -> int:
-    return int(os.environ.get("QLOOP_MAX_DEPTH", DEFAULT_MAX_DEPTH))
+    return current_settings().max_depth
 
 
 def check_limits(prepared: PreparedExperiment) -> None:

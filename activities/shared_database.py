@@ -10,7 +10,6 @@ threads or the compute pool's child processes; on loopback that costs a few mill
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
@@ -23,7 +22,7 @@ from urllib.parse import unquote, urlparse
 
 import psycopg
 
-from adapters.settings import qloop_home
+from schemas.settings import current_settings, qloop_home
 
 DATABASE_URL_VARIABLE = "QLOOP_DATABASE_URL"
 SQLITE_FILE = "qloop.sqlite3"
@@ -148,8 +147,10 @@ def redacted(url: str) -> str:
 
 
 def shared_database() -> SharedDatabase:
-    configured = os.environ.get(DATABASE_URL_VARIABLE, "").strip()
-    return _database_at(configured or f"sqlite:///{qloop_home() / SQLITE_FILE}")
+    configured = current_settings().database_url
+    if configured is None:
+        return _database_at(f"sqlite:///{qloop_home() / SQLITE_FILE}")
+    return _database_at(configured.get_secret_value())
 
 
 @cache

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -80,7 +79,6 @@ from adapters.errors import (
 from adapters.local_jobs import JobStore, NoiseChoice
 from adapters.pricing import DevicePrice, estimate_cost, price_table
 from adapters.profiles import available_profiles, load_profile, profile_calibration
-from adapters.settings import qloop_home
 from schemas.execution import (
     Capabilities,
     CircuitBatch,
@@ -95,6 +93,7 @@ from schemas.execution import (
 )
 from schemas.profile import DeviceProfile
 from schemas.request import DepolarizingNoise
+from schemas.settings import current_settings, qloop_home
 
 PROVIDER = "braket"
 LOCAL_DEVICES = ("braket_sv", "braket_dm")
@@ -111,11 +110,6 @@ STANDARD_GATE_QUBITS = {
     name: gate.num_qubits for name, gate in get_standard_gate_name_mapping().items()
 }
 
-ENV_BRAKET_ENDPOINT = "QLOOP_BRAKET_ENDPOINT_URL"
-ENV_S3_ENDPOINT = "QLOOP_S3_ENDPOINT_URL"
-ENV_BUCKET = "QLOOP_BRAKET_S3_BUCKET"
-ENV_PREFIX = "QLOOP_BRAKET_S3_PREFIX"
-DEFAULT_PREFIX = "qloop"
 
 TRANSIENT_CODES = frozenset({
     "ThrottlingException", "InternalServiceException", "ServiceUnavailableException",
@@ -441,7 +435,7 @@ def braket_session(region: str | None) -> AwsSession:
     # One retry layer, the workflow's: retries stay visible in its history.
     client = boto_session.client(
         "braket",
-        endpoint_url=os.environ.get(ENV_BRAKET_ENDPOINT) or None,
+        endpoint_url=current_settings().braket_endpoint_url,
         config=Config(retries={"mode": "standard", "max_attempts": 1}),
     )
     return AwsSession(boto_session=boto_session, braket_client=client)
@@ -493,9 +487,7 @@ class BraketAwsAdapter:
     def _s3(self) -> Any:
         if self._given_s3 is not None:
             return self._given_s3
-        return self._aws.boto_session.client(
-            "s3", endpoint_url=os.environ.get(ENV_S3_ENDPOINT) or None
-        )
+        return self._aws.boto_session.client("s3", endpoint_url=current_settings().s3_endpoint_url)
 
     # --- protocol ----------------------------------------------------------------------------
 
@@ -683,9 +675,12 @@ class BraketAwsAdapter:
         return _Task(action.json(), parameters.json(exclude_none=True))
 
     def _create(self, task: _Task, shots: int, token: str, tags: dict[str, str]) -> str:
-        bucket = os.environ.get(ENV_BUCKET)
-        if not bucket:
-            raise RejectedError(f"set {ENV_BUCKET} to the S3 bucket Braket writes results to")
+        configured = current_settings()
+        bucket = configured.braket_s3_bucket
+        if bucket is None:
+            raise RejectedError(
+                "set QLOOP_BRAKET_S3_BUCKET to the S3 bucket Braket writes results to"
+            )
         with aws_errors("CreateQuantumTask"):
             return self._aws.create_quantum_task(
                 deviceArn=self.device,
@@ -693,7 +688,7 @@ class BraketAwsAdapter:
                 deviceParameters=task.device_parameters,
                 shots=shots,
                 outputS3Bucket=bucket,
-                outputS3KeyPrefix=os.environ.get(ENV_PREFIX) or DEFAULT_PREFIX,
+                outputS3KeyPrefix=configured.braket_s3_prefix,
                 clientToken=token,
                 **({"tags": tags} if tags else {}),
             )

@@ -41,9 +41,9 @@ from typing import Any
 
 from adapters.errors import InvalidRequestError, JobFailedError, TransientError
 from adapters.process_pool import ChildDied, LimitExceeded, PoolTask, TaskCancelled, shared_pool
-from adapters.settings import qloop_home
 from schemas.execution import CircuitBatch, Cost, JobRef, JobResult, JobState, JobStatus
 from schemas.request import DepolarizingNoise
+from schemas.settings import qloop_home
 
 REQUEST, RESULT, ERROR = "request.json", "result.json", "error.json"
 CANCELLED, LOCK = "cancelled", "lock"

@@ -47,21 +47,17 @@ from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Generic, TypeVar
 
+from schemas.settings import current_settings
+
 ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
 
 SAMPLE_SECONDS = 0.05
 MEMORY_ENV = "QLOOP_TASK_MEMORY_MB"
 TIME_ENV = "QLOOP_TASK_TIME_LIMIT_SECONDS"
-PROCESSES_ENV = "QLOOP_COMPUTE_PROCESSES"
-MAX_PROCESSES_ENV = "QLOOP_COMPUTE_MAX_PROCESSES"
-TASKS_PER_PROCESS_ENV = "QLOOP_TASKS_PER_PROCESS"
 STEP_ASIDE_SECONDS = 5.0
 DELIVERY_ATTEMPTS = 3
 STEP_ASIDE_NICENESS = 10
-DEFAULT_MEMORY_MB = 2048
-DEFAULT_TIME_SECONDS = 1800.0
-DEFAULT_TASKS_PER_PROCESS = 50
 # Address space beyond the resident limit: thread stacks and malloc arenas reserve far more than
 # they touch, and the backstop must never fire before the resident limit would.
 ADDRESS_SPACE_SLACK_BYTES = 2 << 30
@@ -75,10 +71,11 @@ class Limits:
     time_seconds: float
 
     @classmethod
-    def from_environment(cls) -> Limits:
+    def from_settings(cls) -> Limits:
+        configured = current_settings()
         return cls(
-            memory_bytes=int(float(os.environ.get(MEMORY_ENV, DEFAULT_MEMORY_MB)) * _MB),
-            time_seconds=float(os.environ.get(TIME_ENV, DEFAULT_TIME_SECONDS)),
+            memory_bytes=int(configured.task_memory_mb * _MB),
+            time_seconds=configured.task_time_limit_seconds,
         )
 
     def describe_memory(self) -> str:
@@ -141,14 +138,14 @@ class ProcessPool:
         self,
         processes: int,
         limits: Limits,
-        tasks_per_child: int = DEFAULT_TASKS_PER_PROCESS,
+        tasks_per_child: int | None = None,
         preload: Sequence[str] = (),
         max_processes: int | None = None,
     ) -> None:
         self.limits = limits
         self.processes = processes
         self.max_processes = max(max_processes or 2 * processes, processes)
-        self._tasks_per_child = tasks_per_child
+        self._tasks_per_child = tasks_per_child or current_settings().tasks_per_process
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(list(preload))
         self._children_allowed = threading.BoundedSemaphore(self.max_processes)
@@ -507,15 +504,14 @@ def shared_pool() -> ProcessPool:
     with _shared_lock:
         if _shared is None:
             preload = sorted(name for name in sys.modules if name.split(".")[0] in PRELOAD_PACKAGES)
-            processes = int(os.environ.get(PROCESSES_ENV) or os.cpu_count() or 1)
+            configured = current_settings()
+            processes = configured.compute_processes or os.cpu_count() or 1
             share_cores(processes)
             _shared = ProcessPool(
                 processes=processes,
-                max_processes=int(os.environ.get(MAX_PROCESSES_ENV) or 2 * processes),
-                limits=Limits.from_environment(),
-                tasks_per_child=int(
-                    os.environ.get(TASKS_PER_PROCESS_ENV, DEFAULT_TASKS_PER_PROCESS)
-                ),
+                max_processes=configured.compute_max_processes or 2 * processes,
+                limits=Limits.from_settings(),
+                tasks_per_child=configured.tasks_per_process,
                 preload=preload,
             )
         return _shared

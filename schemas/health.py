@@ -7,9 +7,6 @@ operators read a `HealthView` and may reset the breaker.
 
 from __future__ import annotations
 
-import math
-import os
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Literal
 
@@ -27,24 +24,6 @@ def health_workflow_id(backend_key: str) -> str:
     return f"{HEALTH_WORKFLOW_PREFIX}{backend_key}"
 
 
-class BreakerSettingsError(ValueError):
-    """A QLOOP_BREAKER_* environment variable holds a value the breaker cannot use."""
-
-
-def _env_value(environ: Mapping[str, str], name: str, default: float, *, whole: bool) -> float:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    expected = "a whole number >= 1" if whole else "a number of seconds > 0"
-    try:
-        value = int(raw) if whole else float(raw)
-    except ValueError:
-        raise BreakerSettingsError(f"{name}={raw!r}: expected {expected}") from None
-    if not math.isfinite(value) or (value < 1 if whole else value <= 0):
-        raise BreakerSettingsError(f"{name}={raw!r}: expected {expected}")
-    return value
-
-
 class BreakerSettings(PipelineModel):
     """`failure_threshold` consecutive failures open the breaker; it stays open `open_seconds`,
     then lets one probe through; a probe that does not report within `probe_lease_seconds` loses
@@ -53,24 +32,6 @@ class BreakerSettings(PipelineModel):
     failure_threshold: int = Field(default=3, ge=1)
     open_seconds: float = Field(default=300.0, gt=0, allow_inf_nan=False)
     probe_lease_seconds: float = Field(default=1800.0, gt=0, allow_inf_nan=False)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> BreakerSettings:
-        """QLOOP_BREAKER_FAILURES, QLOOP_BREAKER_OPEN_SECONDS, QLOOP_BREAKER_PROBE_LEASE_SECONDS;
-        unset or empty variables keep the defaults."""
-        env = os.environ if environ is None else environ
-        defaults = cls()
-        return cls(
-            failure_threshold=int(
-                _env_value(env, "QLOOP_BREAKER_FAILURES", defaults.failure_threshold, whole=True)
-            ),
-            open_seconds=_env_value(
-                env, "QLOOP_BREAKER_OPEN_SECONDS", defaults.open_seconds, whole=False
-            ),
-            probe_lease_seconds=_env_value(
-                env, "QLOOP_BREAKER_PROBE_LEASE_SECONDS", defaults.probe_lease_seconds, whole=False
-            ),
-        )
 
 
 class Transition(PipelineModel):

@@ -44,7 +44,7 @@ from temporalio.converter import (
     PayloadCodec,
 )
 
-from adapters.settings import qloop_home
+from schemas.settings import current_settings, qloop_home
 
 ENCRYPTED_ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
@@ -200,8 +200,8 @@ def parse_key_file(text: str, source: str) -> KeyRing:
 
 def key_file_path() -> Path:
     """`QLOOP_CODEC_KEY_FILE`, or `codec-keys.json` in QLOOP_HOME."""
-    configured = os.environ.get(KEY_FILE_ENV)
-    return Path(configured).expanduser() if configured else qloop_home() / KEY_FILE_NAME
+    configured = current_settings().codec_key_file
+    return configured.expanduser() if configured else qloop_home() / KEY_FILE_NAME
 
 
 def token_file_path() -> Path:
@@ -212,7 +212,9 @@ def token_file_path() -> Path:
 def load_key_ring() -> KeyRing | None:
     """The configured key ring (sources and order in the module docstring), None when no key
     is configured. Bad key material is a CodecKeyError at start-up, not at the first payload."""
-    encoded, key_id = os.environ.get(KEY_ENV), os.environ.get(KEY_ID_ENV)
+    configured = current_settings()
+    secret, key_id = configured.codec_key, configured.codec_key_id
+    encoded = secret.get_secret_value() if secret is not None else None
     if encoded or key_id:
         if not (encoded and key_id):
             raise CodecKeyError(
@@ -224,7 +226,7 @@ def load_key_ring() -> KeyRing | None:
             current=key_id, keys={key_id: decode_key(encoded, key_id, source)}, source=source
         )
     path = key_file_path()
-    if KEY_FILE_ENV not in os.environ and not path.exists():
+    if configured.codec_key_file is None and not path.exists():
         return None
     try:
         text = path.read_text(encoding="utf-8")
@@ -355,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "workers and the codec server to use it."
             )
         else:
-            if not os.environ.get(KEY_ENV) and not path.exists():
+            if current_settings().codec_key is None and not path.exists():
                 print(f"created codec key {new_key(path)!r} in {path}")
             token = path.parent / TOKEN_FILE_NAME
             if ensure_token_file(token):

@@ -25,6 +25,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from schemas.execution import Tier
 from schemas.request import StrictModel
+from schemas.settings import current_settings
 from schemas.signatures import PublicKeyText
 
 POLICY_FILE_ENV = "QLOOP_POLICY_FILE"
@@ -140,13 +141,7 @@ class FreeWorkOnly(AccountPolicy):
 
 def ungoverned_spend_allowed() -> bool:
     """Whether the operator opted in to paid work without a policy file."""
-    value = os.environ.get(ALLOW_UNGOVERNED_SPEND_ENV, "").strip()
-    if value not in ("", "0", "1"):
-        raise PolicyError(
-            f"{ALLOW_UNGOVERNED_SPEND_ENV}={value!r}: set it to 1 to allow paid work without a "
-            "policy file, or to 0 (or leave it unset) to refuse it"
-        )
-    return value == "1"
+    return current_settings().allow_ungoverned_spend
 
 
 def no_policy_file_refusal(what: str) -> str:
@@ -161,7 +156,7 @@ def no_policy_file_refusal(what: str) -> str:
 def governance_notice() -> str | None:
     """What a worker or the CLI says at start when no policy file governs paid work; None when
     one does."""
-    if os.environ.get(POLICY_FILE_ENV):
+    if current_settings().policy_file is not None:
         return None
     if ungoverned_spend_allowed():
         return (
@@ -179,7 +174,7 @@ def governance_notice() -> str | None:
 def load_policy_book(path: str | os.PathLike[str] | None = None) -> PolicyBook:
     """The policy file named by `path` or QLOOP_POLICY_FILE. Without one: free work only, or no
     rules at all when the operator opted in (QLOOP_ALLOW_UNGOVERNED_SPEND=1)."""
-    location = path or os.environ.get(POLICY_FILE_ENV)
+    location = path or current_settings().policy_file
     if not location:
         if ungoverned_spend_allowed():
             return PolicyBook()

@@ -6,13 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from activities.health_calls import breaker_settings
 from schemas.health import (
     BreakerSettings,
-    BreakerSettingsError,
     Outcome,
     ResetRequest,
     health_workflow_id,
 )
+from schemas.settings import SettingsError, current_settings
 from workflows.backend_health import MAX_TRANSITIONS, CircuitBreaker
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -194,33 +195,33 @@ def test_health_workflow_id_uses_the_backend_key() -> None:
     assert health_workflow_id("aer/noisy:ibm_guadalupe") == "backend-health:aer/noisy:ibm_guadalupe"
 
 
-def test_settings_from_env_and_defaults() -> None:
-    assert BreakerSettings.from_env({}) == BreakerSettings()
-    settings = BreakerSettings.from_env(
-        {
-            "QLOOP_BREAKER_FAILURES": "5",
-            "QLOOP_BREAKER_OPEN_SECONDS": "2.5",
-            "QLOOP_BREAKER_PROBE_LEASE_SECONDS": "10",
-        }
-    )
-    assert (settings.failure_threshold, settings.open_seconds, settings.probe_lease_seconds) == (
-        5,
-        2.5,
-        10.0,
+def test_breaker_settings_come_from_the_environment_or_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert breaker_settings() == BreakerSettings()
+    monkeypatch.setenv("QLOOP_BREAKER_FAILURES", "5")
+    monkeypatch.setenv("QLOOP_BREAKER_OPEN_SECONDS", "2.5")
+    monkeypatch.setenv("QLOOP_BREAKER_PROBE_LEASE_SECONDS", "10")
+    assert breaker_settings() == BreakerSettings(
+        failure_threshold=5, open_seconds=2.5, probe_lease_seconds=10.0
     )
 
 
 @pytest.mark.parametrize(
     ("name", "value", "expected"),
     [
-        ("QLOOP_BREAKER_FAILURES", "0", "a whole number >= 1"),
-        ("QLOOP_BREAKER_FAILURES", "2.5", "a whole number >= 1"),
-        ("QLOOP_BREAKER_OPEN_SECONDS", "-1", "a number of seconds > 0"),
-        ("QLOOP_BREAKER_OPEN_SECONDS", "soon", "a number of seconds > 0"),
-        ("QLOOP_BREAKER_PROBE_LEASE_SECONDS", "inf", "a number of seconds > 0"),
+        ("QLOOP_BREAKER_FAILURES", "0", "greater than or equal to 1"),
+        ("QLOOP_BREAKER_FAILURES", "2.5", "valid integer"),
+        ("QLOOP_BREAKER_OPEN_SECONDS", "-1", "greater than 0"),
+        ("QLOOP_BREAKER_OPEN_SECONDS", "soon", "valid number"),
+        ("QLOOP_BREAKER_PROBE_LEASE_SECONDS", "inf", "finite number"),
     ],
 )
-def test_bad_settings_in_env_name_the_variable(name: str, value: str, expected: str) -> None:
-    with pytest.raises(BreakerSettingsError) as caught:
-        BreakerSettings.from_env({name: value})
-    assert str(caught.value) == f"{name}={value!r}: expected {expected}"
+def test_bad_breaker_settings_name_the_variable(
+    name: str, value: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        current_settings()
+    assert f"{name}={value!r}: " in str(caught.value)
+    assert expected in str(caught.value)

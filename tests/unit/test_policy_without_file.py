@@ -21,11 +21,11 @@ from schemas.policy import (
     ALLOW_UNGOVERNED_SPEND_ENV,
     POLICY_FILE_ENV,
     FreeWorkOnly,
-    PolicyError,
     governance_notice,
     load_policy_book,
 )
 from schemas.request import BackendChoice
+from schemas.settings import SettingsError
 
 QPU = BackendChoice(provider="braket", device="arn:aws:braket:us-east-1::device/qpu/qloop/G-16")
 SV1 = BackendChoice(
@@ -130,9 +130,9 @@ def test_an_unclear_opt_in_is_an_error_naming_the_allowed_values(
     value: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(ALLOW_UNGOVERNED_SPEND_ENV, value)
-    with pytest.raises(PolicyError, match=f"{ALLOW_UNGOVERNED_SPEND_ENV}='{value}': set it to 1"):
+    with pytest.raises(SettingsError, match=f"{ALLOW_UNGOVERNED_SPEND_ENV}='{value}': set it to 1"):
         load_policy_book()
-    with pytest.raises(PolicyError):
+    with pytest.raises(SettingsError):
         governance_notice()
 
 
