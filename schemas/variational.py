@@ -386,12 +386,13 @@ class SweepProgress(PipelineModel):
     error: str | None = None
 
 
-class BatchInFlight(PipelineModel):
-    """A batch that was running when its sweep continued as new. The next run runs it again
-    under its number, so its reservation and submission find what this run already made and
-    paid for."""
+class SweepBatch(PipelineModel):
+    """Points of a sweep submitted together. `number` is None until the batch starts (batches
+    are numbered as they start). The batches in flight when a sweep continues as new are carried
+    with their numbers: the next run runs them again under those numbers, so their reservations
+    and submissions find what the last run already made and paid for."""
 
-    number: int = Field(ge=0)
+    number: int | None = Field(default=None, ge=0)
     indices: list[IndexRange]
 
 
@@ -411,7 +412,7 @@ class SweepCarry(PipelineModel):
     canary: CanaryVerdict | None = None
     finished_batches: list[IndexRange] | None = None
     next_batch: int | None = None
-    in_flight: list[BatchInFlight] = Field(default_factory=list)
+    in_flight: list[SweepBatch] = Field(default_factory=list)
 
 
 class SweepInput(PipelineModel):

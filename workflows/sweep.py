@@ -58,7 +58,6 @@ with workflow.unsafe.imports_passed_through():
         sweep_goal,
     )
     from schemas.variational import (
-        BatchInFlight,
         BatchInput,
         CanaryVerdict,
         Point,
@@ -66,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
         Reference,
         ReferenceInput,
         ScoredBatch,
+        SweepBatch,
         SweepCarry,
         SweepInput,
         SweepProgress,
@@ -221,22 +221,19 @@ class SweepWorkflow:
             self._set_progress(points_cached=lookup.cached)
         canary_points = request.canary.points if request.canary and carry.canary is None else 0
         # Batches in flight at the last continue-as-new run first, under their own numbers.
-        carried = [(batch.number, batch.indices) for batch in carry.in_flight]
+        carried = carry.in_flight
         batches = plan_batches(
-            without(lookup.pending, [batch.indices for batch in carry.in_flight]),
+            without(lookup.pending, [batch.indices for batch in carried]),
             canary_points,
             layout.points_per_batch,
         )
         self._set_progress(batches_total=carry.batches_done + len(carried) + len(batches))
         status: SweepStatus = "completed"
         reason = ""
-        queue: list[tuple[int | None, list[IndexRange]]] = [
-            *carried,
-            *((None, indices) for indices in batches),
-        ]
+        queue = [*carried, *(SweepBatch(indices=indices) for indices in batches)]
         if canary_points > 0 and batches:
-            _, canary = queue.pop(len(carried))
-            outcome = await self._run_one(input, layout, self._take_number(), canary, True)
+            canary = queue.pop(len(carried))
+            outcome = await self._run_one(input, layout, self._take_number(), canary.indices, True)
             if isinstance(outcome, str):
                 status, reason = "budget_exhausted", outcome
             elif outcome is not None and not outcome.passed:
@@ -252,7 +249,7 @@ class SweepWorkflow:
         self,
         input: SweepInput,
         layout: SweepLayout,
-        queue: list[tuple[int | None, list[IndexRange]]],
+        queue: list[SweepBatch],
         carry: SweepCarry,
     ) -> str | None:
         """The batches after the canary, `batches_in_flight` at a time (one at a time under a
@@ -263,7 +260,7 @@ class SweepWorkflow:
         queued at a provider for weeks holds up nothing). Returns why the budget stopped the
         sweep (batches in flight still finish), or None."""
         window = 1 if input.request.policy.max_cost_usd is not None else input.batches_in_flight
-        in_flight: list[tuple[asyncio.Task[CanaryVerdict | str | None], BatchInFlight]] = []
+        in_flight: list[tuple[asyncio.Task[CanaryVerdict | str | None], SweepBatch]] = []
         refusal: str | None = None
         continuing = False
         try:
@@ -273,11 +270,14 @@ class SweepWorkflow:
                     if launched > 0 and self._should_continue_as_new(input, launched):
                         continuing = True
                         break
-                    fixed, indices = queue.pop(0)
-                    number = self._take_number() if fixed is None else fixed
-                    batch = self._run_one(input, layout, number, indices, False)
+                    queued = queue.pop(0)
+                    number = self._take_number() if queued.number is None else queued.number
+                    batch = self._run_one(input, layout, number, queued.indices, False)
                     in_flight.append(
-                        (asyncio.create_task(batch), BatchInFlight(number=number, indices=indices))
+                        (
+                            asyncio.create_task(batch),
+                            SweepBatch(number=number, indices=queued.indices),
+                        )
                     )
                 if continuing and refusal is None and self._may_leave_in_flight(in_flight):
                     break
@@ -305,7 +305,7 @@ class SweepWorkflow:
             workflow.continue_as_new(input.model_copy(update={"carry": next_carry}))
         return refusal
 
-    def _may_leave_in_flight(self, in_flight: list[tuple[object, BatchInFlight]]) -> bool:
+    def _may_leave_in_flight(self, in_flight: list[tuple[object, SweepBatch]]) -> bool:
         """A run due to continue as new does so once a batch finished in it (so that every run
         makes progress), whatever is still in flight. Runs recorded before that drained their
         batches first."""
@@ -435,16 +435,12 @@ class SweepWorkflow:
     def _carry(
         self,
         carry: SweepCarry,
-        queue: list[tuple[int | None, list[IndexRange]]],
-        in_flight: list[BatchInFlight],
+        queue: list[SweepBatch],
+        in_flight: list[SweepBatch],
     ) -> SweepCarry:
         progress = self._progress
         # Carried batches this run did not get to start are carried again.
-        not_started = [
-            BatchInFlight(number=number, indices=indices)
-            for number, indices in queue
-            if number is not None
-        ]
+        not_started = [batch for batch in queue if batch.number is not None]
         return SweepCarry(
             started_at=carry.started_at,
             runs=carry.runs + 1,
