@@ -3,7 +3,7 @@ finished, carried in history at a size that does not grow with the number of poi
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from pydantic import Field
 
@@ -61,3 +61,35 @@ def split_ranges(
         else:
             tail.append(r)
     return head, tail
+
+
+def subtract_ranges(
+    ranges: Sequence[IndexRange], removed: Iterable[IndexRange]
+) -> list[IndexRange]:
+    """The indices of `ranges` (ascending) that no range of `removed` (in any order) holds, as
+    the fewest ranges."""
+    cuts = sorted((r.start, r.stop) for r in removed if r.start < r.stop)
+    kept: list[IndexRange] = []
+    cut = 0
+    for r in ranges:
+        start = r.start
+        while start < r.stop:
+            # A cut that ends by `start` ends before every later index: `ranges` ascend.
+            while cut < len(cuts) and cuts[cut][1] <= start:
+                cut += 1
+            if cut == len(cuts) or cuts[cut][0] >= r.stop:
+                _extend(kept, start, r.stop)
+                break
+            cut_start, cut_stop = cuts[cut]
+            if cut_start > start:
+                _extend(kept, start, cut_start)
+            start = cut_stop
+    return kept
+
+
+def _extend(ranges: list[IndexRange], start: int, stop: int) -> None:
+    """Appends indices `start` to `stop - 1`, into the last range when they follow it."""
+    if ranges and ranges[-1].stop == start:
+        ranges[-1] = IndexRange(start=ranges[-1].start, stop=stop)
+    else:
+        ranges.append(IndexRange(start=start, stop=stop))

@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         range_count,
         range_indices,
         split_ranges,
+        subtract_ranges,
     )
     from schemas.pipeline import PollingPolicy
     from schemas.sweep import (
@@ -114,14 +115,6 @@ def plan_batches(
         batch, rest = split_ranges(rest, points_per_batch)
         batches.append(batch)
     return batches
-
-
-def without(pending: list[IndexRange], taken: list[list[IndexRange]]) -> list[IndexRange]:
-    """`pending` less the indices of `taken` (batches carried in flight)."""
-    if not taken:
-        return pending
-    excluded = {index for ranges in taken for index in range_indices(ranges)}
-    return as_ranges([index for index in range_indices(pending) if index not in excluded])
 
 
 def submission_label(label: str, request: SweepRequest, points: list[Point]) -> str:
@@ -223,7 +216,7 @@ class SweepWorkflow:
         # Batches in flight at the last continue-as-new run first, under their own numbers.
         carried = carry.in_flight
         batches = plan_batches(
-            without(lookup.pending, [batch.indices for batch in carried]),
+            subtract_ranges(lookup.pending, (r for batch in carried for r in batch.indices)),
             canary_points,
             layout.points_per_batch,
         )

@@ -33,6 +33,7 @@ from schemas.index_ranges import (
     as_ranges,
     range_indices,
     split_ranges,
+    subtract_ranges,
 )
 from schemas.loading import RequestError
 from schemas.sweep import (
@@ -163,6 +164,17 @@ def test_ranges_round_trip_and_split() -> None:
     head, tail = split_ranges(ranges((0, 3), (5, 6), (7, 9)), 2)
     assert (head, tail) == (ranges((0, 2)), ranges((2, 3), (5, 6), (7, 9)))
     assert list(range_indices(ranges((2, 4), (8, 9)))) == [2, 3, 8]
+
+
+def test_subtracting_ranges_keeps_what_no_removed_range_holds_as_the_fewest_ranges() -> None:
+    pending = ranges((0, 5), (9, 12), (15, 20))
+    assert subtract_ranges(pending, []) == pending
+    # Removed ranges in any order, overlapping each other, spanning a gap, or holding nothing.
+    removed = ranges((16, 18), (3, 10), (4, 6), (11, 11), (17, 19))
+    assert subtract_ranges(pending, removed) == ranges((0, 3), (10, 12), (15, 16), (19, 20))
+    assert subtract_ranges(pending, ranges((0, 20))) == []
+    # Adjacent ranges left over are merged, as `as_ranges` would.
+    assert subtract_ranges(ranges((0, 2), (2, 4)), ranges((5, 6))) == ranges((0, 4))
 
 
 def test_the_canary_comes_first_then_full_batches_across_cached_gaps() -> None:
