@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,14 +19,13 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from schemas.control import ApprovalDecision, OpsCommand, RecordedDecision, RerouteCommand
 from schemas.pipeline import ExperimentInput, Progress, Stage
 from schemas.report import ExperimentReport
 from schemas.request import BackendChoice, ExperimentRequest
 from schemas.signatures import Verdict, own_key_id, public_key_text, sign_decision
-from worker import WORKFLOWS, all_activities
+from tests.workflow.conftest import StartWorker
 from workflows import search_attributes as attrs
 
 APPROVERS = ["alice", "bob"]
@@ -76,15 +75,8 @@ def policy_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest_asyncio.fixture
-async def task_queue(time_skipping_env: WorkflowEnvironment) -> AsyncIterator[str]:
-    queue = f"governance-{uuid.uuid4()}"
-    async with Worker(
-        time_skipping_env.client,
-        task_queue=queue,
-        workflows=WORKFLOWS,
-        activities=all_activities(),
-    ):
-        yield queue
+async def task_queue(time_skipping_env: WorkflowEnvironment, start_worker: StartWorker) -> str:
+    return await start_worker(time_skipping_env.client)
 
 
 def ghz(account: str, backend: BackendChoice = IDEAL, **execution: object) -> ExperimentRequest:

@@ -14,7 +14,7 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
 from activities import artifact_store
 from activities.point_cache import cached_values
@@ -34,6 +34,7 @@ from schemas import error_types
 from schemas.execution import JobState, JobStatus
 from schemas.pipeline import JobInput, PollingPolicy
 from schemas.variational import SweepInput, SweepProgress, SweepReport, SweepRequest
+from tests.workflow.conftest import StartWorker
 from worker import WORKFLOWS, all_activities
 
 POLLING = PollingPolicy(initial_seconds=0.05, ceiling_seconds=0.2)
@@ -67,16 +68,9 @@ def triangle_sweep(name: str, **changes: object) -> SweepRequest:
 
 
 @pytest_asyncio.fixture
-async def client(dev_server: WorkflowEnvironment) -> AsyncIterator[Client]:
+async def client(dev_server: WorkflowEnvironment, start_worker: StartWorker) -> _OnQueue:
     """A worker with every qloop workflow and activity on a fresh task queue."""
-    task_queue = f"sweep-{uuid.uuid4().hex[:8]}"
-    async with Worker(
-        dev_server.client,
-        task_queue=task_queue,
-        workflows=WORKFLOWS,
-        activities=all_activities(),
-    ):
-        yield _OnQueue(dev_server.client, task_queue)
+    return _OnQueue(dev_server.client, await start_worker(dev_server.client))
 
 
 class _OnQueue:
@@ -297,28 +291,22 @@ def submit_tokens(history: WorkflowHistory) -> list[str]:
 
 
 async def test_a_sweep_continues_as_new_with_a_batch_in_flight_and_pays_for_it_once(
-    dev_server: WorkflowEnvironment, qloop_home: Path
+    dev_server: WorkflowEnvironment, start_worker: StartWorker, qloop_home: Path
 ) -> None:
     # Three batches of 3 points, two at a time, two per run: the first run continues as new as
     # soon as one of its two batches finished, while the other (the job polled first) still
     # waits at the provider.
     request = triangle_sweep("in-flight", canary=None, batch_size=3)
-    task_queue = f"in-flight-{uuid.uuid4().hex[:8]}"
-    async with Worker(
-        dev_server.client,
-        task_queue=task_queue,
-        workflows=WORKFLOWS,
-        activities=activities_holding_the_first_job(),
-    ):
-        handle = await _OnQueue(dev_server.client, task_queue).start(
-            SweepInput(request=request, polling=POLLING, batches_in_flight=2, batches_per_run=2)
-        )
-        report = await handle.result()
-        first_run = dev_server.client.get_workflow_handle(
-            handle.id, run_id=handle.first_execution_run_id
-        )
-        first = await first_run.fetch_history()
-        last = await handle.fetch_history()
+    task_queue = await start_worker(dev_server.client, activities_holding_the_first_job())
+    handle = await _OnQueue(dev_server.client, task_queue).start(
+        SweepInput(request=request, polling=POLLING, batches_in_flight=2, batches_per_run=2)
+    )
+    report = await handle.result()
+    first_run = dev_server.client.get_workflow_handle(
+        handle.id, run_id=handle.first_execution_run_id
+    )
+    first = await first_run.fetch_history()
+    last = await handle.fetch_history()
 
     assert report.status == "completed" and report.runs == 2
     assert (report.points_evaluated, report.points_cached, report.batches_done) == (9, 0, 3)
