@@ -214,7 +214,11 @@ async def test_a_terminated_sweep_started_again_runs_only_unfinished_batches(
 
     report = await client.sweep(request)
     assert report.status == "completed"
-    assert (report.points_cached, report.points_evaluated) == (len(finished), 9 - len(finished))
+    assert report.points_cached + report.points_evaluated == 9
+    # Terminating a workflow does not stop its running activities: a batch in flight may still
+    # have stored its point after `finished` was read, and the second run then finds it too.
+    in_flight = SweepInput(request=request).batches_in_flight
+    assert len(finished) <= report.points_cached <= len(finished) + in_flight
     counts = submitted_points(qloop_home)
     assert len(counts) == 9
     for point, fingerprint in zip(points, fingerprints, strict=True):
@@ -222,7 +226,6 @@ async def test_a_terminated_sweep_started_again_runs_only_unfinished_batches(
             assert counts[tuple(point)] == 1, f"finished point {point} was submitted again"
     # Only the batches in flight when the sweep was terminated (one point each) may have been
     # submitted twice.
-    in_flight = SweepInput(request=request).batches_in_flight
     assert sum(1 for count in counts.values() if count > 1) <= in_flight
 
 
