@@ -109,6 +109,7 @@ def compute_activities() -> list[Callable[..., Any]]:
         prepare_batch_activity,
         score_batch_activity,
     )
+    from activities.local_simulation import simulate_activity
     from activities.mitigate import mitigate_activity
     from activities.plan import plan_activity
     from activities.postprocess import (
@@ -131,6 +132,7 @@ def compute_activities() -> list[Callable[..., Any]]:
         prepare_batch_activity,
         score_batch_activity,
         classical_reference_activity,
+        simulate_activity,
         *SWEEP_ACTIVITIES,
     ]
 

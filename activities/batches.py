@@ -242,6 +242,7 @@ def prepare_batch(input: BatchInput) -> PreparedBatch:
         cost_estimate=cost,
         fingerprints=[point_fingerprint(family, point, evaluation) for point in input.points],
         tier=capabilities.tier,
+        simulated_in_activity=capabilities.simulated_in_activity,
     )
 
 

@@ -75,6 +75,7 @@ def simulator_capabilities(
         max_circuits_per_job=MAX_CIRCUITS_PER_JOB,
         cancellable=True,
         pricing=Pricing(source=f"{provider} local simulator, free"),
+        simulated_in_activity=True,
     )
 
 
@@ -128,6 +129,10 @@ class AerAdapter:
 
     def billed(self, job: JobRef) -> Cost | None:
         return local_jobs.free_once_ended(self.status(job))
+
+    def simulate_here(self, batch: CircuitBatch, shots: int, seed: int) -> JobResult:
+        self._check_limits(batch, shots)
+        return JobResult.model_validate(_simulate(self._new_request(batch, shots, "here", seed)))
 
     # --- helpers -------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from schemas.execution import (
     Capabilities,
@@ -47,3 +47,12 @@ class Adapter(Protocol):
         ...
 
     def calibration(self) -> dict[str, str] | None: ...
+
+
+@runtime_checkable
+class LocalSimulator(Protocol):
+    """A simulator that can also run a batch where it is called, synchronously: in a child
+    process of the compute pool, inside an activity that heartbeats. The same batch, shots and
+    seed give the same counts on any host, so a run lost with its host is simply run again."""
+
+    def simulate_here(self, batch: CircuitBatch, shots: int, seed: int) -> JobResult: ...

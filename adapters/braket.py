@@ -259,6 +259,11 @@ class BraketLocalAdapter:
     def billed(self, job: JobRef) -> Cost | None:
         return local_jobs.free_once_ended(self.status(job))
 
+    def simulate_here(self, batch: CircuitBatch, shots: int, seed: int) -> JobResult:
+        _check_batch(batch, shots, (1, MAX_SHOTS))
+        request = self._new_request(batch, shots, "here", seed)
+        return JobResult.model_validate(_simulate_local(request))
+
     def _new_request(
         self, batch: CircuitBatch, shots: int, token: str, seed: int | None
     ) -> dict[str, Any]:

@@ -48,6 +48,9 @@ class Capabilities(ContractModel):
     cancellable: bool
     pricing: Pricing = Pricing()
     status: str = "ONLINE"
+    # A local simulator that runs a batch inside one compute activity (adapters.base
+    # LocalSimulator) instead of queueing it as a provider job.
+    simulated_in_activity: bool = False
 
 
 class CircuitSpec(ContractModel):

@@ -29,6 +29,7 @@ class Stage(StrEnum):
     PREVALIDATING = "prevalidating"
     PLANNING = "planning"
     SUBMITTING = "submitting"
+    SIMULATING = "simulating"
     WAITING = "waiting"
     FETCHING = "fetching"
     MITIGATING = "mitigating"
@@ -132,6 +133,24 @@ class FetchedResult(PipelineModel):
     counts_uri: str
     shots: int
     actual_cost: Cost
+
+
+class SimulateInput(PipelineModel):
+    """A batch for a local simulator, run as one compute activity. `client_token` names the
+    run (and seeds it when `seed` is None), so a run redone on another host gives the same
+    counts."""
+
+    artifact_folder: str
+    backend: BackendChoice
+    batch_uri: str
+    shots: int
+    seed: int | None
+    client_token: str
+
+
+class Simulated(PipelineModel):
+    job: JobRef
+    fetched: FetchedResult
 
 
 class MitigateInput(PipelineModel):

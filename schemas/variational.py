@@ -130,6 +130,7 @@ class PreparedBatch(PipelineModel):
     cost_estimate: Cost
     fingerprints: list[str]
     tier: Tier = Tier.SIMULATOR
+    simulated_in_activity: bool = False
 
 
 class PointValue(PipelineModel):

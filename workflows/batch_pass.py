@@ -98,6 +98,8 @@ async def run_batch(
             polling=polling,
             max_queue_wait=max_queue_wait,
             name=name,
+            simulated_in_activity=prepared.simulated_in_activity,
+            compute_task_queue=compute_queue,
         ),
         Unsteered(on_job_status),
     )

@@ -73,7 +73,7 @@ with workflow.unsafe.imports_passed_through():
         Verdict,
         counted_or_raise,
     )
-    from workflows.paid_execution import PaidExecution, PaidWork, describe_backend
+    from workflows.paid_execution import PaidExecution, PaidWork, describe_backend, is_remote
 
 GOVERNANCE_PATCH = "governance"
 
@@ -88,11 +88,6 @@ BACKEND_FAILURES = (
 # The name of an experiment's one submission: its backends and attempts are told apart by the
 # reservation key's backend and number (workflows/paid_execution.py).
 SUBMISSION = "run"
-
-
-def is_remote(choice: BackendChoice) -> bool:
-    """Remote backends (a device ARN) can fail, queue and cost money; local simulators cannot."""
-    return choice.device.startswith("arn:")
 
 
 def on_backend(request: ExperimentRequest, backend: BackendChoice) -> ExperimentRequest:
@@ -408,6 +403,8 @@ class ExperimentWorkflow:
                 polling=polling,
                 max_queue_wait=request.policy.max_queue_wait,
                 name=request.name,
+                simulated_in_activity=run.prepared.capabilities.simulated_in_activity,
+                compute_task_queue=self._compute_queue,
             ),
             self,
         )

@@ -56,11 +56,15 @@ with workflow.unsafe.imports_passed_through():
         JobInput,
         PolicyDecision,
         PollingPolicy,
+        Simulated,
+        SimulateInput,
         Stage,
         SubmitInput,
     )
     from schemas.request import BackendChoice
     from workflows.activity_options import (
+        COMPUTE_RETRY,
+        COMPUTE_TIMEOUT,
         ENTITY_RETRY,
         HEARTBEAT_TIMEOUT,
         POLL_TIMEOUT,
@@ -74,6 +78,14 @@ ResultT = TypeVar("ResultT")
 # Histories recorded before waits at the poll ceiling became one retried activity replay with
 # timers all the way.
 WAIT_AT_CEILING_PATCH = "wait-for-job-at-poll-ceiling"
+# Histories recorded before local simulators ran as one compute activity replay submit, polls
+# and fetch for them too.
+LOCAL_SIMULATION_PATCH = "local-simulation-as-compute-activity"
+
+
+def is_remote(choice: BackendChoice) -> bool:
+    """Remote backends (a device ARN) can fail, queue and cost money; local simulators cannot."""
+    return choice.device.startswith("arn:")
 
 
 def describe_backend(choice: BackendChoice) -> str:
@@ -151,6 +163,10 @@ class PaidWork:
     polling: PollingPolicy
     max_queue_wait: timedelta
     name: str = ""
+    # A local simulator (Capabilities.simulated_in_activity): one compute activity on
+    # `compute_task_queue` (None: the workflow's own queue) instead of submit, polls and fetch.
+    simulated_in_activity: bool = False
+    compute_task_queue: str | None = None
 
 
 @dataclass
@@ -249,10 +265,13 @@ class PaidExecution:
         and raised again."""
         try:
             await self.steering.checkpoint()
-            job = await self._submit()
-            await self._wait(job)
-            await self.steering.job_done(job)
-            fetched = await self._fetch(job)
+            if self.work.simulated_in_activity and workflow.patched(LOCAL_SIMULATION_PATCH):
+                job, fetched = await self._simulate()
+            else:
+                job = await self._submit()
+                await self._wait(job)
+                await self.steering.job_done(job)
+                fetched = await self._fetch(job)
         except (Exception, asyncio.CancelledError) as stop:
             await self.abandon(why(stop))
             raise
@@ -281,6 +300,41 @@ class PaidExecution:
                 await self._commit(billed.usd)
                 return
         await self.release(reason)
+
+    async def _simulate(self) -> Executed:
+        """A local simulator: one compute activity runs the batch and stores its counts. A
+        pause, reroute or cancel stops the run at once; it runs again from the start when the
+        experiment goes on (free, and the same seed gives the same counts)."""
+        while (executed := await self._simulate_once()) is None:
+            await self.steering.checkpoint()
+        return executed
+
+    async def _simulate_once(self) -> Executed | None:
+        """The run's result; None when a pause, reroute or cancel stopped it."""
+        self.steering.on_stage(Stage.SIMULATING)
+        handle = workflow.start_activity(
+            "simulate",
+            SimulateInput(
+                artifact_folder=self.work.artifact_folder,
+                backend=self.work.backend,
+                batch_uri=self.work.batch_uri,
+                shots=self.work.shots,
+                seed=self.work.seed,
+                client_token=self.token,
+            ),
+            result_type=Simulated,
+            task_queue=self.work.compute_task_queue,
+            start_to_close_timeout=COMPUTE_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=COMPUTE_RETRY,
+            summary=self._summary("simulate"),
+        )
+        await workflow.wait_condition(lambda: handle.done() or self.steering.interrupted())
+        if not handle.done():
+            await _cancelled(handle)
+            return None
+        simulated = handle.result()
+        return Executed(simulated.job, simulated.fetched)
 
     async def _submit(self) -> JobRef:
         self.steering.on_stage(Stage.SUBMITTING)
@@ -429,7 +483,7 @@ def why(error: BaseException) -> str:
     return str(error)
 
 
-async def _cancelled(handle: workflow.ActivityHandle[JobStatus]) -> None:
+async def _cancelled(handle: workflow.ActivityHandle[ResultT]) -> None:
     handle.cancel()
     with contextlib.suppress(ActivityError, asyncio.CancelledError):
         await handle

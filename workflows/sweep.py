@@ -78,7 +78,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes as attrs
     from workflows.activity_options import COMPUTE_RETRY, COMPUTE_TIMEOUT, HEARTBEAT_TIMEOUT
     from workflows.batch_pass import BudgetExhausted, run_batch
-    from workflows.experiment import describe_backend, is_remote
+    from workflows.paid_execution import describe_backend, is_remote
 
 ResultT = TypeVar("ResultT")
 

@@ -104,7 +104,7 @@ async def test_demo_qaoa_with_zne_on_the_noisy_profile(
         json.loads(line) for line in worker_process.read_text().splitlines() if line.startswith("{")
     ]
     mine = [entry for entry in logged if entry.get("workflow_id") == workflow_id]
-    assert {"preprocess", "plan", "submit", "mitigate", "postprocess"} <= {
+    assert {"preprocess", "plan", "simulate", "mitigate", "postprocess"} <= {
         e.get("activity") for e in mine
     }
     assert all(entry.get("run_id") == description.run_id for entry in mine)

@@ -85,5 +85,5 @@ async def test_traces_metrics_and_logs_of_a_worker(
         json.loads(line) for line in logs_file.read_text().splitlines() if line.startswith("{")
     ]
     completed = [e for e in entries if e.get("event") == "activity completed"]
-    assert {e["activity"] for e in completed} >= {"preprocess", "submit", "postprocess"}
+    assert {e["activity"] for e in completed} >= {"preprocess", "simulate", "postprocess"}
     assert all(e["workflow_id"] == workflow_id and e["run_id"] for e in completed)

@@ -109,14 +109,16 @@ async def start(
 QUICK = PollingPolicy(initial_seconds=0.2, ceiling_seconds=0.5)
 
 
-def aer_submissions(stack: LocalStack) -> Counter[tuple[float, ...]]:
-    """How often each point went into an Aer job of the stack."""
-    submitted: Counter[tuple[float, ...]] = Counter()
-    for request_file in (stack.qloop_home / "aer-jobs").glob("*/request.json"):
-        batch = json.loads(request_file.read_text())["batch"]
+def prepared_points(stack: LocalStack, sweep_id: str) -> tuple[int, Counter[tuple[float, ...]]]:
+    """The batches a sweep prepared for the simulator (each runs as one `simulate` activity),
+    and how often each point went into one."""
+    points: Counter[tuple[float, ...]] = Counter()
+    batch_files = list((stack.qloop_home / "artifacts").glob(f"{sweep_id}.*/batch.json"))
+    for batch_file in batch_files:
+        batch = json.loads(batch_file.read_text())["batch"]
         template = next(spec for spec in batch["circuits"] if spec.get("parameters"))
-        submitted.update(tuple(binding) for binding in template["bindings"])
-    return submitted
+        points.update(tuple(binding) for binding in template["bindings"])
+    return len(batch_files), points
 
 
 async def test_a_sweep_whose_worker_is_killed_resumes_without_rerunning_a_batch(
@@ -140,11 +142,12 @@ async def test_a_sweep_whose_worker_is_killed_resumes_without_rerunning_a_batch(
 
     assert report.status == "completed"
     assert (report.points_evaluated, report.points_cached, report.batches_done) == (60, 0, 20)
-    submitted = aer_submissions(stack)
-    assert len(submitted) == 60
-    # The batches in flight at the kill found their jobs again through their client tokens.
-    assert set(submitted.values()) == {1}
-    assert len(list((stack.qloop_home / "aer-jobs").glob("*/request.json"))) == 20
+    batches, points = prepared_points(stack, handle.id)
+    assert len(points) == 60
+    # The batches in flight at the kill ran again under their own numbers: no point went into a
+    # second batch (their simulations were redone, free and with the same seeds).
+    assert set(points.values()) == {1}
+    assert batches == 20
 
 
 async def test_a_qpu_sweep_run_twice_pays_for_nothing_the_second_time(

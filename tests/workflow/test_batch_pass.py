@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
@@ -135,7 +136,7 @@ async def run_pass(
 # --- ideal Aer on the time-skipping server ------------------------------------------------------
 
 
-async def test_a_free_batch_is_evaluated_and_every_run_finds_the_same_job(
+async def test_a_free_batch_is_simulated_in_one_activity_and_every_run_gives_the_same_counts(
     time_skipping_env: WorkflowEnvironment, qloop_home: Path
 ) -> None:
     client, task_queue = time_skipping_env.client, f"tq-{uuid.uuid4()}"
@@ -152,21 +153,29 @@ async def test_a_free_batch_is_evaluated_and_every_run_finds_the_same_job(
     for value, truth in zip(first.scored.values, exact.exact_values, strict=True):
         assert abs(value.value - truth) < Z_LIMIT * value.std_error
     assert first.scored.actual_cost.usd == 0.0
-    assert first.polled[-1] is JobState.DONE
-    # A second run of the workflow id (a new run id, as after continue-as-new) submits with the
-    # same token and gets the first job's counts instead of a new job.
+    # A local simulator is no job to poll, and keeps nothing on the worker's disk.
+    assert first.polled == []
+    assert not (qloop_home / "aer-jobs").exists()
+    # A second run of the workflow id (a new run id, as after continue-as-new) simulates under
+    # the same token, which seeds it: the same counts, on whatever host it runs.
     assert second.run_id != first.run_id
-    token = client_token(reservation_key(workflow_id, "iter-0000", 0, "aer/ideal"))
-    assert [p.name for p in (qloop_home / "aer-jobs").iterdir()] == [token]
     assert [v.value for v in second.scored.values] == [v.value for v in first.scored.values]
+    token = client_token(reservation_key(workflow_id, "iter-0000", 0, "aer/ideal"))
+    simulated = [
+        json.loads(e.activity_task_scheduled_event_attributes.input.payloads[0].data)
+        for e in history
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "simulate"
+    ]
+    assert [run["client_token"] for run in simulated] == [token]
     # Free backends never touch a ledger.
     scheduled = [
         e.activity_task_scheduled_event_attributes.activity_type.name
         for e in history
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
-    assert "reserve_budget" not in scheduled
-    assert scheduled[0] == "prepare_batch" and scheduled[-1] == "score_batch"
+    assert "reserve_budget" not in scheduled and "submit" not in scheduled
+    assert scheduled == ["prepare_batch", "evaluate_policy", "simulate", "score_batch"]
 
 
 async def test_a_long_queue_is_waited_out_without_history_per_poll_at_the_ceiling(

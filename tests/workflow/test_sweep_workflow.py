@@ -34,6 +34,7 @@ from schemas import error_types
 from schemas.execution import JobState, JobStatus
 from schemas.pipeline import JobInput, PollingPolicy
 from schemas.variational import SweepInput, SweepProgress, SweepReport, SweepRequest
+from tests.queue_doubles import as_queued_provider
 from tests.workflow.conftest import StartWorker
 from worker import WORKFLOWS, all_activities
 
@@ -95,17 +96,19 @@ class _OnQueue:
 
 
 def submitted_points(home: Path) -> Counter[tuple[float, ...]]:
-    """How often each point was submitted, over every Aer job in QLOOP_HOME."""
+    """How often each point went into a batch for the simulator, over every batch prepared in
+    QLOOP_HOME's artifact store (its batch.json)."""
     submitted: Counter[tuple[float, ...]] = Counter()
-    for request_file in (home / "aer-jobs").glob("*/request.json"):
-        batch = json.loads(request_file.read_text())["batch"]
+    for batch_file in (home / "artifacts").glob("*/batch.json"):
+        batch = json.loads(batch_file.read_text())["batch"]
         template = next(spec for spec in batch["circuits"] if spec.get("parameters"))
         submitted.update(tuple(binding) for binding in template["bindings"])
     return submitted
 
 
 def job_count(home: Path) -> int:
-    return len(list((home / "aer-jobs").glob("*/request.json")))
+    """Batches prepared for the simulator (each runs as one `simulate` activity)."""
+    return len(list((home / "artifacts").glob("*/batch.json")))
 
 
 def table(report: SweepReport) -> list[dict[str, str]]:
@@ -275,11 +278,14 @@ def activities_holding_the_first_job() -> list[Callable[..., Any]]:
         return check_job(input)
 
     replaced = {"check_job", "wait_for_job"}
-    return [
-        a
-        for a in all_activities()
-        if a.__temporal_activity_definition.name not in replaced  # type: ignore[attr-defined]
-    ] + [check_job_holding, wait_for_job_holding]
+    return as_queued_provider(
+        [
+            a
+            for a in all_activities()
+            if a.__temporal_activity_definition.name not in replaced  # type: ignore[attr-defined]
+        ]
+        + [check_job_holding, wait_for_job_holding]
+    )
 
 
 def submit_tokens(history: WorkflowHistory) -> list[str]:

@@ -25,6 +25,7 @@ from schemas.report import ExperimentReport
 from schemas.request import BackendChoice, ExperimentRequest
 from schemas.variational import SweepInput, SweepReport, SweepRequest
 from tests.provider_doubles import QueuedManyTaskProvider
+from tests.queue_doubles import as_queued_provider
 from worker import WORKFLOWS, all_activities
 from workflows import sweep
 
@@ -67,7 +68,10 @@ async def test_an_experiment_whose_500_task_batch_queues_for_30_days_keeps_a_sma
         }
     )
     async with Worker(
-        client, task_queue=task_queue, workflows=WORKFLOWS, activities=all_activities()
+        client,
+        task_queue=task_queue,
+        workflows=WORKFLOWS,
+        activities=as_queued_provider(all_activities()),
     ):
         handle = await client.start_workflow(
             "ExperimentWorkflow",
@@ -120,7 +124,7 @@ async def test_a_sweep_with_two_500_task_batches_in_flight_for_30_days_keeps_a_s
         client,
         task_queue=task_queue,
         workflows=WORKFLOWS,
-        activities=all_activities(),
+        activities=as_queued_provider(all_activities()),
         workflow_runner=UnsandboxedWorkflowRunner(),
     ):
         handle = await client.start_workflow(
