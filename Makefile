@@ -64,28 +64,25 @@ test: venv browser postgres ## run the test suite (starts its own Temporal serve
 
 # The Web UI test drives the system Chromium; Playwright's own browser downloads are never used.
 CHROMIUM := $(or $(QLOOP_CHROMIUM),/usr/bin/chromium)
-browser: ## install headless Chromium for the Web UI test (Debian's chromium package) when missing
-	@if [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+# $(call debian_package,PACKAGE,WHAT IT IS FOR,SHELL TEST THAT IT IS THERE,WHAT TO DO WITHOUT APT)
+define debian_package
+	@if $(3); then exit 0; fi; \
 	if ! command -v apt-get >/dev/null; then \
-	  echo "make browser: no Chromium at $(CHROMIUM) and no apt-get here; install Chromium and set QLOOP_CHROMIUM to it" >&2; \
+	  echo "make $@: no $(1) here and no apt-get; $(4)" >&2; \
 	  exit 1; \
 	fi; \
 	sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	echo "Installing Debian's chromium package (for tests/browser)..."; \
+	echo "Installing Debian's $(1) package ($(2))..."; \
 	$$sudo apt-get update -qq; \
-	$$sudo apt-get install -y --no-install-recommends chromium
+	$$sudo apt-get install -y --no-install-recommends $(1)
+endef
+
+browser: ## install headless Chromium for the Web UI test (Debian's chromium package) when missing
+	$(call debian_package,chromium,for tests/browser,[ -x "$(CHROMIUM)" ],install Chromium and set QLOOP_CHROMIUM to it)
 
 # The shared-database tests start their own throwaway cluster of Debian's PostgreSQL.
 postgres: ## install Debian's postgresql package for the shared-database tests when missing
-	@if command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then exit 0; fi; \
-	if ! command -v apt-get >/dev/null; then \
-	  echo "make postgres: no PostgreSQL initdb and no apt-get here; install PostgreSQL (its initdb on PATH)" >&2; \
-	  exit 1; \
-	fi; \
-	sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	echo "Installing Debian's postgresql package (for the shared-database tests)..."; \
-	$$sudo apt-get update -qq; \
-	$$sudo apt-get install -y --no-install-recommends postgresql
+	$(call debian_package,postgresql,for the shared-database tests,command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null,install PostgreSQL (its initdb on PATH))
 
 lint: venv ## ruff
 	$(BIN)/ruff check .

@@ -28,7 +28,7 @@ class BucketStore:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.root_url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
-        self._clients: dict[int, Any] = {}
+        self._client_of_pid: tuple[int, Any] | None = None
         self._lock = threading.Lock()
 
     def put(self, folder: str, name: str, data: bytes) -> str:
@@ -89,12 +89,7 @@ class BucketStore:
     def _client(self) -> Any:
         """One client per process: boto3 clients are thread-safe but must not cross a fork (the
         compute pool's children make their own)."""
-        pid = os.getpid()
-        client = self._clients.get(pid)
-        if client is None:
-            with self._lock:
-                client = self._clients.get(pid)
-                if client is None:
-                    client = boto3.session.Session().client("s3")
-                    self._clients[pid] = client
-        return client
+        with self._lock:
+            if self._client_of_pid is None or self._client_of_pid[0] != os.getpid():
+                self._client_of_pid = (os.getpid(), boto3.session.Session().client("s3"))
+            return self._client_of_pid[1]

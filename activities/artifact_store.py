@@ -17,7 +17,6 @@ import json
 from functools import cache
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel
 
@@ -25,10 +24,9 @@ from activities.artifact_bucket import BucketStore
 from activities.artifact_folder import FolderStore
 from activities.artifact_refusal import ArtifactOutsideStore
 from schemas.artifacts import StoredArtifact
-from schemas.settings import current_settings, qloop_home
+from schemas.settings import current_settings, qloop_home, store_location
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
-ARTIFACT_URL_VARIABLE = "QLOOP_ARTIFACT_URL"
 
 
 def current_store() -> FolderStore | BucketStore:
@@ -42,15 +40,10 @@ def current_store() -> FolderStore | BucketStore:
 
 @cache
 def _store_at(url: str) -> FolderStore | BucketStore:
-    parsed = urlparse(url)
-    if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
-        return FolderStore(Path(unquote(parsed.path)).resolve())
-    if parsed.scheme == "s3" and parsed.netloc:
-        return BucketStore(parsed.netloc, unquote(parsed.path))
-    raise ValueError(
-        f"{ARTIFACT_URL_VARIABLE}={url!r} is not a store: use file:///absolute/folder or "
-        "s3://bucket/prefix"
-    )
+    location = store_location(url)
+    if location.folder is not None:
+        return FolderStore(location.folder)
+    return BucketStore(location.bucket, location.prefix)
 
 
 def folder_name(owner_id: str) -> str:

@@ -1,4 +1,4 @@
-"""The fingerprint cache of sweep points, in the shared database (activities/shared_database.py):
+"""The fingerprint cache of sweep points, in the shared database (adapters/shared_database.py):
 one row per fingerprint (a hash of circuit, parameters, backend, shots and seed; see
 `activities.batches.point_fingerprint`) with the value measured for it. A point found here is
 neither run nor paid for again, by its sweep or any later one, on any host.
@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from activities.shared_database import shared_database
+from adapters.shared_database import shared_database
 from schemas.variational import PointValue
 
 SCHEMA = """

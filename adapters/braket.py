@@ -1,7 +1,8 @@
 """Amazon Braket as a provider: the local simulators, and real devices by ARN.
 
-`braket_sv` and `braket_dm` run on Braket's LocalSimulator behind the durable on-disk job store
-of adapters/local_jobs.py (qloop_home()/braket-local-jobs/<token>/). `braket_dm` takes a device
+`braket_sv` and `braket_dm` run on Braket's LocalSimulator: inside the `simulate` compute
+activity (`simulate_here`), or as jobs of adapters/local_jobs.py's on-disk store for histories
+recorded before that. `braket_dm` takes a device
 profile and runs its Braket noise model (adapters/braket_noise.py). The local simulators take no
 seed, so a local job asks for the exact outcome distribution (shots=0 with a probability result)
 and samples it with the job's stored seed: counts are reproducible and a restarted orphan
@@ -14,10 +15,10 @@ A device ARN selects the real service. A batch of n executed circuits becomes n 
 tasks (Braket tasks hold one circuit); `JobRef.job_id` is their ARNs joined by commas (ARNs
 hold no commas), so status, result and cancel need nothing but the JobRef on any worker. Task i
 carries the clientToken `task_client_token(client_token, i)`, so the service itself returns the
-existing task to a retried submit; a small record under qloop_home()/braket-tasks/ spares a
-retry on the same machine even the calls. Braket counts put the first measured qubit on the
-LEFT; qloop's canonical order has clbit 0 on the right: circuits measure clbit j as the j-th
-measurement, so a result bitstring reversed is canonical.
+existing task to a retried submit; the job's record in the shared database
+(adapters/braket_task_records.py) spares a retry on any host even the calls. Braket counts put
+the first measured qubit on the LEFT; qloop's canonical order has clbit 0 on the right: circuits
+measure clbit j as the j-th measurement, so a result bitstring reversed is canonical.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from qiskit_braket_provider.providers.target import (
 from adapters import local_jobs
 from adapters.aer import _parse, _prepare, bound_circuits, simulator_capabilities
 from adapters.braket_noise import cached_noise_model
+from adapters.braket_task_records import add_task, open_record
 from adapters.errors import (
     InvalidRequestError,
     JobFailedError,
@@ -93,7 +95,7 @@ from schemas.execution import (
 )
 from schemas.profile import DeviceProfile
 from schemas.request import DepolarizingNoise
-from schemas.settings import current_settings, qloop_home
+from schemas.settings import current_settings
 
 PROVIDER = "braket"
 LOCAL_DEVICES = ("braket_sv", "braket_dm")
@@ -102,7 +104,6 @@ MAX_SHOTS = 1_000_000
 MAX_CIRCUITS_PER_JOB = 500
 MAX_CLIENT_TOKEN = 64
 LOCAL_JOBS_DIR = "braket-local-jobs"
-TASK_RECORDS_DIR = "braket-tasks"
 OPENQASM_ACTION = "braket.ir.openqasm.program"
 RESULTS_FILE = "results.json"
 STANDARD_GATES = frozenset(get_standard_gate_name_mapping())
@@ -546,13 +547,20 @@ class BraketAwsAdapter:
         seed: int | None,
         tags: Mapping[str, str] | None = None,
     ) -> JobRef:
-        record = _TaskRecord.open(client_token, self._fingerprint(batch, shots), self.device)
+        record = open_record(client_token, self._fingerprint(batch, shots), self.device)
         if len(record.task_arns) < batch.num_executions:
             tasks = self._validated_tasks(batch, shots)
             for index in range(len(record.task_arns), len(tasks)):
                 token = task_client_token(client_token, index)
-                record.add(self._create(tasks[index], shots, token, dict(tags or {})))
-        return record.job_ref()
+                arn = self._create(tasks[index], shots, token, dict(tags or {}))
+                record = add_task(record, arn)
+        return JobRef(
+            provider=PROVIDER,
+            device=record.device,
+            job_id=",".join(record.task_arns),
+            client_token=record.client_token,
+            submitted_at=record.submitted_at,
+        )
 
     def status(self, job: JobRef) -> JobStatus:
         tasks = [self._task(arn) for arn in self._arns(job)]
@@ -758,55 +766,6 @@ class BraketAwsAdapter:
         if price is None:
             return Pricing(source=f"no published price for {self.device}")
         return price_table().pricing(price)
-
-
-class _TaskRecord:
-    """The tasks created so far for one client token, on this machine's disk."""
-
-    def __init__(self, path: Any, data: dict[str, Any]) -> None:
-        self._path = path
-        self._data = data
-
-    @classmethod
-    def open(cls, token: str, fingerprint: str, device: str) -> _TaskRecord:
-        if not token:
-            raise InvalidRequestError("client_token must not be empty")
-        root = qloop_home() / TASK_RECORDS_DIR
-        root.mkdir(parents=True, exist_ok=True)
-        path = root / f"{hashlib.sha256(token.encode()).hexdigest()}.json"
-        if not path.exists():
-            data = {
-                "client_token": token,
-                "device": device,
-                "fingerprint": fingerprint,
-                "task_arns": [],
-                "submitted_at": datetime.now(UTC).isoformat(),
-            }
-            return cls(path, data)
-        data = local_jobs.read_json(path)
-        if data["fingerprint"] != fingerprint:
-            raise InvalidRequestError(
-                f"client token {token!r} was already used for a different job (other circuits, "
-                "shots or device); a new job needs a new token"
-            )
-        return cls(path, data)
-
-    @property
-    def task_arns(self) -> list[str]:
-        return list(self._data["task_arns"])
-
-    def add(self, arn: str) -> None:
-        self._data["task_arns"].append(arn)
-        local_jobs.write_atomic(self._path, json.dumps(self._data, indent=1))
-
-    def job_ref(self) -> JobRef:
-        return JobRef(
-            provider=PROVIDER,
-            device=self._data["device"],
-            job_id=",".join(self._data["task_arns"]),
-            client_token=self._data["client_token"],
-            submitted_at=datetime.fromisoformat(self._data["submitted_at"]),
-        )
 
 
 def _check_batch(batch: CircuitBatch, shots: int, shots_range: tuple[int, int]) -> None:

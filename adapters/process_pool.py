@@ -138,14 +138,14 @@ class ProcessPool:
         self,
         processes: int,
         limits: Limits,
-        tasks_per_child: int | None = None,
+        tasks_per_child: int,
         preload: Sequence[str] = (),
         max_processes: int | None = None,
     ) -> None:
         self.limits = limits
         self.processes = processes
         self.max_processes = max(max_processes or 2 * processes, processes)
-        self._tasks_per_child = tasks_per_child or current_settings().tasks_per_process
+        self._tasks_per_child = tasks_per_child
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(list(preload))
         self._children_allowed = threading.BoundedSemaphore(self.max_processes)

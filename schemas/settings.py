@@ -14,16 +14,20 @@ and are read by their SDKs.
 from __future__ import annotations
 
 import os
+import typing
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PREFIX = "QLOOP_"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+ARTIFACT_URL_FORMS = "file:///absolute/folder or s3://bucket/prefix"
+DATABASE_URL_FORMS = "sqlite:///absolute/path or postgresql://user:password@host:port/database"
 
 
 class SettingsError(ValueError):
@@ -123,23 +127,14 @@ class QloopSettings(BaseSettings):
     @classmethod
     def _artifact_store(cls, value: str | None) -> str | None:
         if value is not None:
-            parsed = urlparse(value)
-            local = parsed.scheme == "file" and parsed.netloc in ("", "localhost") and parsed.path
-            if not (local or (parsed.scheme == "s3" and parsed.netloc)):
-                raise ValueError("use file:///absolute/folder or s3://bucket/prefix")
+            store_location(value)
         return value
 
     @field_validator("database_url")
     @classmethod
     def _database(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            parsed = urlparse(value.get_secret_value())
-            sqlite = parsed.scheme == "sqlite" and parsed.path
-            postgres = parsed.scheme in ("postgresql", "postgres") and parsed.netloc
-            if not (sqlite or postgres):
-                raise ValueError(
-                    "use sqlite:///absolute/path or postgresql://user:password@host:port/database"
-                )
+            database_location(value.get_secret_value())
         return value
 
     def production_refusals(self, *, codec_key_found: bool) -> list[str]:
@@ -160,6 +155,51 @@ class QloopSettings(BaseSettings):
                 "QLOOP_CODEC_KEY_FILE): circuits and results would reach the server in clear"
             )
         return refusals
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where `QLOOP_ARTIFACT_URL` points: a local folder, or a bucket and a key prefix."""
+
+    folder: Path | None = None
+    bucket: str = ""
+    prefix: str = ""
+
+
+def store_location(url: str) -> StoreLocation:
+    parsed = urlparse(url)
+    if parsed.scheme == "file" and parsed.netloc in ("", "localhost") and parsed.path:
+        return StoreLocation(folder=Path(unquote(parsed.path)).resolve())
+    if parsed.scheme == "s3" and parsed.netloc:
+        return StoreLocation(bucket=parsed.netloc, prefix=unquote(parsed.path))
+    raise ValueError(f"{url!r} is not an artifact store: use {ARTIFACT_URL_FORMS}")
+
+
+@dataclass(frozen=True)
+class DatabaseLocation:
+    """Where `QLOOP_DATABASE_URL` points: a SQLite file, or a PostgreSQL server (`url`)."""
+
+    dialect: Literal["sqlite", "postgresql"]
+    url: str
+    sqlite_path: Path | None = None
+
+
+def database_location(url: str) -> DatabaseLocation:
+    parsed = urlparse(url)
+    if parsed.scheme == "sqlite" and parsed.path:
+        return DatabaseLocation("sqlite", url, Path(unquote(parsed.path)))
+    if parsed.scheme in ("postgresql", "postgres") and parsed.netloc:
+        return DatabaseLocation("postgresql", url)
+    raise ValueError(f"{redacted(url)!r} is not a database: use {DATABASE_URL_FORMS}")
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, to show in errors and `--check-config`."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+    return parsed._replace(netloc=netloc).geturl()
 
 
 def current_settings() -> QloopSettings:
@@ -218,10 +258,16 @@ def _settings_for(environment: tuple[tuple[str, str], ...]) -> QloopSettings:
         for issue in error.errors():
             name = f"{PREFIX}{'_'.join(str(part) for part in issue['loc'])}".upper()
             value = dict(environment).get(name, "")
-            shown = "***" if name in SECRET_VARIABLES else repr(value)
+            shown = "***" if name in secret_variables() else repr(value)
             message = issue["msg"].removeprefix("Value error, ")
             problems.append(f"{name}={shown}: {message}")
         raise SettingsError("invalid configuration: " + "; ".join(problems)) from None
 
 
-SECRET_VARIABLES = {"QLOOP_CODEC_KEY", "QLOOP_DATABASE_URL"}
+def secret_variables() -> set[str]:
+    """The variables whose values are never shown: the `SecretStr` settings."""
+    return {
+        f"{PREFIX}{name}".upper()
+        for name, field in QloopSettings.model_fields.items()
+        if SecretStr in (field.annotation, *typing.get_args(field.annotation))
+    }

@@ -423,13 +423,19 @@ def test_a_second_submit_with_the_same_token_creates_nothing(aws: Aws) -> None:
         aws.adapter().submit(batch(spec(GHZ_BODY, 3)), 1000, "qloop-abc", 5)
 
 
-def test_a_submit_that_died_halfway_creates_only_the_rest(aws: Aws) -> None:
+def test_a_submit_that_died_halfway_creates_only_the_rest_on_any_host(
+    aws: Aws, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry runs on another host (another QLOOP_HOME, the same shared database)."""
     aws.get_device()
     aws.create("half", 0)
     aws.braket.add_client_error("create_quantum_task", "ThrottlingException", http_status_code=400)
     circuits = batch(spec(BELL_BODY, 2, name="c0"), spec(BELL_BODY, 2, name="c1"))
     with pytest.raises(TransientError, match="ThrottlingException"):
         aws.adapter().submit(circuits, 1000, "half", seed=5)
+    other_host = tmp_path / "other-host"
+    other_host.mkdir()
+    monkeypatch.setenv("QLOOP_HOME", str(other_host))
     aws.get_device()
     aws.create("half", 1)
     job = aws.adapter().submit(circuits, 1000, "half", seed=5)

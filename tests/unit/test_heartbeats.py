@@ -25,7 +25,7 @@ def beats(monkeypatch: pytest.MonkeyPatch) -> list[tuple[object, ...]]:
 
 @pytest.fixture(scope="module")
 def small_pool() -> Iterator[ProcessPool]:
-    pool = ProcessPool(1, Limits(memory_bytes=600 << 20, time_seconds=2.0))
+    pool = ProcessPool(1, Limits(memory_bytes=600 << 20, time_seconds=2.0), tasks_per_child=50)
     try:
         yield pool
     finally:

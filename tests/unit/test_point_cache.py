@@ -9,8 +9,6 @@ import multiprocessing
 import os
 import random
 import sqlite3
-import uuid
-from collections.abc import Iterator
 from multiprocessing.synchronize import Barrier as BarrierType
 from pathlib import Path
 
@@ -18,32 +16,9 @@ import psycopg
 import pytest
 
 from activities.point_cache import cached_values, store_in_cache
-from activities.shared_database import SharedDatabase, redacted, shared_database
+from adapters.shared_database import SharedDatabase, shared_database
+from schemas.settings import redacted
 from schemas.variational import PointValue
-from tests.postgres_server import running_postgres
-
-
-@pytest.fixture(scope="module")
-def postgres_server() -> Iterator[str]:
-    with running_postgres() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> str:
-    """A fresh database of each kind, named by QLOOP_DATABASE_URL."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
-    else:
-        server: str = request.getfixturevalue("postgres_server")
-        name = f"test_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(server, autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {name}".encode())
-        url = f"{server.rsplit('/', 1)[0]}/{name}"
-    monkeypatch.setenv("QLOOP_DATABASE_URL", url)
-    return url
 
 
 def value(fingerprint: str, measured: float) -> PointValue:

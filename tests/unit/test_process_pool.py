@@ -137,7 +137,7 @@ def test_children_die_with_the_process_that_started_them(tmp_path: Path) -> None
         from adapters.process_pool import Limits, ProcessPool
         from tests import compute_tasks
         if __name__ == "__main__":
-            pool = ProcessPool(1, Limits(1 << 30, 600), preload=["tests.compute_tasks"])
+            pool = ProcessPool(1, Limits(1 << 30, 600), 50, preload=["tests.compute_tasks"])
             pool.submit(compute_tasks.touch_then_spin, {str(marker)!r}, "orphan")
             time.sleep(600)
         """
@@ -166,7 +166,9 @@ def test_a_long_task_steps_aside_for_a_short_one(
     """One slot at full priority: a task still running after the step-aside time lowers its
     priority and frees the slot, so a short task does not queue behind it."""
     monkeypatch.setattr(process_pool, "STEP_ASIDE_SECONDS", 0.5)
-    pool = ProcessPool(1, Limits(700 << 20, 60.0), preload=["tests.compute_tasks"], max_processes=2)
+    pool = ProcessPool(
+        1, Limits(700 << 20, 60.0), 50, preload=["tests.compute_tasks"], max_processes=2
+    )
     try:
         marker = tmp_path / "long.pid"
         long = pool.submit(compute_tasks.touch_then_spin, str(marker), "long")
@@ -208,14 +210,16 @@ def test_a_pool_closed_from_two_threads_at_once_closes_each_pipe_once() -> None:
     """close() from two threads at once (as a worker shutting down while a task's thread
     discards its child) kills each child once: no pipe is closed twice."""
     for _ in range(10):
-        pool = ProcessPool(2, Limits(700 << 20, 60.0), preload=["tests.compute_tasks"])
+        pool = ProcessPool(2, Limits(700 << 20, 60.0), 50, preload=["tests.compute_tasks"])
         pool.warm_up()
         assert closed_from_two_threads(pool) == []
 
 
 def test_no_more_children_than_the_maximum(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(process_pool, "STEP_ASIDE_SECONDS", 0.2)
-    pool = ProcessPool(1, Limits(700 << 20, 60.0), preload=["tests.compute_tasks"], max_processes=2)
+    pool = ProcessPool(
+        1, Limits(700 << 20, 60.0), 50, preload=["tests.compute_tasks"], max_processes=2
+    )
     try:
         tasks = [
             pool.submit(compute_tasks.touch_then_spin, str(tmp_path / f"{i}.pid"), f"long {i}")

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from schemas.settings import QloopSettings, SettingsError, current_settings, unknown_variables
+from schemas.settings import (
+    QloopSettings,
+    SettingsError,
+    current_settings,
+    secret_variables,
+    unknown_variables,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,6 +54,11 @@ def test_defaults_and_values_from_the_environment(monkeypatch: pytest.MonkeyPatc
         ("QLOOP_ARTIFACT_URL", "ftp://host/x", "file:///absolute/folder or s3://bucket/prefix"),
         ("QLOOP_WORKER_ROLE", "both", "'all', 'orchestration' or 'compute'"),
         ("QLOOP_DEPLOYMENT", "prod", "'development' or 'production'"),
+        ("QLOOP_BREAKER_FAILURES", "0", "greater than or equal to 1"),
+        ("QLOOP_BREAKER_FAILURES", "2.5", "valid integer"),
+        ("QLOOP_BREAKER_OPEN_SECONDS", "-1", "greater than 0"),
+        ("QLOOP_BREAKER_OPEN_SECONDS", "soon", "valid number"),
+        ("QLOOP_BREAKER_PROBE_LEASE_SECONDS", "inf", "finite number"),
     ],
 )
 def test_an_invalid_value_names_the_variable_and_what_is_allowed(
@@ -66,6 +77,11 @@ def test_a_secret_is_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
         current_settings()
     assert "QLOOP_DATABASE_URL=***" in str(refused.value)
     assert "hunter2" not in str(refused.value)
+    assert "'mysql://root:***@db/qloop' is not a database" in str(refused.value)
+
+
+def test_the_secret_variables_are_the_secret_settings() -> None:
+    assert secret_variables() == {"QLOOP_CODEC_KEY", "QLOOP_DATABASE_URL"}
 
 
 def test_unknown_qloop_variables_are_listed(monkeypatch: pytest.MonkeyPatch) -> None:

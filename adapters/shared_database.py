@@ -17,16 +17,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal, Protocol
-from urllib.parse import unquote, urlparse
+from typing import Any, Protocol
 
 import psycopg
 
-from schemas.settings import current_settings, qloop_home
+from schemas.settings import current_settings, database_location, qloop_home
 
-DATABASE_URL_VARIABLE = "QLOOP_DATABASE_URL"
 SQLITE_FILE = "qloop.sqlite3"
-Dialect = Literal["sqlite", "postgresql"]
 SCHEMA_LOCK = 0x716C6F6F70  # "qloop"
 SQLITE_BUSY_SECONDS = 20.0
 
@@ -67,19 +64,11 @@ def _pg(sql: str) -> bytes:
 
 class SharedDatabase:
     def __init__(self, url: str) -> None:
-        parsed = urlparse(url)
+        location = database_location(url)
         self.url = url
-        self.dialect: Dialect
-        if parsed.scheme == "sqlite" and parsed.path:
-            self.dialect = "sqlite"
-            self._sqlite_path = Path(unquote(parsed.path))
-        elif parsed.scheme in ("postgresql", "postgres") and parsed.netloc:
-            self.dialect = "postgresql"
-        else:
-            raise ValueError(
-                f"{DATABASE_URL_VARIABLE}={redacted(url)!r} is not a database: use "
-                "sqlite:///absolute/path or postgresql://user:password@host:port/database"
-            )
+        self.dialect = location.dialect
+        # Set for a SQLite database only.
+        self._sqlite_path = location.sqlite_path
         self._schemas: set[str] = set()
         self._lock = threading.Lock()
 
@@ -87,22 +76,22 @@ class SharedDatabase:
     def transaction(self, schema: str = "") -> Iterator[Transaction]:
         """One transaction, committed when the block ends and rolled back when it raises.
         `schema` (idempotent DDL) runs first, once per process and database."""
-        if self.dialect == "sqlite" and not self._sqlite_path.exists():
+        if self._sqlite_path is not None and not self._sqlite_path.exists():
             # Deleted to forget everything: the next transaction starts a new file.
             self._schemas.clear()
         if schema and schema not in self._schemas:
             self._create(schema)
-        if self.dialect == "sqlite":
-            with self._sqlite() as connection, connection:
+        if self._sqlite_path is not None:
+            with self._sqlite(self._sqlite_path) as connection, connection:
                 yield _SqliteTransaction(connection)
         else:
             with psycopg.connect(self.url) as connection:
                 yield _PostgresTransaction(connection)
 
     @contextmanager
-    def _sqlite(self) -> Iterator[sqlite3.Connection]:
+    def _sqlite(self, path: Path) -> Iterator[sqlite3.Connection]:
         # The timeout waits out another process's write transaction instead of failing.
-        with closing(sqlite3.connect(self._sqlite_path, timeout=SQLITE_BUSY_SECONDS)) as connection:
+        with closing(sqlite3.connect(path, timeout=SQLITE_BUSY_SECONDS)) as connection:
             yield connection
 
     def _use_wal(self, connection: sqlite3.Connection) -> None:
@@ -123,9 +112,9 @@ class SharedDatabase:
         with self._lock:
             if schema in self._schemas:
                 return
-            if self.dialect == "sqlite":
+            if self._sqlite_path is not None:
                 self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-                with self._sqlite() as connection:
+                with self._sqlite(self._sqlite_path) as connection:
                     self._use_wal(connection)
                     connection.executescript(schema)
             else:
@@ -135,15 +124,6 @@ class SharedDatabase:
                     connection.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
                     connection.execute(schema.encode())
             self._schemas.add(schema)
-
-
-def redacted(url: str) -> str:
-    """The URL without its password, to show in errors and `--check-config`."""
-    parsed = urlparse(url)
-    if parsed.password is None:
-        return url
-    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
-    return parsed._replace(netloc=netloc).geturl()
 
 
 def shared_database() -> SharedDatabase:
