@@ -6,9 +6,11 @@ the same worker runs against the local dev server, a self-hosted cluster or Temp
 
 Roles (`python worker.py [--role all|orchestration|compute]`):
 - all (default): everything in one process.
-- orchestration: workflows and provider calls on QLOOP_TASK_QUEUE. It imports no numerical
-  stack (mitiq alone takes seconds), so a restarted orchestration worker resumes waiting
-  experiments quickly, and CPU-heavy stages never compete with workflow tasks for its GIL.
+- orchestration: workflows and provider calls on QLOOP_TASK_QUEUE. It imports no simulator and
+  no numerical stack (circuits for remote devices are compiled by `plan` in the compute role;
+  tests/integration/test_worker_roles.py checks every import), so a restarted orchestration
+  worker resumes waiting experiments quickly, and CPU-heavy stages never compete with workflow
+  tasks for its GIL.
 - compute: the CPU-heavy stages on QLOOP_COMPUTE_TASK_QUEUE, scaled on their own.
 The two-role deployment needs QLOOP_COMPUTE_TASK_QUEUE set for workers and starters alike.
 
@@ -21,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import signal
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -40,8 +44,8 @@ from activities.observability import (
 )
 from activities.reconciler_schedule import ensure_reconciler_schedule
 from adapters.process_pool import close_shared_pool, shared_pool
-from schemas.payload_encryption import CodecKeyError, data_converter, load_key_ring
-from schemas.policy import governance_notice
+from schemas.payload_encryption import CodecKeyError, KeyRing, data_converter, load_key_ring
+from schemas.policy import PolicyError, governance_notice, load_policy_book
 from schemas.settings import SettingsError, current_settings, describe_settings
 from workflows.backend_health import BackendHealthWorkflow
 from workflows.budget_ledger import BudgetLedgerWorkflow
@@ -249,6 +253,27 @@ async def run(role: str) -> None:
         close_shared_pool()
 
 
+def describe_shared_files(policy_file: Path | None, ring: KeyRing | None) -> str:
+    """Digests of what every host of a fleet must hold the same: the policy file and the payload
+    keys (a digest of each key, never the key), so an operator compares hosts line by line."""
+    if policy_file is None:
+        policy = "policy file: none"
+    else:
+        try:
+            digest = hashlib.sha256(policy_file.read_bytes()).hexdigest()[:16]
+            accounts = ", ".join(sorted(load_policy_book(policy_file).accounts))
+            policy = f"policy file: {policy_file} sha256 {digest} (accounts: {accounts})"
+        except (OSError, PolicyError) as error:
+            policy = f"policy file: {policy_file} unusable: {error}"
+    if ring is None:
+        return f"{policy}\ncodec keys: none"
+    keys = ", ".join(
+        f"{key_id} sha256 {hashlib.sha256(key).hexdigest()[:16]}"
+        for key_id, key in sorted(ring.keys.items())
+    )
+    return f"{policy}\ncodec keys: {keys}; encrypting with {ring.current}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="qloop worker")
     parser.add_argument("--role", choices=ROLES, help="default: QLOOP_WORKER_ROLE, else all")
@@ -263,11 +288,13 @@ def main() -> None:
     except SettingsError as error:
         raise SystemExit(f"qloop worker: {error}") from None
     try:
-        codec_key_found = load_key_ring() is not None
+        ring = load_key_ring()
     except CodecKeyError as error:
         raise SystemExit(f"qloop worker: {error}") from None
+    codec_key_found = ring is not None
     if args.check_config:
         print(describe_settings(configured, codec_key_found=codec_key_found))
+        print(describe_shared_files(configured.policy_file, ring))
         raise SystemExit(
             1 if configured.production_refusals(codec_key_found=codec_key_found) else 0
         )

@@ -62,6 +62,7 @@ from activities.zne import (
     extrapolate,
     to_device_basis,
 )
+from adapters.base import compiled_programs
 from adapters.errors import InvalidRequestError, RejectedError
 from adapters.registry import get_adapter
 from schemas.execution import Capabilities, CircuitBatch, CircuitSpec, Cost, JobResult
@@ -226,16 +227,18 @@ def prepare_batch(input: BatchInput) -> PreparedBatch:
             specs.append(_plain_spec(f"readout-{bit * len(physical)}", translated))
             roles.append(CircuitRole(kind="readout_calibration", prepared_bits=bit * len(physical)))
     batch = CircuitBatch(circuits=specs)
+    adapter = get_adapter(evaluation.backend)
     plan = BatchPlan(
         batch=batch,
         roles=roles,
+        programs=compiled_programs(adapter, batch, evaluation.shots),
         measured_physical_qubits=physical,
         bases=bases,
         parameter_names=built.parameter_names,
         family_label=describe_family(family),
     )
     batch_uri = artifact_store.put_model(input.artifact_folder, BATCH_ARTIFACT, plan)
-    cost = get_adapter(evaluation.backend).estimate_cost(batch, evaluation.shots)
+    cost = adapter.estimate_cost(batch, evaluation.shots)
     return PreparedBatch(
         batch_uri=batch_uri,
         num_circuits=batch.num_executions,

@@ -12,6 +12,7 @@ from temporalio import activity
 from activities import artifact_store
 from activities.heartbeats import in_child_with_heartbeats
 from activities.zne import fold, to_device_basis
+from adapters.base import compiled_programs
 from adapters.registry import get_adapter
 from schemas.execution import CircuitBatch, CircuitSpec
 from schemas.pipeline import (
@@ -48,10 +49,13 @@ def plan(input: PlanInput) -> ExecutionPlan:
             roles.append(CircuitRole(kind="readout_calibration", prepared_bits=bit * len(qubits)))
     _check_size(len(circuits), input.prepared.capabilities.max_circuits_per_job)
     batch = CircuitBatch(circuits=[_spec(c, role) for c, role in zip(circuits, roles, strict=True)])
-    batch_uri = artifact_store.put_model(
-        input.experiment_id, BATCH_ARTIFACT, PlannedBatch(batch=batch, roles=roles)
-    )
     adapter = get_adapter(input.request.execution.backend)
+    programs = compiled_programs(adapter, batch, input.request.execution.shots)
+    batch_uri = artifact_store.put_model(
+        input.experiment_id,
+        BATCH_ARTIFACT,
+        PlannedBatch(batch=batch, roles=roles, programs=programs),
+    )
     return ExecutionPlan(
         batch_uri=batch_uri,
         num_circuits=len(circuits),

@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities import artifact_store
 from activities.heartbeats import in_thread_with_heartbeats
+from adapters.base import ProgramCompiler
 from adapters.errors import ProviderError
 from adapters.registry import get_adapter
 from schemas import error_types
@@ -83,7 +84,12 @@ def with_parts(job: JobRef) -> JobRef:
 def submit(input: SubmitInput) -> JobRef:
     planned = artifact_store.read_model(input.batch_uri, PlannedBatch)
     adapter = get_adapter(input.backend)
-    job = adapter.submit(planned.batch, input.shots, input.client_token, input.seed, input.tags)
+    if planned.programs is not None and isinstance(adapter, ProgramCompiler):
+        job = adapter.submit_programs(
+            planned.programs, input.shots, input.client_token, input.tags
+        )
+    else:
+        job = adapter.submit(planned.batch, input.shots, input.client_token, input.seed, input.tags)
     return parts_in_store(job)
 
 

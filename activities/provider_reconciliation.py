@@ -2,7 +2,7 @@
 
 The provider lists every task (SearchQuantumTasks) with the tags qloop gave it at submission
 (schemas/paid_keys.py: account, workflow id, reservation token); what it bills for each follows
-its published rule (adapters/braket.py `bill`: completed tasks per task and per shot). For every
+its published rule (adapters/braket_aws.py `bill`: completed tasks per task and per shot). For every
 workflow of the account, the ledger's committed total must equal what the provider billed for
 its tasks; a workflow still running with an open reservation is in flight and not compared yet.
 Reported as differences: money that disagrees, tasks that still queue or run for a workflow that
@@ -23,7 +23,7 @@ from temporalio.client import Client
 
 from activities.budget_calls import show_budget
 from activities.open_reservations import RUNNING, workflow_status
-from adapters.braket import BraketAwsAdapter, search_quantum_tasks
+from adapters.braket_aws import BraketAwsAdapter, search_quantum_tasks
 from schemas.budget import LedgerEntry
 from schemas.paid_keys import ACCOUNT_TAG, WORKFLOW_TAG
 from schemas.pipeline import PipelineModel

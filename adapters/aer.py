@@ -1,9 +1,9 @@
 """Qiskit Aer as a provider: `ideal` and `noisy` (a device profile's noise model).
 
-Local, but behind the same asynchronous, durable contract as remote hardware: jobs live in
-the on-disk job store of adapters/local_jobs.py under qloop_home()/aer-jobs/<client_token>/.
-Local simulation is free and, with the stored seed, deterministic, so a restarted orphan returns
-what the first run would have.
+A batch runs where it is asked to, inside the `simulate` compute activity (`simulate_here`):
+free and, with its seed, deterministic, so a run redone on another host returns the same counts.
+Histories recorded before that activity use the asynchronous job contract of remote hardware,
+jobs in the on-disk store of adapters/local_jobs.py under qloop_home()/aer-jobs/<client_token>/.
 
 A parameterized template runs through Aer's `parameter_binds`: parsed and mapped once, bound
 inside the simulator. Aer seeds the k-th executed circuit of a job with seed + k * 2113 either
@@ -18,65 +18,37 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from qiskit import QuantumCircuit, qasm2, qasm3, transpile
+from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
 from qiskit_aer import AerSimulator
 
 from adapters import local_jobs
+from adapters.circuits import (
+    IDEAL_QUBITS,
+    canonical_counts,
+    parameter_columns,
+    prepare_circuit,
+    simulator_capabilities,
+)
 from adapters.errors import InvalidRequestError
+from adapters.job_limits import check_job_size
 from adapters.local_jobs import JobStore, NoiseChoice
 from adapters.noise import cached_noise_model
 from adapters.profiles import available_profiles, load_profile, profile_calibration
 from schemas.execution import (
     Capabilities,
     CircuitBatch,
-    CircuitSpec,
     Cost,
     JobRef,
     JobResult,
     JobStatus,
-    Pricing,
-    Tier,
 )
 from schemas.profile import DeviceProfile
 from schemas.request import DepolarizingNoise
 
 PROVIDER = "aer"
 DEVICES = ("ideal", "noisy")
-IDEAL_QUBITS = 28
-MAX_SHOTS = 1_000_000
-MAX_CIRCUITS_PER_JOB = 500
-# Closed under inversion (sx/sxdg, s/sdg, t/tdg, self-inverse rest, parametrised rotations) so
-# that folding a circuit for ZNE never leaves the basis.
-IDEAL_BASIS = [
-    "id", "x", "y", "z", "h", "s", "sdg", "t", "tdg", "sx", "sxdg",
-    "rx", "ry", "rz", "p", "u", "cx", "cz", "swap", "ccx", "measure",
-]  # fmt: skip
-# Not gates: Aer executes these natively and a noise model never targets them.
-NON_GATES = frozenset({"measure", "barrier", "reset", "delay"})
-CONTROL_FLOW = frozenset({"if_else", "while_loop", "for_loop", "switch_case", "break_loop",
-                          "continue_loop", "box"})  # fmt: skip
-
 JOBS_DIR = "aer-jobs"
-
-
-def simulator_capabilities(
-    provider: str, device: str, profile: DeviceProfile | None, num_qubits: int
-) -> Capabilities:
-    """A local simulator: free, any qubit pair unless a device profile says otherwise."""
-    return Capabilities(
-        provider=provider,
-        device=device,
-        tier=Tier.SIMULATOR if profile is None else Tier.NOISY_SIMULATOR,
-        num_qubits=num_qubits,
-        basis_gates=list(IDEAL_BASIS if profile is None else profile.basis_gates),
-        coupling_map=None if profile is None else list(profile.coupling_map),
-        max_shots=MAX_SHOTS,
-        max_circuits_per_job=MAX_CIRCUITS_PER_JOB,
-        cancellable=True,
-        pricing=Pricing(source=f"{provider} local simulator, free"),
-        simulated_in_activity=True,
-    )
 
 
 class AerAdapter:
@@ -113,7 +85,7 @@ class AerAdapter:
         seed: int | None,
         tags: Mapping[str, str] | None = None,
     ) -> JobRef:
-        self._check_limits(batch, shots)
+        check_job_size(batch, shots)
         return _STORE.submit(self._new_request(batch, shots, client_token, seed))
 
     def status(self, job: JobRef) -> JobStatus:
@@ -131,19 +103,10 @@ class AerAdapter:
         return local_jobs.free_once_ended(self.status(job))
 
     def simulate_here(self, batch: CircuitBatch, shots: int, seed: int) -> JobResult:
-        self._check_limits(batch, shots)
+        check_job_size(batch, shots)
         return JobResult.model_validate(_simulate(self._new_request(batch, shots, "here", seed)))
 
     # --- helpers -------------------------------------------------------------------------
-
-    def _check_limits(self, batch: CircuitBatch, shots: int) -> None:
-        if not 1 <= shots <= MAX_SHOTS:
-            raise InvalidRequestError(f"shots must be between 1 and {MAX_SHOTS}, got {shots}")
-        if batch.num_executions > MAX_CIRCUITS_PER_JOB:
-            raise InvalidRequestError(
-                f"a job holds at most {MAX_CIRCUITS_PER_JOB} circuits (every binding of a "
-                f"template counts), got {batch.num_executions}"
-            )
 
     def _new_request(
         self, batch: CircuitBatch, shots: int, token: str, seed: int | None
@@ -187,128 +150,6 @@ def _simulator(noise: NoiseChoice) -> AerSimulator:
     return AerSimulator(noise_model=cached_noise_model(noise.profile, noise.extra))
 
 
-# --- circuits --------------------------------------------------------------------------------
-
-
-def _prepare(spec: CircuitSpec, profile: DeviceProfile | None) -> QuantumCircuit:
-    """Parse and check one circuit; map it onto the device only if it is not there already."""
-    circuit = _parse(spec)
-    max_qubits = IDEAL_QUBITS if profile is None else profile.num_qubits
-    if circuit.num_qubits > max_qubits:
-        raise InvalidRequestError(
-            f"circuit {spec.name!r} uses {circuit.num_qubits} qubits; the device has {max_qubits}"
-        )
-    if circuit.num_clbits == 0:
-        raise InvalidRequestError(f"circuit {spec.name!r} measures nothing: it has no clbits")
-    if circuit.num_clbits != spec.num_clbits:
-        raise InvalidRequestError(
-            f"circuit {spec.name!r} declares {spec.num_clbits} clbits but its QASM has "
-            f"{circuit.num_clbits}"
-        )
-    if _runs_as_is(circuit, profile):
-        return circuit
-    return _map_to_device(spec.name, circuit, profile)
-
-
-def _parse(spec: CircuitSpec) -> QuantumCircuit:
-    if spec.parameters:
-        return _parse_template(spec)
-    try:
-        return qasm2.loads(
-            spec.qasm,
-            custom_instructions=qasm2.LEGACY_CUSTOM_INSTRUCTIONS,
-            custom_classical=qasm2.LEGACY_CUSTOM_CLASSICAL,
-        )
-    except Exception as exc:
-        raise InvalidRequestError(f"circuit {spec.name!r} is not valid OpenQASM 2: {exc}") from exc
-
-
-def _parse_template(spec: CircuitSpec) -> QuantumCircuit:
-    try:
-        circuit = qasm3.loads(spec.qasm)
-    except Exception as exc:
-        raise InvalidRequestError(f"template {spec.name!r} is not valid OpenQASM 3: {exc}") from exc
-    unbound = sorted({p.name for p in circuit.parameters} - set(spec.parameters))
-    if unbound:
-        raise InvalidRequestError(
-            f"template {spec.name!r} declares inputs {unbound} that its parameters "
-            f"{spec.parameters} do not bind"
-        )
-    return circuit
-
-
-def parameter_columns(spec: CircuitSpec, circuit: QuantumCircuit) -> dict[Parameter, list[float]]:
-    """The values of each of the circuit's parameters, one per binding (Aer's parameter_binds)."""
-    position = {name: i for i, name in enumerate(spec.parameters)}
-    return {
-        parameter: [row[position[parameter.name]] for row in spec.bindings]
-        for parameter in circuit.parameters
-    }
-
-
-def bound_circuits(spec: CircuitSpec, circuit: QuantumCircuit) -> list[QuantumCircuit]:
-    """The spec's executed circuits: the circuit itself, or the template at every binding."""
-    if not spec.parameters:
-        return [circuit]
-    columns = parameter_columns(spec, circuit)
-    return [
-        circuit.assign_parameters({p: values[row] for p, values in columns.items()})
-        for row in range(len(spec.bindings))
-    ]
-
-
-def _runs_as_is(circuit: QuantumCircuit, profile: DeviceProfile | None) -> bool:
-    if profile is None:
-        allowed = set(IDEAL_BASIS) | NON_GATES | CONTROL_FLOW
-        return all(inst.operation.name in allowed for inst in circuit.data)
-    # On a noisy device every gate must be one the noise model knows, on a coupled pair;
-    # anything else would run silently noiseless.
-    allowed = set(profile.basis_gates) | NON_GATES
-    coupled = {tuple(edge) for edge in profile.coupling_map}
-    for inst in circuit.data:
-        if inst.operation.name not in allowed:
-            return False
-        if inst.operation.name not in NON_GATES and len(inst.qubits) == 2:
-            pair = tuple(circuit.find_bit(q).index for q in inst.qubits)
-            if pair not in coupled:
-                return False
-    return True
-
-
-def _map_to_device(
-    name: str, circuit: QuantumCircuit, profile: DeviceProfile | None
-) -> QuantumCircuit:
-    """Translate at optimization_level=0: a ZNE fold must survive, so nothing is simplified.
-    Sabre layout and routing still apply: a trivial layout drags in ancilla qubits through
-    swaps, and every extra active qubit doubles the cost of a noisy simulation."""
-    basis = IDEAL_BASIS if profile is None else profile.basis_gates
-    coupling = None if profile is None else [list(edge) for edge in profile.coupling_map]
-    try:
-        return transpile(
-            circuit,
-            basis_gates=list(basis),
-            coupling_map=coupling,
-            optimization_level=0,
-            layout_method=None if profile is None else "sabre",
-            routing_method=None if profile is None else "sabre",
-            seed_transpiler=0,
-        )
-    except Exception as exc:
-        raise InvalidRequestError(f"circuit {name!r} cannot run on this device: {exc}") from exc
-
-
-def canonical_counts(counts: dict[str, int], num_clbits: int) -> dict[str, int]:
-    """Qiskit order (rightmost = clbit 0), no register spaces, zero-padded to num_clbits."""
-    canonical: dict[str, int] = {}
-    for key, count in counts.items():
-        bits = key.replace(" ", "")
-        if bits.startswith("0x"):
-            bits = format(int(bits, 16), "b")
-        bits = bits.zfill(num_clbits)
-        canonical[bits] = canonical.get(bits, 0) + int(count)
-    return canonical
-
-
 # --- jobs ------------------------------------------------------------------------------------
 
 
@@ -316,7 +157,7 @@ def _prepared(request: dict[str, Any]) -> tuple[CircuitBatch, list[QuantumCircui
     noise = NoiseChoice.from_request(request)
     batch = CircuitBatch.model_validate(request["batch"])
     profile = None if noise.profile is None else load_profile(noise.profile)
-    return batch, [_prepare(spec, profile) for spec in batch.circuits]
+    return batch, [prepare_circuit(spec, profile) for spec in batch.circuits]
 
 
 def _validate(request: dict[str, Any]) -> None:

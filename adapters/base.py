@@ -12,6 +12,7 @@ from schemas.execution import (
     JobRef,
     JobResult,
     JobStatus,
+    ProviderProgram,
 )
 
 
@@ -56,3 +57,30 @@ class LocalSimulator(Protocol):
     seed give the same counts on any host, so a run lost with its host is simply run again."""
 
     def simulate_here(self, batch: CircuitBatch, shots: int, seed: int) -> JobResult: ...
+
+
+@runtime_checkable
+class ProgramCompiler(Protocol):
+    """A remote provider whose circuits are compiled for the device where CPU work runs (plan
+    and prepare_batch, in the compute role, store the programs with the batch), so the role that
+    submits them imports no circuit library. Submission is idempotent on `client_token` as in
+    `Adapter.submit`."""
+
+    def compile(self, batch: CircuitBatch, shots: int) -> list[ProviderProgram]: ...
+
+    def submit_programs(
+        self,
+        programs: list[ProviderProgram],
+        shots: int,
+        client_token: str,
+        tags: Mapping[str, str] | None = None,
+    ) -> JobRef: ...
+
+
+def compiled_programs(
+    adapter: Adapter, batch: CircuitBatch, shots: int
+) -> list[ProviderProgram] | None:
+    """The batch's programs for a ProgramCompiler, None for any other adapter."""
+    if isinstance(adapter, ProgramCompiler):
+        return adapter.compile(batch, shots)
+    return None

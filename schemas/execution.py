@@ -156,6 +156,16 @@ class JobStatus(ContractModel):
     message: str | None = None
 
 
+class ProviderProgram(ContractModel):
+    """One executed circuit compiled for a remote device, as its API takes it (for Braket, the
+    CreateQuantumTask `action` and `deviceParameters` JSON). Compiled where compute runs, so
+    the role that submits needs no circuit library."""
+
+    name: str
+    action: str
+    device_parameters: str
+
+
 class JobResult(ContractModel):
     """Counts per circuit, in batch order, keyed by canonical bitstrings."""
 

@@ -12,7 +12,15 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from schemas.control import Governance
-from schemas.execution import Capabilities, CircuitBatch, Cost, JobRef, JobState, Tier
+from schemas.execution import (
+    Capabilities,
+    CircuitBatch,
+    Cost,
+    JobRef,
+    JobState,
+    ProviderProgram,
+    Tier,
+)
 from schemas.policy import BudgetDefault
 from schemas.report import ClassicalBaseline, Estimate, ScaledValue
 from schemas.request import BackendChoice, ExperimentRequest, Observable
@@ -295,3 +303,6 @@ class PlannedBatch(PipelineModel):
 
     batch: CircuitBatch
     roles: list[CircuitRole]
+    # The batch compiled for a remote device (adapters.base ProgramCompiler): what `submit`
+    # sends. None for local simulators, and in batches planned before programs were compiled.
+    programs: list[ProviderProgram] | None = None

@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -189,17 +190,22 @@ class LocalStack:
         return env
 
     def start_worker(
-        self, role: str = "all", extra_env: dict[str, str] | None = None
+        self,
+        role: str = "all",
+        extra_env: dict[str, str] | None = None,
+        python_options: Sequence[str] = (),
     ) -> subprocess.Popen[bytes]:
         """role "all" serves everything on `task_queue`; "orchestration" and "compute" split the
         stages between `task_queue` and `compute_task_queue` (start experiments accordingly).
-        `extra_env` adds to the worker's environment (e.g. QLOOP_POLICY_FILE)."""
+        `extra_env` adds to the worker's environment (e.g. QLOOP_POLICY_FILE);
+        `python_options` go to the interpreter (e.g. `-X importtime`). Its output goes to
+        `worker_log(worker)`."""
         env = {**self.worker_env(), **(extra_env or {})}
         if role != "all":
             env["QLOOP_COMPUTE_TASK_QUEUE"] = self.compute_task_queue
         log = (self.folder / f"worker-{len(self.workers)}-{role}.log").open("wb")
         worker = subprocess.Popen(
-            [sys.executable, "worker.py", "--role", role],
+            [sys.executable, *python_options, "worker.py", "--role", role],
             cwd=REPO_ROOT,
             env=env,
             stdout=log,
@@ -207,6 +213,11 @@ class LocalStack:
         )
         self.workers.append(worker)
         return worker
+
+    def worker_log(self, worker: subprocess.Popen[bytes]) -> Path:
+        index = self.workers.index(worker)
+        (log,) = self.folder.glob(f"worker-{index}-*.log")
+        return log
 
     def kill_worker(self, worker: subprocess.Popen[bytes]) -> None:
         os.kill(worker.pid, signal.SIGKILL)

@@ -37,7 +37,7 @@ from activities.preprocess import preprocess
 from activities.prevalidate import estimated_fidelity
 from adapters import registry
 from adapters.base import Adapter
-from adapters.braket import braket_adapter, task_client_token
+from adapters.braket_aws import BraketAwsAdapter, task_client_token
 from adapters.errors import (
     InvalidRequestError,
     JobFailedError,
@@ -406,13 +406,14 @@ def standin_batch() -> CircuitBatch:
 def test_the_same_token_from_another_machine_finds_the_same_task(
     standin: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The service's clientToken, not qloop's local record, makes a retried submit safe."""
+    """The service's clientToken, not qloop's record of the job (in the shared database, here
+    another machine's own), makes a retried submit safe."""
     batch, same = standin_batch(), token()
     first = get_adapter(BackendChoice(provider="braket", device=QPU)).submit(
         batch, SHOTS, same, SEED
     )
     monkeypatch.setenv("QLOOP_HOME", str(tmp_path / "another-machine"))
-    second = braket_adapter(QPU).submit(batch, SHOTS, same, SEED)
+    second = BraketAwsAdapter(QPU).submit(batch, SHOTS, same, SEED)
     assert second.job_id == first.job_id
     assert {t: n for t, n in standin.tasks_per_token().items() if t.startswith(same)} == {
         task_client_token(same, 0): 1

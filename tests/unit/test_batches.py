@@ -32,9 +32,10 @@ from activities.batches import (
 )
 from activities.observables import expectation, standard_error
 from activities.plan import BatchTooLargeError
-from adapters.aer import MAX_CIRCUITS_PER_JOB, AerAdapter
-from adapters.braket import BraketLocalAdapter
+from adapters.aer import AerAdapter
+from adapters.braket_local import BraketLocalAdapter
 from adapters.errors import InvalidRequestError
+from adapters.job_limits import MAX_CIRCUITS_PER_JOB
 from adapters.pricing import estimate_cost, price_table
 from adapters.registry import get_adapter
 from schemas.execution import CircuitBatch, CircuitSpec, JobResult, JobState

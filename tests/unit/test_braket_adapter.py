@@ -16,11 +16,12 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
-from braket.aws import AwsSession
 
-from adapters import braket
+from adapters import braket_local
 from adapters.aer import AerAdapter
-from adapters.braket import BraketAwsAdapter, BraketLocalAdapter, classify, task_client_token
+from adapters.braket_aws import BraketAwsAdapter, task_client_token
+from adapters.braket_errors import classify
+from adapters.braket_local import BraketLocalAdapter
 from adapters.errors import (
     InvalidRequestError,
     JobFailedError,
@@ -158,12 +159,12 @@ def test_same_token_is_the_same_local_job(qloop_home: Path) -> None:
 def test_cancel_before_it_runs_and_orphans_restart() -> None:
     adapter = BraketLocalAdapter()
     request = adapter._new_request(batch(spec(BELL_BODY, 2)), 100, "orphan", 3)
-    braket._LOCAL_STORE.create(braket._LOCAL_STORE.job_dir("orphan"), request)
-    job = braket.local_jobs.job_ref(request)  # a submitter that died before simulating
+    braket_local._LOCAL_STORE.create(braket_local._LOCAL_STORE.job_dir("orphan"), request)
+    job = braket_local.local_jobs.job_ref(request)  # a submitter that died before simulating
     assert wait_final(adapter, job) is JobState.DONE  # restarted by status
     cancelled = adapter._new_request(batch(spec(BELL_BODY, 2)), 100, "cancel-me", 3)
-    braket._LOCAL_STORE.create(braket._LOCAL_STORE.job_dir("cancel-me"), cancelled)
-    job = braket.local_jobs.job_ref(cancelled)
+    braket_local._LOCAL_STORE.create(braket_local._LOCAL_STORE.job_dir("cancel-me"), cancelled)
+    job = braket_local.local_jobs.job_ref(cancelled)
     adapter.cancel(job)
     assert adapter.status(job).state is JobState.CANCELLED
     with pytest.raises(JobFailedError, match="cancelled"):
@@ -303,12 +304,11 @@ class Aws:
             "provide-client-params.braket.CreateQuantumTask",
             lambda params, **_: self.created.append(dict(params)),
         )
-        self.session = AwsSession(boto_session=session, braket_client=self.braket_client)
         self.braket.activate()
         self.s3.activate()
 
     def adapter(self) -> BraketAwsAdapter:
-        return BraketAwsAdapter(FORTE, aws_session=self.session, s3_client=self.s3_client)
+        return BraketAwsAdapter(FORTE, braket_client=self.braket_client, s3_client=self.s3_client)
 
     def get_device(self, **kwargs: Any) -> None:
         self.braket.add_response("get_device", device_response(**kwargs), {"deviceArn": FORTE})
@@ -414,13 +414,44 @@ def test_circuits_in_native_gates_run_verbatim(aws: Aws) -> None:
 
 def test_a_second_submit_with_the_same_token_creates_nothing(aws: Aws) -> None:
     first = submitted(aws)
+    aws.get_device()  # compiling the circuits again reads the device
     again = aws.adapter().submit(
         batch(spec(BELL_BODY, 2, name="c0"), spec(BELL_BODY, 2, name="c1")), 1000, "qloop-abc", 5
     )
     assert again == first and len(aws.created) == 2
     aws.done()
+    aws.get_device()
     with pytest.raises(InvalidRequestError, match="already used"):
         aws.adapter().submit(batch(spec(GHZ_BODY, 3)), 1000, "qloop-abc", 5)
+
+
+def test_programs_compiled_once_are_submitted_without_a_circuit_library(aws: Aws) -> None:
+    """What the orchestration role does: send the programs plan stored. A retry of a complete
+    submit makes no call at all; the first call checks the device is online."""
+    aws.get_device()
+    circuits = batch(spec(BELL_BODY, 2, name="c0"), spec(BELL_BODY, 2, name="c1"))
+    programs = aws.adapter().compile(circuits, 1000)
+    assert [program.name for program in programs] == ["c0", "c1"]
+    assert all("OPENQASM 3" in json.loads(p.action)["source"] for p in programs)
+    aws.done()
+    aws.get_device()
+    aws.create("compiled", 0)
+    aws.create("compiled", 1)
+    first = aws.adapter().submit_programs(programs, 1000, "compiled")
+    again = aws.adapter().submit_programs(programs, 1000, "compiled")
+    aws.done()
+    assert again == first and first.job_id == f"{TASK}t0,{TASK}t1"
+    assert [c["action"] for c in aws.created] == [p.action for p in programs]
+
+
+def test_submitting_to_an_offline_device_creates_no_task(aws: Aws) -> None:
+    aws.get_device()
+    programs = aws.adapter().compile(batch(spec(BELL_BODY, 2)), 1000)
+    aws.get_device(status="OFFLINE")
+    with pytest.raises(RejectedError, match="OFFLINE"):
+        aws.adapter().submit_programs(programs, 1000, "offline")
+    aws.done()
+    assert aws.created == []
 
 
 def test_a_submit_that_died_halfway_creates_only_the_rest_on_any_host(

@@ -148,3 +148,36 @@ def test_a_production_worker_without_policy_or_key_refuses_to_start(qloop_home: 
     invalid = worker({"QLOOP_HOME": str(qloop_home), "QLOOP_MAX_DEPTH": "deep"})
     assert invalid.returncode == 1
     assert "QLOOP_MAX_DEPTH='deep'" in invalid.stderr
+
+
+def test_check_config_prints_digests_of_what_every_host_must_share(qloop_home: Path) -> None:
+    """Two hosts with the same policy file and keys print the same lines; another key or
+    policy prints another digest, and no key material is printed."""
+    policy = REPO_ROOT / "temporal-dev" / "policies.yaml"
+    key = "A" * 43 + "="
+    env = {
+        "QLOOP_HOME": str(qloop_home),
+        "QLOOP_POLICY_FILE": str(policy),
+        "QLOOP_CODEC_KEY": key,
+        "QLOOP_CODEC_KEY_ID": "k7",
+    }
+
+    def shared_lines(changes: dict[str, str]) -> list[str]:
+        done = worker({**env, **changes}, "--check-config")
+        assert done.returncode == 0, done.stderr
+        assert key not in done.stdout
+        return [
+            line for line in done.stdout.splitlines() if line.startswith(("policy file:", "codec"))
+        ]
+
+    first, again = shared_lines({}), shared_lines({})
+    assert first == again
+    assert first[0].startswith(f"policy file: {policy} sha256 ")
+    assert "(accounts: audited, default, research, students)" in first[0]
+    assert first[1].startswith("codec keys: k7 sha256 ") and first[1].endswith("encrypting with k7")
+    other_key = shared_lines({"QLOOP_CODEC_KEY": "B" * 43 + "="})
+    assert other_key[0] == first[0] and other_key[1] != first[1]
+    other_policy = qloop_home / "policies.yaml"
+    other_policy.write_text(policy.read_text() + "\n# changed on one host\n")
+    changed = shared_lines({"QLOOP_POLICY_FILE": str(other_policy)})
+    assert changed[0].split(" sha256 ")[1] != first[0].split(" sha256 ")[1]

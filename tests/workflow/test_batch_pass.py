@@ -32,7 +32,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.batches import classical_reference, prepare_batch_activity
 from activities.budget_calls import set_budget_limit, show_budget
 from activities.policy import evaluate_policy_activity
-from adapters.braket import task_client_token
+from adapters.braket_aws import task_client_token
 from schemas import error_types
 from schemas.budget import SetLimit
 from schemas.execution import JobState

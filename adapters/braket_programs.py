@@ -1,0 +1,169 @@
+"""Circuits compiled for a Braket device: translated from Qiskit (qiskit-braket-provider),
+checked against what GetDevice says, boxed verbatim in a QPU's native gates, and serialized as
+the OpenQASM action and device parameters CreateQuantumTask takes. CPU work with the Braket SDK,
+so it runs where compute runs (plan and prepare_batch store the programs); the orchestration role
+only sends them (adapters/braket_aws.py). Also the Capabilities a device's properties allow.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from braket.aws.aws_quantum_task import _circuit_device_params_from_dict
+from braket.circuits import Circuit, Instruction
+from braket.circuits.compiler_directive import CompilerDirective
+from braket.circuits.measure import Measure
+from braket.circuits.serialization import (
+    IRType,
+    OpenQASMSerializationProperties,
+    QubitReferenceType,
+)
+from braket.device_schema import GateModelParameters
+from qiskit import QuantumCircuit
+from qiskit.circuit.library import get_standard_gate_name_mapping
+from qiskit_braket_provider import to_braket
+from qiskit_braket_provider.providers.target import (
+    gateset_from_properties,
+    native_gate_connectivity,
+    native_gate_set,
+)
+
+from adapters.braket_device import OPENQASM_ACTION, BraketDevice
+from adapters.circuits import bound_circuits, clbit_qubits, execution_name, parse_circuit
+from adapters.errors import InvalidRequestError
+from adapters.job_limits import MAX_CIRCUITS_PER_JOB, check_job_size
+from schemas.execution import (
+    Capabilities,
+    CircuitBatch,
+    CircuitSpec,
+    Pricing,
+    ProviderProgram,
+    Tier,
+)
+
+PROVIDER = "braket"
+STANDARD_GATES = frozenset(get_standard_gate_name_mapping())
+STANDARD_GATE_QUBITS = {
+    name: gate.num_qubits for name, gate in get_standard_gate_name_mapping().items()
+}
+
+
+def device_capabilities(device: BraketDevice, pricing: Pricing) -> Capabilities:
+    """A QPU is targeted in its native gates (on its coupling map), so folded ZNE circuits reach
+    it as they are. Where Qiskit cannot express those (IonQ's gpi/ms), or on a simulator, the
+    supported operations serve, without gates on three or more qubits, which Qiskit's
+    transpiler cannot route on a coupling map."""
+    native = native_gate_set(device.properties) & STANDARD_GATES if device.is_qpu else set()
+    gates = native or {
+        gate
+        for gate in gateset_from_properties(device.properties.action[OPENQASM_ACTION])
+        if gate in STANDARD_GATES and STANDARD_GATE_QUBITS[gate] <= 2
+    }
+    connectivity = native_gate_connectivity(device.properties) if device.is_qpu else None
+    return Capabilities(
+        provider=PROVIDER,
+        device=device.arn,
+        tier=Tier.QPU if device.is_qpu else Tier.SIMULATOR,
+        num_qubits=device.qubit_count,
+        basis_gates=[*sorted((gates & STANDARD_GATES) - {"global_phase"}), "measure"],
+        coupling_map=None if connectivity is None else [tuple(e) for e in connectivity],
+        max_shots=device.shots_range[1],
+        max_circuits_per_job=MAX_CIRCUITS_PER_JOB,
+        cancellable=True,
+        pricing=pricing,
+        status=device.status,
+    )
+
+
+def compile_programs(
+    device: BraketDevice, batch: CircuitBatch, shots: int
+) -> list[ProviderProgram]:
+    """One program per executed circuit of the batch (Braket tasks hold one circuit), every
+    circuit checked against the device before any task exists."""
+    check_job_size(batch, shots, device.shots_range)
+    return [program for spec in batch.circuits for program in _programs_of(spec, device)]
+
+
+def _programs_of(spec: CircuitSpec, device: BraketDevice) -> list[ProviderProgram]:
+    """One program per executed circuit of the spec, checked once on the template."""
+    template = parse_circuit(spec)
+    if template.num_clbits != spec.num_clbits:
+        raise InvalidRequestError(
+            f"circuit {spec.name!r} declares {spec.num_clbits} clbits but its QASM has "
+            f"{template.num_clbits}"
+        )
+    clbit_qubits(template, spec.name)
+    return [
+        _program(execution_name(spec, row), circuit, device)
+        for row, circuit in enumerate(bound_circuits(spec, template))
+    ]
+
+
+def _program(name: str, circuit: QuantumCircuit, device: BraketDevice) -> ProviderProgram:
+    gateset = gateset_from_properties(device.properties.action[OPENQASM_ACTION])
+    program = translate(circuit, name, gateset - {"global_phase"})
+    _check_program(name, program, device)
+    # Native gates on a QPU go in a verbatim box, so the provider's compiler cannot undo a
+    # fold; qubit rewiring is off so qloop's layout stays.
+    if device.native_gates and gate_names(program) <= device.native_gates:
+        program = _in_verbatim_box(program)
+    properties = (
+        OpenQASMSerializationProperties(qubit_reference_type=QubitReferenceType.PHYSICAL)
+        if device.is_qpu
+        else None
+    )
+    action = program.to_ir(IRType.OPENQASM, serialization_properties=properties)
+    paradigm = GateModelParameters(
+        qubitCount=program.qubit_count, disableQubitRewiring=device.is_qpu
+    )
+    parameters = _circuit_device_params_from_dict({}, device.arn, paradigm)
+    return ProviderProgram(
+        name=name, action=action.json(), device_parameters=parameters.json(exclude_none=True)
+    )
+
+
+def translate(circuit: QuantumCircuit, name: str, basis: set[str] | None = None) -> Circuit:
+    """Through qiskit-braket-provider at optimization_level 0, so ZNE folds survive."""
+    try:
+        with warnings.catch_warnings():
+            # Dropped barriers and global phase do not change any count.
+            warnings.simplefilter("ignore", UserWarning)
+            return to_braket(circuit, basis_gates=basis, optimization_level=0)
+    except Exception as exc:
+        message = f"circuit {name!r} cannot be translated to Braket: {exc}"
+        raise InvalidRequestError(message) from exc
+
+
+def gate_names(circuit: Circuit) -> set[str]:
+    return {
+        inst.operator.name.lower()
+        for inst in circuit.instructions
+        if not isinstance(inst.operator, Measure | CompilerDirective)
+    }
+
+
+def without_measurements(circuit: Circuit) -> Circuit:
+    kept = [inst for inst in circuit.instructions if not isinstance(inst.operator, Measure)]
+    return Circuit(kept)
+
+
+def _check_program(name: str, program: Circuit, device: BraketDevice) -> None:
+    if program.qubit_count > device.qubit_count:
+        raise InvalidRequestError(
+            f"circuit {name!r} uses {program.qubit_count} qubits; {device.arn} has "
+            f"{device.qubit_count}"
+        )
+    unsupported = gate_names(program) - device.supported_gates
+    if unsupported:
+        raise InvalidRequestError(
+            f"circuit {name!r} needs gates {sorted(unsupported)} that {device.arn} does not "
+            f"support; supported: {sorted(device.supported_gates)}"
+        )
+
+
+def _in_verbatim_box(program: Circuit) -> Circuit:
+    boxed = Circuit().add_verbatim_box(without_measurements(program))
+    for inst in program.instructions:
+        if isinstance(inst.operator, Measure):
+            boxed.add_instruction(Instruction(inst.operator, inst.target))
+    return boxed
