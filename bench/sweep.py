@@ -9,11 +9,13 @@ Aer, measured three ways in one run:
     off): a sample of SAMPLE experiments started together, scaled to 1,000 points.
 
 Starts its own Temporal dev server (the venv's `temporal` binary) and qloop's two-role deployment
-as subprocesses (`worker.py --role orchestration` and `--role compute`: Aer holds the GIL while it
-simulates, and the compute worker keeps preparing and scoring meanwhile), with an empty
+as subprocesses (`worker.py --role orchestration` and `--role compute`), with an empty
 QLOOP_HOME, so nothing is cached beforehand. (a) and (b) alternate RUNS times, each run with its
 own evaluation seed (so the cache never answers), after an untimed warm-up; medians are
-reported. Targets: (a) <= 1.5 x (b); (a) >= 20 x faster than (c).
+reported. (a) is measured in both configurations of shared state: the defaults (artifacts in a
+folder, the cache in SQLite) and a fleet's (artifacts in S3, a moto server here; the cache in a
+PostgreSQL server of its own, as tests/postgres_server.py starts it). Targets: (a) <= 1.3 x (b)
+with the defaults, <= 1.5 x (b) with S3 and PostgreSQL; (a) >= 20 x faster than (c).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import io
 import math
 import os
 import shutil
@@ -46,14 +49,17 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from activities import artifact_store  # noqa: E402
 from activities.families import family_circuit  # noqa: E402
 from activities.observables import expectation  # noqa: E402
+from activities.point_cache import cached_values, store_in_cache  # noqa: E402
 from activities.preprocess import measurement_bases  # noqa: E402
 from activities.sweep_results import expand_points  # noqa: E402
 from schemas.payload_encryption import data_converter  # noqa: E402
 from schemas.pipeline import ExperimentInput  # noqa: E402
 from schemas.report import ExperimentReport  # noqa: E402
 from schemas.request import ExperimentRequest  # noqa: E402
-from schemas.variational import SweepInput, SweepReport, SweepRequest  # noqa: E402
+from schemas.variational import PointValue, SweepInput, SweepReport, SweepRequest  # noqa: E402
 from tests.conftest import qloop_search_attribute_keys, temporal_cli_path  # noqa: E402
+from tests.postgres_server import running_postgres  # noqa: E402
+from tests.s3_server import artifact_bucket_environment, running_moto_s3  # noqa: E402
 
 RUNS = int(os.environ.get("QLOOP_BENCH_RUNS", "5"))
 SAMPLE = int(os.environ.get("QLOOP_BENCH_SAMPLE", "30"))
@@ -91,9 +97,24 @@ def compute_queue(task_queue: str) -> str:
 
 
 @contextlib.contextmanager
+def environment(changes: dict[str, str]) -> Iterator[None]:
+    """This process's environment with `changes`, restored after."""
+    saved = {name: os.environ.get(name) for name in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
 def workers(client: Client, task_queue: str) -> Iterator[None]:
     """The orchestration and compute workers, as `make worker` runs them with
-    QLOOP_COMPUTE_TASK_QUEUE set."""
+    QLOOP_COMPUTE_TASK_QUEUE set, in this process's environment."""
     env = {
         **os.environ,
         "TEMPORAL_ADDRESS": client.service_client.config.target_host,
@@ -206,6 +227,50 @@ async def timed(coroutine: object) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
+def lookup_seconds() -> float:
+    """Median time of looking up 1,000 stored points in the configured cache (target 0.5 s)."""
+    values = [
+        PointValue(
+            parameters=[float(k)], fingerprint=uuid.uuid4().hex, value=0.0, std_error=0.0, raw=0.0
+        )
+        for k in range(POINTS)
+    ]
+    store_in_cache("bench-lookup", "batch-00000", values)
+    fingerprints = [value.fingerprint for value in values]
+    times = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        found = cached_values(fingerprints)
+        times.append(time.perf_counter() - started)
+        assert len(found) == POINTS
+    return statistics.median(times)
+
+
+async def sweep_against_floor(
+    client: Client, task_queue: str, first_seed: int
+) -> tuple[float, float, SweepReport, list[float]]:
+    """Medians of RUNS alternating sweeps and floors (after a warm-up), the last sweep's report
+    and the last floor's values."""
+    # Warm-up (and waiting for the workers to come up): imports, transpiler, simulator and the
+    # first workflow tasks.
+    await run_sweep(client, task_queue, sweep_request(seed=first_seed - 1, points=8))
+    run_floor(sweep_request(seed=first_seed - 1, points=8))
+    sweep_times, floor_times = [], []
+    report: SweepReport | None = None
+    floor_values: list[float] = []
+    for run in range(RUNS):
+        request = sweep_request(seed=first_seed + run)
+        seconds, result = await timed(run_sweep(client, task_queue, request))
+        assert isinstance(result, SweepReport)
+        report = result
+        sweep_times.append(seconds)
+        started = time.perf_counter()
+        floor_values = run_floor(request)
+        floor_times.append(time.perf_counter() - started)
+    assert report is not None
+    return statistics.median(sweep_times), statistics.median(floor_times), report, floor_values
+
+
 async def main() -> None:
     env = await WorkflowEnvironment.start_local(
         data_converter=data_converter(),
@@ -218,27 +283,14 @@ async def main() -> None:
     task_queue = f"bench-sweep-{uuid.uuid4().hex[:8]}"
     try:
         with workers(client, task_queue):
-            # Warm-up (and waiting for the workers to come up): imports, transpiler, simulator
-            # and the first workflow tasks.
-            await run_sweep(client, task_queue, sweep_request(seed=1, points=8))
-            run_floor(sweep_request(seed=1, points=8))
+            sweep, floor, report, floor_values = await sweep_against_floor(
+                client, task_queue, first_seed=100
+            )
+            table = artifact_values(report)
+            lookup = lookup_seconds()
+            events = await history_length(client, report.sweep_id)
             warm = sweep_request(seed=1, points=8)
             await run_experiments(client, task_queue, [experiment_request(warm, [0.1] * 8, 1)])
-
-            sweep_times, floor_times = [], []
-            report: SweepReport | None = None
-            floor_values: list[float] = []
-            for run in range(RUNS):
-                request = sweep_request(seed=100 + run)
-                seconds, result = await timed(run_sweep(client, task_queue, request))
-                assert isinstance(result, SweepReport)
-                report = result
-                sweep_times.append(seconds)
-                started = time.perf_counter()
-                floor_values = run_floor(request)
-                floor_times.append(time.perf_counter() - started)
-            assert report is not None
-
             request = sweep_request(seed=100 + RUNS - 1)
             points, _ = expand_points(request)
             sample = [
@@ -246,39 +298,64 @@ async def main() -> None:
                 for k in range(SAMPLE)
             ]
             experiments_seconds, _ = await timed(run_experiments(client, task_queue, sample))
-            events = await history_length(client, report.sweep_id)
-            table = artifact_values(report)
+        with contextlib.ExitStack() as shared:
+            s3 = shared.enter_context(running_moto_s3(Path(BENCH_HOME)))
+            database = shared.enter_context(running_postgres())
+            shared.enter_context(
+                environment({**artifact_bucket_environment(s3), "QLOOP_DATABASE_URL": database})
+            )
+            shared_queue = f"{task_queue}-shared"
+            with workers(client, shared_queue):
+                (
+                    shared_sweep,
+                    shared_floor,
+                    shared_report,
+                    shared_floor_values,
+                ) = await sweep_against_floor(client, shared_queue, first_seed=300)
+                shared_table = artifact_values(shared_report)
+                shared_lookup = lookup_seconds()
     finally:
         await env.shutdown()
         shutil.rmtree(BENCH_HOME)
 
-    sweep, floor = statistics.median(sweep_times), statistics.median(floor_times)
     per_point = experiments_seconds / SAMPLE * POINTS
     print(
         f"{POINTS} points of a {QUBITS}-qubit ansatz ({request.family.num_parameters} parameters), "
         f"2 circuits per point, {SHOTS} shots, ideal Aer; medians of {RUNS} runs"
     )
     print(
-        f"  (a) SweepWorkflow                  {sweep:8.3f} s  ({report.batches_done} batches, "
+        f"  (a) SweepWorkflow, defaults        {sweep:8.3f} s  ({report.batches_done} batches, "
         f"{events} history events)"
     )
     print(f"  (b) floor: one batched Aer run     {floor:8.3f} s")
+    print(f"  (a) SweepWorkflow, S3 + PostgreSQL {shared_sweep:8.3f} s")
+    print(f"  (b) floor, alternating with it     {shared_floor:8.3f} s")
     print(
         f"  (c) one experiment per point       {per_point:8.3f} s  (measured {SAMPLE} "
         f"concurrent experiments in {experiments_seconds:.3f} s, scaled x {POINTS / SAMPLE:.1f})"
     )
-    print(f"ratio (a) / (b): {sweep / floor:6.2f}  (target <= 1.50)")
-    print(f"ratio (c) / (a): {per_point / sweep:6.1f}  (target >= 20)")
-    differences = [abs(a - b) for a, b in zip(table, floor_values, strict=True)]
+    print(f"ratio (a) / (b), defaults:         {sweep / floor:6.2f}  (target <= 1.30)")
+    shared_ratio = shared_sweep / shared_floor
+    print(f"ratio (a) / (b), S3 + PostgreSQL:  {shared_ratio:6.2f}  (target <= 1.50)")
+    print(f"ratio (c) / (a):                   {per_point / sweep:6.1f}  (target >= 20)")
     print(
-        f"same answers: median |sweep - floor| {statistics.median(differences):.4f} "
-        "(both sampled: shot noise only)"
+        f"1,000-point cache lookup: SQLite {lookup:.3f} s, PostgreSQL {shared_lookup:.3f} s "
+        "(target <= 0.5)"
     )
+    for name, values, floors in (
+        ("defaults", table, floor_values),
+        ("S3 + PostgreSQL", shared_table, shared_floor_values),
+    ):
+        differences = [abs(a - b) for a, b in zip(values, floors, strict=True)]
+        print(
+            f"same answers, {name}: median |sweep - floor| "
+            f"{statistics.median(differences):.4f} (both sampled: shot noise only)"
+        )
 
 
 def artifact_values(report: SweepReport) -> list[float]:
-    with artifact_store.path_of(report.table_uri).open(newline="") as handle:
-        return [float(row["value"]) for row in csv.DictReader(handle)]
+    table = artifact_store.read_bytes(report.table_uri).decode()
+    return [float(row["value"]) for row in csv.DictReader(io.StringIO(table))]
 
 
 if __name__ == "__main__":
