@@ -17,6 +17,8 @@ from typing import TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.provider_failures import as_application_error
+from adapters.errors import ProviderError
 from adapters.process_pool import ChildDied, LimitExceeded, shared_pool
 from schemas import error_types
 
@@ -30,7 +32,8 @@ limit of its own: attempts that a dead worker cost (heartbeat timeouts) never co
 
 async def in_child_with_heartbeats(function: Callable[[ArgT], ResultT], argument: ArgT) -> ResultT:
     """`function(argument)` in a child process; `function` must be a module-level function and
-    its argument and result picklable. Errors it raises reach the caller as themselves."""
+    its argument and result picklable. Errors it raises reach the caller as themselves, but
+    for a provider's, which leave as the ApplicationError of their class."""
     task = shared_pool().submit(function, argument, _label())
     try:
         return await _heartbeat_until_done(asyncio.wrap_future(task.future))
@@ -47,6 +50,10 @@ async def in_child_with_heartbeats(function: Callable[[ArgT], ResultT], argument
         ) from None
     except ApplicationError:
         raise
+    except ProviderError as error:
+        # A provider asked during CPU work (a device's properties): its class decides, as for
+        # a provider call, not the attempt count.
+        raise as_application_error(error) from error
     except Exception as error:
         if not _last_attempt():
             raise

@@ -14,9 +14,8 @@ from temporalio import activity
 
 from activities import artifact_store
 from activities.heartbeats import in_child_with_heartbeats
-from activities.provider_calls import as_application_error
 from adapters.base import LocalSimulator
-from adapters.errors import InvalidRequestError, ProviderError
+from adapters.errors import InvalidRequestError
 from adapters.registry import get_adapter
 from schemas.execution import Cost, JobRef
 from schemas.pipeline import FetchedResult, PlannedBatch, Simulated, SimulateInput
@@ -59,7 +58,4 @@ def simulate(input: SimulateInput) -> Simulated:
 
 @activity.defn(name="simulate")
 async def simulate_activity(input: SimulateInput) -> Simulated:
-    try:
-        return await in_child_with_heartbeats(simulate, input)
-    except ProviderError as error:
-        raise as_application_error(error) from error
+    return await in_child_with_heartbeats(simulate, input)

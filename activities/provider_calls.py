@@ -19,32 +19,19 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities import artifact_store
 from activities.heartbeats import in_thread_with_heartbeats
+from activities.provider_failures import as_application_error
 from adapters.base import ProgramCompiler
 from adapters.errors import ProviderError
 from adapters.registry import get_adapter
 from schemas import error_types
-from schemas.execution import Cost, ErrorClass, JobRef, JobStatus
+from schemas.execution import Cost, JobRef, JobStatus
 from schemas.pipeline import FetchedResult, FetchInput, JobInput, PlannedBatch, SubmitInput
 
 ResultT = TypeVar("ResultT")
 
-ERROR_TYPES = {
-    ErrorClass.TRANSIENT: "Transient",
-    ErrorClass.REJECTED: "Rejected",
-    ErrorClass.INVALID: "InvalidRequest",
-    ErrorClass.JOB_FAILED: "JobFailed",
-}
 JOB_PARTS_FOLDER = "provider-jobs"
 # How often a cancelled job is asked whether every part of it has ended.
 CANCEL_CHECK_SECONDS = 1.0
-
-
-def as_application_error(error: ProviderError) -> ApplicationError:
-    return ApplicationError(
-        error.message,
-        type=ERROR_TYPES[error.error_class],
-        non_retryable=error.error_class is not ErrorClass.TRANSIENT,
-    )
 
 
 async def call_provider(work: Callable[[], ResultT]) -> ResultT:
@@ -85,9 +72,7 @@ def submit(input: SubmitInput) -> JobRef:
     planned = artifact_store.read_model(input.batch_uri, PlannedBatch)
     adapter = get_adapter(input.backend)
     if planned.programs is not None and isinstance(adapter, ProgramCompiler):
-        job = adapter.submit_programs(
-            planned.programs, input.shots, input.client_token, input.tags
-        )
+        job = adapter.submit_programs(planned.programs, input.shots, input.client_token, input.tags)
     else:
         job = adapter.submit(planned.batch, input.shots, input.client_token, input.seed, input.tags)
     return parts_in_store(job)

@@ -37,8 +37,6 @@ from activities.batches import (
 from activities.families import family_circuit
 from activities.heartbeats import in_child_with_heartbeats
 from activities.point_cache import cached_values, store_in_cache
-from activities.provider_calls import as_application_error
-from adapters.errors import ProviderError
 from schemas.execution import Capabilities
 from schemas.index_ranges import (
     as_ranges,
@@ -496,8 +494,6 @@ async def expand_sweep_activity(input: ExpandSweepInput) -> SweepLayout:
         return await in_child_with_heartbeats(expand_sweep, input)
     except SweepRequestError as error:
         raise invalid_request(error) from error
-    except ProviderError as error:
-        raise as_application_error(error) from error
 
 
 @activity.defn(name="lookup_sweep_cache")

@@ -7,6 +7,8 @@ import os
 import time
 from pathlib import Path
 
+from adapters import errors as provider_errors
+
 
 class Unpicklable(Exception):
     def __init__(self, message: str, extra: int) -> None:
@@ -54,6 +56,11 @@ def abort(_: object) -> None:
 
 def refuse(message: str) -> None:
     raise ValueError(message)
+
+
+def provider_refuses(error_class: str) -> None:
+    """Raises the provider error of that class, as an adapter asked during CPU work would."""
+    raise getattr(provider_errors, error_class)(f"the device said no ({error_class})")
 
 
 def refuse_unpicklably(message: str) -> None:

@@ -120,3 +120,31 @@ async def test_work_that_keeps_failing_is_given_up_after_a_few_attempts(
         await env.run(heartbeats.in_child_with_heartbeats, compute_tasks.refuse, "flaky")
     assert (raised.value.type, raised.value.non_retryable) == ("ValueError", True)
     assert "flaky (given up after 4 attempts)" in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("error_class", "error_type", "non_retryable"),
+    [
+        ("TransientError", error_types.TRANSIENT, False),
+        ("RejectedError", error_types.REJECTED, True),
+        ("InvalidRequestError", error_types.INVALID_REQUEST, True),
+    ],
+)
+async def test_a_providers_error_leaves_as_its_class_whatever_the_attempt(
+    small_pool: ProcessPool,
+    monkeypatch: pytest.MonkeyPatch,
+    error_class: str,
+    error_type: str,
+    non_retryable: bool,
+) -> None:
+    """A device asked while planning: throttling is retried for as long as it lasts (never given
+    up after a few attempts), a rejection falls back at once, like a provider call's."""
+    monkeypatch.setattr(heartbeats, "shared_pool", lambda: small_pool)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=heartbeats.ATTEMPTS_ON_ERROR + 5)
+    with pytest.raises(ApplicationError) as raised:
+        await env.run(
+            heartbeats.in_child_with_heartbeats, compute_tasks.provider_refuses, error_class
+        )
+    assert (raised.value.type, raised.value.non_retryable) == (error_type, non_retryable)
+    assert raised.value.message == f"the device said no ({error_class})"
