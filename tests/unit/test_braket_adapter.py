@@ -19,7 +19,7 @@ from botocore.stub import ANY, Stubber
 
 from adapters import braket_local
 from adapters.aer import AerAdapter
-from adapters.braket_aws import BraketAwsAdapter, task_client_token
+from adapters.braket_aws import BraketAwsAdapter, result_counts, task_client_token
 from adapters.braket_errors import classify
 from adapters.braket_local import BraketLocalAdapter
 from adapters.errors import (
@@ -534,6 +534,25 @@ def test_result_counts_are_canonical_and_priced(aws: Aws) -> None:
     assert result.counts == [{"01": 3, "11": 1}]
     assert result.shots == 1000 and result.duration_seconds == 60.0
     assert result.cost_usd == 80.30  # $0.30 per task + 1,000 shots x $0.08
+
+
+def test_results_are_read_as_the_braket_sdk_reads_them() -> None:
+    """Per-shot measurements, else probabilities times the shots (as the SDK's
+    GateModelQuantumTaskResult does); the simulator's execution time when it reports one."""
+    measured = {
+        "measurements": [[1, 0], [1, 0], [0, 0]],
+        "measuredQubits": [0, 1],
+        "additionalMetadata": {"simulatorMetadata": {"executionDuration": 1500}},
+    }
+    assert result_counts(measured, "arn") == ({"01": 2, "00": 1}, 1.5)
+    probabilities = {
+        "measurementProbabilities": {"10": 0.25, "00": 0.7498, "11": 0.0002},
+        "taskMetadata": {"shots": 1000},
+    }
+    counts, duration = result_counts(probabilities, "arn")
+    assert (counts, duration) == ({"01": 250, "00": 750}, None)
+    with pytest.raises(InvalidRequestError, match="holds no measurements"):
+        result_counts({"taskMetadata": {"shots": 10}}, "arn:task")
 
 
 def test_cancel_cancels_every_unfinished_task(aws: Aws) -> None:
