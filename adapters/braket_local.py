@@ -46,10 +46,9 @@ from schemas.execution import (
     JobStatus,
 )
 from schemas.profile import DeviceProfile
-from schemas.request import DepolarizingNoise
+from schemas.request import BRAKET_LOCAL_DEVICES, DepolarizingNoise
 
 PROVIDER = "braket"
-LOCAL_DEVICES = ("braket_sv", "braket_dm")
 LOCAL_JOBS_DIR = "braket-local-jobs"
 
 
@@ -148,10 +147,10 @@ class _LocalProgram:
 def _check_local_device(
     device: str, noise_profile: str | None, extra: DepolarizingNoise | None
 ) -> DeviceProfile | None:
-    if device not in LOCAL_DEVICES:
+    if device not in BRAKET_LOCAL_DEVICES:
         raise InvalidRequestError(
             f"unknown device {device!r} for provider braket; allowed: "
-            f"{', '.join(LOCAL_DEVICES)} or a device ARN ({ARN_PREFIX}...)"
+            f"{', '.join(BRAKET_LOCAL_DEVICES)} or a device ARN ({ARN_PREFIX}...)"
         )
     if device == "braket_sv" and (noise_profile is not None or extra is not None):
         raise InvalidRequestError(

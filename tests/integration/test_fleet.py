@@ -29,7 +29,6 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import pytest_asyncio
 import yaml
@@ -44,6 +43,7 @@ from schemas.request import BackendChoice, ExperimentRequest
 from schemas.variational import LoopReport, LoopRequest, SweepInput, SweepReport, SweepRequest
 from tests.harness import QPU, REPO_ROOT, LocalStack
 from tests.postgres_server import running_postgres
+from tests.s3_server import artifact_bucket_environment
 
 HOST_DISK = Path("/tmp/qloop-fleet-host")
 POLLING = PollingPolicy(initial_seconds=0.25, ceiling_seconds=1.0)
@@ -135,20 +135,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 def fleet_env(stack: LocalStack, postgres_url: str) -> dict[str, str]:
     """What every host is configured with: nothing on its disk but its own QLOOP_HOME."""
     env = stack.worker_env()
-    bucket = f"qloop-fleet-{uuid.uuid4().hex[:8]}"
-    boto3.session.Session().client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL_S3"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        region_name=env["AWS_DEFAULT_REGION"],
-    ).create_bucket(Bucket=bucket)
     HOST_DISK.mkdir(exist_ok=True)
     return {
         **env,
+        # A bucket of their own on the stack's S3 (its dummy credentials serve the stand-in too).
+        **artifact_bucket_environment(env["AWS_ENDPOINT_URL_S3"]),
         "QLOOP_HOME": str(HOST_DISK / "home"),
         "QLOOP_COMPUTE_TASK_QUEUE": stack.compute_task_queue,
-        "QLOOP_ARTIFACT_URL": f"s3://{bucket}/fleet",
         "QLOOP_DATABASE_URL": postgres_url,
         "QLOOP_CODEC_KEY_FILE": str(stack.qloop_home / "codec-keys.json"),
         "QLOOP_LOG_LEVEL": "WARNING",
