@@ -13,16 +13,13 @@ way, so a template with N bindings returns exactly the counts of its N bound cir
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
 from qiskit_aer import AerSimulator
 
-from adapters import local_jobs
 from adapters.circuits import (
     IDEAL_QUBITS,
     canonical_counts,
@@ -31,17 +28,13 @@ from adapters.circuits import (
     simulator_capabilities,
 )
 from adapters.errors import InvalidRequestError
-from adapters.job_limits import check_job_size
 from adapters.local_jobs import JobStore, NoiseChoice
+from adapters.local_simulator import LocalSimulatorAdapter
 from adapters.noise import cached_noise_model
-from adapters.profiles import available_profiles, load_profile, profile_calibration
+from adapters.profiles import available_profiles, load_profile
 from schemas.execution import (
     Capabilities,
     CircuitBatch,
-    Cost,
-    JobRef,
-    JobResult,
-    JobStatus,
 )
 from schemas.profile import DeviceProfile
 from schemas.request import DepolarizingNoise
@@ -51,7 +44,7 @@ DEVICES = ("ideal", "noisy")
 JOBS_DIR = "aer-jobs"
 
 
-class AerAdapter:
+class AerAdapter(LocalSimulatorAdapter):
     """The Adapter protocol on Qiskit Aer. `device` is `ideal` or `noisy` (needs a profile)."""
 
     def __init__(
@@ -60,63 +53,20 @@ class AerAdapter:
         noise_profile: str | None = None,
         extra_depolarizing: DepolarizingNoise | None = None,
     ) -> None:
-        self.device = device
-        self._noise = NoiseChoice(noise_profile, extra_depolarizing)
-        self._profile = _check_device(device, noise_profile, extra_depolarizing)
-
-    # --- protocol ----------------------------------------------------------------------
+        super().__init__(
+            provider=PROVIDER,
+            device=device,
+            noise=NoiseChoice(noise_profile, extra_depolarizing),
+            profile=_check_device(device, noise_profile, extra_depolarizing),
+            store=_STORE,
+            job_prefix="aer",
+            cost_detail="local simulator",
+        )
 
     def capabilities(self) -> Capabilities:
         profile = self._profile
         num_qubits = IDEAL_QUBITS if profile is None else profile.num_qubits
         return simulator_capabilities(PROVIDER, self.device, profile, num_qubits)
-
-    def estimate_cost(self, batch: CircuitBatch, shots: int) -> Cost:
-        return Cost(usd=0.0, detail="local simulator")
-
-    def calibration(self) -> dict[str, str] | None:
-        return profile_calibration(self._profile)
-
-    def submit(
-        self,
-        batch: CircuitBatch,
-        shots: int,
-        client_token: str,
-        seed: int | None,
-        tags: Mapping[str, str] | None = None,
-    ) -> JobRef:
-        check_job_size(batch, shots)
-        return _STORE.submit(self._new_request(batch, shots, client_token, seed))
-
-    def status(self, job: JobRef) -> JobStatus:
-        return _STORE.status(*self._job(job))
-
-    def result(self, job: JobRef) -> JobResult:
-        job_dir, _ = self._job(job)
-        return _STORE.result(job_dir, job.job_id)
-
-    def cancel(self, job: JobRef) -> None:
-        job_dir, _ = self._job(job)
-        _STORE.cancel(job_dir)
-
-    def billed(self, job: JobRef) -> Cost | None:
-        return local_jobs.free_once_ended(self.status(job))
-
-    def simulate_here(self, batch: CircuitBatch, shots: int, seed: int) -> JobResult:
-        check_job_size(batch, shots)
-        return JobResult.model_validate(_simulate(self._new_request(batch, shots, "here", seed)))
-
-    # --- helpers -------------------------------------------------------------------------
-
-    def _new_request(
-        self, batch: CircuitBatch, shots: int, token: str, seed: int | None
-    ) -> dict[str, Any]:
-        return local_jobs.new_job_request(
-            "aer", PROVIDER, self.device, self._noise, batch, shots, token, seed
-        )
-
-    def _job(self, job: JobRef) -> tuple[Path, dict[str, Any]]:
-        return local_jobs.owned_job(_STORE, job, PROVIDER, self.device, self._noise)
 
 
 # --- devices ---------------------------------------------------------------------------------

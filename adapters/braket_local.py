@@ -11,7 +11,6 @@ runs as one circuit per binding, bound in Qiskit before translation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -22,7 +21,6 @@ from braket.circuits import Circuit
 from braket.devices import LocalSimulator
 from qiskit import QuantumCircuit
 
-from adapters import local_jobs
 from adapters.braket_device import ARN_PREFIX
 from adapters.braket_noise import cached_noise_model
 from adapters.braket_programs import translate, without_measurements
@@ -34,16 +32,12 @@ from adapters.circuits import (
     simulator_capabilities,
 )
 from adapters.errors import InvalidRequestError
-from adapters.job_limits import check_job_size
 from adapters.local_jobs import JobStore, NoiseChoice
-from adapters.profiles import available_profiles, load_profile, profile_calibration
+from adapters.local_simulator import LocalSimulatorAdapter
+from adapters.profiles import available_profiles, load_profile
 from schemas.execution import (
     Capabilities,
     CircuitBatch,
-    Cost,
-    JobRef,
-    JobResult,
-    JobStatus,
 )
 from schemas.profile import DeviceProfile
 from schemas.request import BRAKET_LOCAL_DEVICES, DepolarizingNoise
@@ -52,7 +46,7 @@ PROVIDER = "braket"
 LOCAL_JOBS_DIR = "braket-local-jobs"
 
 
-class BraketLocalAdapter:
+class BraketLocalAdapter(LocalSimulatorAdapter):
     """The Adapter protocol on Braket's LocalSimulator: `braket_sv`, or `braket_dm` with an
     optional device profile (its Braket noise model) and extra depolarizing noise."""
 
@@ -62,9 +56,15 @@ class BraketLocalAdapter:
         noise_profile: str | None = None,
         extra_depolarizing: DepolarizingNoise | None = None,
     ) -> None:
-        self.device = device
-        self._noise = NoiseChoice(noise_profile, extra_depolarizing)
-        self._profile = _check_local_device(device, noise_profile, extra_depolarizing)
+        super().__init__(
+            provider=PROVIDER,
+            device=device,
+            noise=NoiseChoice(noise_profile, extra_depolarizing),
+            profile=_check_local_device(device, noise_profile, extra_depolarizing),
+            store=_LOCAL_STORE,
+            job_prefix="braket-local",
+            cost_detail="Braket local simulator",
+        )
 
     @cached_property
     def _max_qubits(self) -> int:
@@ -74,53 +74,6 @@ class BraketLocalAdapter:
     def capabilities(self) -> Capabilities:
         profile = self._profile
         return simulator_capabilities(PROVIDER, self.device, profile, self._max_qubits)
-
-    def estimate_cost(self, batch: CircuitBatch, shots: int) -> Cost:
-        return Cost(usd=0.0, detail="Braket local simulator")
-
-    def calibration(self) -> dict[str, str] | None:
-        return profile_calibration(self._profile)
-
-    def submit(
-        self,
-        batch: CircuitBatch,
-        shots: int,
-        client_token: str,
-        seed: int | None,
-        tags: Mapping[str, str] | None = None,
-    ) -> JobRef:
-        check_job_size(batch, shots)
-        request = self._new_request(batch, shots, client_token, seed)
-        return _LOCAL_STORE.submit(request)
-
-    def status(self, job: JobRef) -> JobStatus:
-        return _LOCAL_STORE.status(*self._job(job))
-
-    def result(self, job: JobRef) -> JobResult:
-        job_dir, _ = self._job(job)
-        return _LOCAL_STORE.result(job_dir, job.job_id)
-
-    def cancel(self, job: JobRef) -> None:
-        job_dir, _ = self._job(job)
-        _LOCAL_STORE.cancel(job_dir)
-
-    def billed(self, job: JobRef) -> Cost | None:
-        return local_jobs.free_once_ended(self.status(job))
-
-    def simulate_here(self, batch: CircuitBatch, shots: int, seed: int) -> JobResult:
-        check_job_size(batch, shots)
-        request = self._new_request(batch, shots, "here", seed)
-        return JobResult.model_validate(_simulate_local(request))
-
-    def _new_request(
-        self, batch: CircuitBatch, shots: int, token: str, seed: int | None
-    ) -> dict[str, Any]:
-        return local_jobs.new_job_request(
-            "braket-local", PROVIDER, self.device, self._noise, batch, shots, token, seed
-        )
-
-    def _job(self, job: JobRef) -> tuple[Any, dict[str, Any]]:
-        return local_jobs.owned_job(_LOCAL_STORE, job, PROVIDER, self.device, self._noise)
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ class JobStore:
 
     def __init__(self, dirname: str, simulate: Simulate, validate: Validate) -> None:
         self.dirname = dirname
-        self._simulate = simulate
+        self.simulate = simulate
         self._validate = validate
 
     # --- submission ----------------------------------------------------------------------
@@ -164,7 +164,7 @@ class JobStore:
                 return
             label = f"simulation of {request['provider']} job {request['job_id']}"
             task = shared_pool().submit(
-                run_job, SimulationTask(job_dir, request, self._simulate), label
+                run_job, SimulationTask(job_dir, request, self.simulate), label
             )
             _IN_FLIGHT[job_dir] = task
         task.future.add_done_callback(lambda done: _settle(job_dir, done))

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
-from adapters import braket_local
+from adapters import braket_local, local_jobs
 from adapters.aer import AerAdapter
 from adapters.braket_aws import BraketAwsAdapter, result_counts, task_client_token
 from adapters.braket_errors import classify
@@ -160,11 +160,11 @@ def test_cancel_before_it_runs_and_orphans_restart() -> None:
     adapter = BraketLocalAdapter()
     request = adapter._new_request(batch(spec(BELL_BODY, 2)), 100, "orphan", 3)
     braket_local._LOCAL_STORE.create(braket_local._LOCAL_STORE.job_dir("orphan"), request)
-    job = braket_local.local_jobs.job_ref(request)  # a submitter that died before simulating
+    job = local_jobs.job_ref(request)  # a submitter that died before simulating
     assert wait_final(adapter, job) is JobState.DONE  # restarted by status
     cancelled = adapter._new_request(batch(spec(BELL_BODY, 2)), 100, "cancel-me", 3)
     braket_local._LOCAL_STORE.create(braket_local._LOCAL_STORE.job_dir("cancel-me"), cancelled)
-    job = braket_local.local_jobs.job_ref(cancelled)
+    job = local_jobs.job_ref(cancelled)
     adapter.cancel(job)
     assert adapter.status(job).state is JobState.CANCELLED
     with pytest.raises(JobFailedError, match="cancelled"):
