@@ -2,9 +2,11 @@
 
 boto3 serves it with the standard AWS configuration: the credential chain, the region, and
 `AWS_ENDPOINT_URL_S3` (or `AWS_ENDPOINT_URL`) for an S3-compatible server such as the moto S3
-of the local stack. One PUT writes a whole object, so a retried activity never leaves half an
-artifact. A read accepts only an `s3://` URL of this bucket under the prefix, without `.` or
-`..` segments.
+of the local stack. `QLOOP_ARTIFACT_ENDPOINT_URL` names another S3 server for artifacts alone,
+when they live apart from the bucket Braket writes results to (MinIO or Ceph beside AWS).
+
+One PUT writes a whole object, so a retried activity never leaves half an artifact. A read
+accepts only an `s3://` URL of this bucket under the prefix, without `.` or `..` segments.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ MISSING_KEY_CODES = ("NoSuchKey", "404")
 
 
 class BucketStore:
-    def __init__(self, bucket: str, prefix: str) -> None:
+    def __init__(self, bucket: str, prefix: str, endpoint_url: str | None = None) -> None:
         self.bucket = bucket
+        self.endpoint_url = endpoint_url
         self.prefix = prefix.strip("/")
         self.root_url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
         self._client_of_pid: tuple[int, Any] | None = None
@@ -91,5 +94,8 @@ class BucketStore:
         compute pool's children make their own)."""
         with self._lock:
             if self._client_of_pid is None or self._client_of_pid[0] != os.getpid():
-                self._client_of_pid = (os.getpid(), boto3.session.Session().client("s3"))
+                self._client_of_pid = (
+                    os.getpid(),
+                    boto3.session.Session().client("s3", endpoint_url=self.endpoint_url),
+                )
             return self._client_of_pid[1]

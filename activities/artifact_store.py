@@ -32,18 +32,18 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 def current_store() -> FolderStore | BucketStore:
     """The store `QLOOP_ARTIFACT_URL` names (read on every call, so a test or host may change
     it; the store itself is made once per URL)."""
-    configured = current_settings().artifact_url
-    if configured is None:
-        return _store_at((qloop_home() / "artifacts").as_uri())
-    return _store_at(configured)
+    settings = current_settings()
+    if settings.artifact_url is None:
+        return _store_at((qloop_home() / "artifacts").as_uri(), None)
+    return _store_at(settings.artifact_url, settings.artifact_endpoint_url)
 
 
 @cache
-def _store_at(url: str) -> FolderStore | BucketStore:
+def _store_at(url: str, endpoint_url: str | None) -> FolderStore | BucketStore:
     location = store_location(url)
     if location.folder is not None:
         return FolderStore(location.folder)
-    return BucketStore(location.bucket, location.prefix)
+    return BucketStore(location.bucket, location.prefix, endpoint_url)
 
 
 def folder_name(owner_id: str) -> str:

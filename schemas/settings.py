@@ -46,6 +46,7 @@ class QloopSettings(BaseSettings):
     worker_role: Literal["all", "orchestration", "compute"] = "all"
 
     artifact_url: str | None = None
+    artifact_endpoint_url: str | None = None
     database_url: SecretStr | None = None
 
     policy_file: Path | None = None
@@ -84,6 +85,7 @@ class QloopSettings(BaseSettings):
     @field_validator(
         "compute_task_queue",
         "artifact_url",
+        "artifact_endpoint_url",
         "database_url",
         "policy_file",
         "codec_key",
@@ -128,6 +130,13 @@ class QloopSettings(BaseSettings):
     def _artifact_store(cls, value: str | None) -> str | None:
         if value is not None:
             store_location(value)
+        return value
+
+    @field_validator("artifact_endpoint_url")
+    @classmethod
+    def _http_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and urlparse(value).scheme not in ("http", "https"):
+            raise ValueError("use an http:// or https:// URL of an S3-compatible server")
         return value
 
     @field_validator("database_url")

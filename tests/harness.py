@@ -10,18 +10,23 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import psycopg
+
+from activities.artifact_bucket import BucketStore
+from activities.artifact_folder import FolderStore
+from schemas.settings import database_location, store_location
+from tests import shared_state
+from tests.server_helpers import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STACK = REPO_ROOT / "temporal-dev" / "stack.sh"
@@ -39,8 +44,6 @@ QUIET_FAULTS: dict[str, Any] = {
 
 # The local stack's policies: the default account has a budget for the stand-in's QPU.
 POLICY_FILE = REPO_ROOT / "temporal-dev" / "policies.yaml"
-EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-_random = random.SystemRandom()
 
 HISTORIES = REPO_ROOT / "tests" / "histories"
 
@@ -69,32 +72,6 @@ async def run_qloop(env: dict[str, str], *args: str, timeout: float = 300) -> tu
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=timeout)
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free now, below the kernel's ephemeral range: a port the kernel may hand to any
-    outgoing connection (or to a server's own bind to port 0) could be taken between this probe
-    and the server's bind, as a dev server found once in CI."""
-    low, high = (int(n) for n in EPHEMERAL_RANGE.read_text().split())
-    # Below the range when there is room, above it otherwise.
-    floor, ceiling = (max(1024, low - 12_000), low) if low > 5_000 else (high + 1, 65_536)
-    chosen: list[int] = []
-    sockets = []
-    try:
-        while len(chosen) < count:
-            port = _random.randrange(floor, ceiling)
-            probe = socket.socket()
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                probe.close()
-                continue
-            sockets.append(probe)
-            chosen.append(port)
-        return chosen
-    finally:
-        for probe in sockets:
-            probe.close()
 
 
 class LocalStack:
@@ -137,6 +114,7 @@ class LocalStack:
             "QLOOP_HOME": str(self.qloop_home),
             "QLOOP_CODEC": "1" if codec else "0",
             "QLOOP_CODEC_PORT": str(codec_port),
+            **shared_state.environment(),
         }
         self.workers: list[subprocess.Popen[bytes]] = []
 
@@ -223,6 +201,30 @@ class LocalStack:
         os.kill(worker.pid, signal.SIGKILL)
         worker.wait(timeout=30)
 
+    # --- the state the workers keep ------------------------------------------------------------
+
+    def read_artifact(self, url: str) -> bytes:
+        """What a worker stored at `url`, in the store the workers were given."""
+        configured = self.stack_env.get("QLOOP_ARTIFACT_URL")
+        location = store_location(configured or (self.qloop_home / "artifacts").as_uri())
+        if location.folder is not None:
+            return FolderStore(location.folder).read(url)
+        store = BucketStore(
+            location.bucket, location.prefix, self.stack_env.get("QLOOP_ARTIFACT_ENDPOINT_URL")
+        )
+        return store.read(url)
+
+    def forget_point_cache(self) -> None:
+        """Empties the workers' sweep cache, so that a sweep measures again."""
+        configured = self.stack_env.get("QLOOP_DATABASE_URL")
+        if configured is None:
+            for path in self.qloop_home.glob("qloop.sqlite3*"):
+                path.unlink()
+            return
+        assert database_location(configured).dialect == "postgresql", configured
+        with psycopg.connect(configured, autocommit=True) as connection:
+            connection.execute("DELETE FROM point_values")
+
     # --- the stand-in's admin API ------------------------------------------------------------
 
     def admin(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -255,12 +257,3 @@ class LocalStack:
 
     def tasks_per_token(self) -> Counter[str]:
         return Counter(task["clientToken"] for task in self.tasks())
-
-
-def wait_until(condition: Any, timeout: float, interval: float = 0.5) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise TimeoutError(f"condition not met within {timeout}s")

@@ -12,10 +12,13 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.harness import free_ports
+import psycopg
+
+from tests.server_helpers import free_ports
 
 DATABASE = "qloop"
 
@@ -80,6 +83,14 @@ def running_postgres() -> Iterator[str]:
     finally:
         run([postgres_binary("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"])
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def new_database(server_url: str) -> str:
+    """The URL of a database just made on the server of `server_url`."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}".encode())
+    return f"{server_url.rsplit('/', 1)[0]}/{name}"
 
 
 def _run(owner: str | None, folder: Path, command: list[str]) -> None:

@@ -10,10 +10,11 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 
-from tests.harness import free_ports, wait_until
+from tests.server_helpers import free_ports, wait_until
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "qloop-test",
@@ -46,20 +47,28 @@ def running_moto_s3(log_folder: Path) -> Iterator[str]:
         process.wait(timeout=10)
 
 
-def artifact_bucket_environment(endpoint: str) -> dict[str, str]:
-    """A new bucket on `endpoint` and the environment that makes qloop's artifact store use it
-    (under a prefix, as a shared bucket would be)."""
-    bucket = f"qloop-artifacts-{uuid.uuid4().hex[:12]}"
-    client = boto3.session.Session().client(
+def s3_client(endpoint: str) -> Any:
+    return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
     )
-    client.create_bucket(Bucket=bucket)
+
+
+def new_bucket(endpoint: str) -> str:
+    """The name of a bucket just made on `endpoint`."""
+    bucket = f"qloop-artifacts-{uuid.uuid4().hex[:12]}"
+    s3_client(endpoint).create_bucket(Bucket=bucket)
+    return bucket
+
+
+def artifact_bucket_environment(endpoint: str) -> dict[str, str]:
+    """A new bucket on `endpoint` and the environment that makes qloop's artifact store use it
+    (under a prefix, as a shared bucket would be), through the standard AWS variables."""
     return {
         **CREDENTIALS,
         "AWS_ENDPOINT_URL_S3": endpoint,
-        "QLOOP_ARTIFACT_URL": f"s3://{bucket}/team-a/artifacts",
+        "QLOOP_ARTIFACT_URL": f"s3://{new_bucket(endpoint)}/team-a/artifacts",
     }

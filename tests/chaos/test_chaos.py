@@ -19,7 +19,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from schemas.pipeline import ExperimentInput, PollingPolicy
 from schemas.report import ExperimentReport
 from schemas.request import ExperimentRequest
-from tests.harness import QPU, LocalStack, wait_until
+from tests.harness import QPU, LocalStack
+from tests.server_helpers import wait_until
 
 EXPERIMENTS = 10
 CIRCUITS_PER_EXPERIMENT = 2  # ZNE at scale factors 1 and 3, readout correction off

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
 import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 import pytest_asyncio
@@ -211,18 +210,12 @@ async def start_aer_workflows(
     return Run(noisy=noisy, loop=loop, sweep=sweep, qpu=[])
 
 
-def forget_sweep_cache(stack: LocalStack) -> None:
-    """The second sweep must measure again, not read the first one's values from the cache."""
-    for path in stack.qloop_home.glob("qloop.sqlite3*"):
-        path.unlink()
-
-
-def sweep_values(report: SweepReport) -> list[dict[str, str]]:
-    with Path(urlparse(report.table_uri).path).open() as table:
-        return [
-            {key: row[key] for key in ("index", "value", "std_error", "raw")}
-            for row in csv.DictReader(table)
-        ]
+def sweep_values(stack: LocalStack, report: SweepReport) -> list[dict[str, str]]:
+    table = stack.read_artifact(report.table_uri).decode()
+    return [
+        {key: row[key] for key in ("index", "value", "std_error", "raw")}
+        for row in csv.DictReader(io.StringIO(table))
+    ]
 
 
 async def trajectory(handle: WorkflowHandle[Any, LoopReport]) -> list[TrajectoryEntry]:
@@ -344,14 +337,15 @@ async def test_thirty_kills_across_twenty_workflows(stack: LocalStack, client: C
     chaos_trajectory = await trajectory(run.loop)
 
     # The same seeded Aer workflows again, uninterrupted.
-    forget_sweep_cache(stack)
+    # The second sweep must measure again, not read the first one's values from the cache.
+    stack.forget_point_cache()
     reference = await start_aer_workflows(client, stack, "reference", range(len(run.noisy)))
     expected_noisy = await asyncio.wait_for(
         asyncio.gather(*(h.result() for h in reference.noisy)), 600
     )
     expected_loop = await asyncio.wait_for(reference.loop.result(), 600)
     expected_trajectory = await trajectory(reference.loop)
-    expected_sweep = sweep_values(await asyncio.wait_for(reference.sweep.result(), 600))
+    expected_sweep = sweep_values(stack, await asyncio.wait_for(reference.sweep.result(), 600))
     stack.kill_worker(worker)
 
     events = {handle.id: await histories(client, handle) for handle in run.handles}
@@ -376,7 +370,7 @@ async def test_thirty_kills_across_twenty_workflows(stack: LocalStack, client: C
         expected_loop.iterations,
     )
     assert sweep.status == "completed"
-    assert sweep_values(sweep) == expected_sweep
+    assert sweep_values(stack, sweep) == expected_sweep
     for report in qpu:
         assert report.produced_by == "hardware"
         assert 0.7 < report.raw.value <= 1.0, report.experiment_id

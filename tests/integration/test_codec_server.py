@@ -38,7 +38,8 @@ from schemas.pipeline import ExperimentInput
 from schemas.report import ExperimentReport
 from schemas.request import ExperimentRequest
 from tests.conftest import temporal_cli_path
-from tests.harness import REPO_ROOT, LocalStack, free_ports, wait_until
+from tests.harness import REPO_ROOT, LocalStack
+from tests.server_helpers import free_ports, wait_until
 
 OTHER_ORIGIN = "http://evil.example:8233"
 

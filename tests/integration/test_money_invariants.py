@@ -28,7 +28,8 @@ from schemas.control import ApprovalDecision, OpsCommand, RerouteCommand
 from schemas.pipeline import ExperimentInput, PollingPolicy, Progress, Stage
 from schemas.report import ExperimentReport
 from schemas.request import BackendChoice, ExperimentRequest
-from tests.harness import QPU, LocalStack, record_history, run_qloop, wait_until
+from tests.harness import QPU, LocalStack, record_history, run_qloop
+from tests.server_helpers import wait_until
 
 pytestmark = pytest.mark.integration
 

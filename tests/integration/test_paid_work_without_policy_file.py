@@ -27,7 +27,8 @@ from schemas.pipeline import ExperimentInput
 from schemas.policy import ALLOW_UNGOVERNED_SPEND_ENV, POLICY_FILE_ENV
 from schemas.report import ExperimentReport
 from schemas.request import ExperimentRequest
-from tests.harness import REPO_ROOT, LocalStack, run_qloop, wait_until
+from tests.harness import REPO_ROOT, LocalStack, run_qloop
+from tests.server_helpers import wait_until
 
 QPU_EXAMPLE = REPO_ROOT / "examples" / "qpu_standin.yaml"
 CLOSED_NOTICE = (

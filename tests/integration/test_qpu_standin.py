@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from braket.aws import AwsDevice, AwsQuantumTask, AwsSession
 from braket.circuits import Circuit, Observable
 
-from tests.harness import free_ports
+from tests.server_helpers import free_ports
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 STACK = REPO_ROOT / "temporal-dev" / "stack.sh"

@@ -26,7 +26,8 @@ from temporalio.testing import WorkflowEnvironment
 from schemas.payload_encryption import KeyRing, converter_for
 from schemas.pipeline import ExperimentInput
 from schemas.request import ExperimentRequest
-from tests.harness import REPO_ROOT, wait_until
+from tests.harness import REPO_ROOT
+from tests.server_helpers import wait_until
 
 KEY_ID = "redaction-key"
 MARKER = "qsecret" + uuid.uuid4().hex  # a valid gate identifier nobody defines

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
-from tests.postgres_server import running_postgres
+from tests.postgres_server import new_database, running_postgres
 
 
 @pytest.fixture(scope="session")
@@ -26,10 +24,6 @@ def database_url(
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
     else:
-        server: str = request.getfixturevalue("postgres_server")
-        name = f"test_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(server, autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {name}".encode())
-        url = f"{server.rsplit('/', 1)[0]}/{name}"
+        url = new_database(request.getfixturevalue("postgres_server"))
     monkeypatch.setenv("QLOOP_DATABASE_URL", url)
     return url

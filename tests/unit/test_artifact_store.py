@@ -28,6 +28,7 @@ from schemas.error_types import ARTIFACT_OUTSIDE_STORE
 from schemas.loop import TrajectoryView, WriteTrajectoryInput
 from tests.harness import run_qloop
 from tests.s3_server import artifact_bucket_environment, running_moto_s3
+from tests.server_helpers import free_ports
 
 
 class Note(BaseModel):
@@ -208,6 +209,18 @@ def test_artifacts_in_a_bucket_read_back_list_and_leave_no_file(
     assert not (qloop_home / "artifacts").exists()
     with pytest.raises(FileNotFoundError, match="no artifact at"):
         artifact_store.read_bytes(f"{root}/exp-1/missing.json")
+
+
+def test_artifacts_may_live_on_another_s3_server_than_brakets_results(
+    bucket_store: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QLOOP_ARTIFACT_ENDPOINT_URL serves the artifacts; AWS_ENDPOINT_URL_S3 stays Braket's."""
+    (nowhere,) = free_ports(1)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{nowhere}")
+    monkeypatch.setenv("QLOOP_ARTIFACT_ENDPOINT_URL", bucket_store["AWS_ENDPOINT_URL_S3"])
+    uri = artifact_store.put_json("exp-1", "apart.json", {"n": 2})
+    assert json.loads(artifact_store.read_bytes(uri)) == {"n": 2}
+    assert [a.name for a in artifact_store.list_artifacts("exp-1")] == ["apart.json"]
 
 
 def test_a_bucket_store_reads_only_its_own_prefix(bucket_store: dict[str, str]) -> None:

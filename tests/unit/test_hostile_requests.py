@@ -24,8 +24,9 @@ import pytest
 
 from activities.admission import admit
 from schemas.loading import load_request
-from tests.harness import REPO_ROOT, free_ports
+from tests.harness import REPO_ROOT
 from tests.hostile import large_requests
+from tests.server_helpers import free_ports
 
 HOSTILE = REPO_ROOT / "tests" / "hostile"
 REFUSED = HOSTILE / "requests"

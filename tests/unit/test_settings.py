@@ -59,6 +59,7 @@ def test_defaults_and_values_from_the_environment(monkeypatch: pytest.MonkeyPatc
         ("QLOOP_BREAKER_OPEN_SECONDS", "-1", "greater than 0"),
         ("QLOOP_BREAKER_OPEN_SECONDS", "soon", "valid number"),
         ("QLOOP_BREAKER_PROBE_LEASE_SECONDS", "inf", "finite number"),
+        ("QLOOP_ARTIFACT_ENDPOINT_URL", "minio:9000", "http:// or https:// URL"),
     ],
 )
 def test_an_invalid_value_names_the_variable_and_what_is_allowed(
