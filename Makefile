@@ -18,7 +18,7 @@ export VENV QLOOP_TEMPORAL_PORT QLOOP_TEMPORAL_UI_PORT
 LOCAL := TEMPORAL_ADDRESS="$${TEMPORAL_ADDRESS:-127.0.0.1:$(QLOOP_TEMPORAL_PORT)}" \
 	QLOOP_POLICY_FILE="$${QLOOP_POLICY_FILE:-$(CURDIR)/temporal-dev/policies.yaml}"
 
-.PHONY: demo-qpu help venv dev worker worker-start worker-stop worker-restart demo test browser postgres lint bench down status logs record-histories
+.PHONY: demo-qpu help venv dev worker worker-start worker-stop worker-restart demo test test-suites test-chaos browser postgres lint bench down status logs record-histories
 
 help: ## list the verbs
 	@echo "usage: make VERB"
@@ -59,8 +59,28 @@ demo-qpu: venv dev ## the hardware path: GHZ with ZNE on the local QPU stand-in,
 	@$(STACK) worker-restart
 	set -a; eval "$$($(STACK) standin-env)"; set +a; $(LOCAL) $(BIN)/qloop run examples/qpu_standin.yaml --wait
 
+# The suites that break things run a second time with a fleet's shared state: artifacts in S3
+# and shared state in PostgreSQL, servers the session starts itself (tests/shared_state.py).
+SHARED_STATE := QLOOP_TEST_SHARED_STATE=1
+SHARED_STATE_SUITES := tests/conformance tests/integration/test_governance_stack.py tests/browser
+
+# Each lane runs both its passes even when the first fails, then fails if either did; a lane's
+# lines carry its name, since the two lanes print at once.
+define lane
+	@status=0; \
+	$(BIN)/pytest -q $(1) 2>&1 | sed -u 's/^/[$(3)] /' || status=$$?; \
+	$(SHARED_STATE) $(BIN)/pytest -q $(2) 2>&1 | sed -u 's/^/[$(3), shared state] /' || status=$$?; \
+	exit $$status
+endef
+
 test: venv browser postgres ## run the test suite (starts its own Temporal servers; does not touch the dev stack)
-	$(BIN)/pytest -q
+	@$(MAKE) -j2 test-suites test-chaos
+
+test-suites: venv browser postgres ## everything but the chaos suite; then conformance, governance and browser with shared state
+	$(call lane,--ignore=tests/chaos,$(SHARED_STATE_SUITES),suites)
+
+test-chaos: venv postgres ## the chaos suite with the defaults, then with shared state
+	$(call lane,tests/chaos,tests/chaos,chaos)
 
 # The Web UI test drives the system Chromium; Playwright's own browser downloads are never used.
 CHROMIUM := $(or $(QLOOP_CHROMIUM),/usr/bin/chromium)
