@@ -26,6 +26,7 @@ from activities.observables import measurement_bases
 from activities.qasm_cost import qasm_cost
 from adapters.errors import InvalidRequestError, RejectedError
 from adapters.registry import get_adapter
+from schemas import error_types
 from schemas.execution import Capabilities
 from schemas.limits import MAX_BATCH_GATES, MAX_IDEAL_QUBITS
 from schemas.report import ClassicalBaseline
@@ -41,7 +42,6 @@ from schemas.request import (
     executed_scale_factors,
 )
 
-INVALID_REQUEST = "InvalidRequest"
 # Plan adds two readout-calibration circuits to a batch: every qubit prepared 0, and 1.
 READOUT_CALIBRATION_CIRCUITS = 2
 # Qiskit synthesises a random two-qubit Clifford into at most 19 gates and a one-qubit one into
@@ -120,7 +120,7 @@ def admit(request: ExperimentRequest) -> Admitted:
 
 def invalid_request(error: ValueError) -> ApplicationError:
     """The Temporal form of a refusal: never retried, its message shown as is."""
-    return ApplicationError(str(error), type=INVALID_REQUEST, non_retryable=True)
+    return ApplicationError(str(error), type=error_types.INVALID_REQUEST, non_retryable=True)
 
 
 def _static_size(problem: Problem) -> StaticSize:

@@ -52,14 +52,14 @@ from activities.observables import (
 )
 from activities.plan import BatchTooLargeError, measured
 from activities.plan import readout_calibration as readout_calibration_circuit
-from activities.preprocess import _final_positions, _in_basis, _transpile
+from activities.preprocess import final_positions, map_to_device, rotated_into_basis
 from activities.prevalidate import ideal_value
 from activities.readout import confusion_matrices, inverse_matrices, mitigate_factors
 from activities.zne import (
     Extrapolation,
     Folding,
-    _ordered_fold_mask,
     extrapolate,
+    ordered_fold_mask,
     to_device_basis,
 )
 from adapters.base import compiled_programs
@@ -206,13 +206,13 @@ def prepare_batch(input: BatchInput) -> PreparedBatch:
     _check_points(built, input.points)
     capabilities = admit_family(family, evaluation)
     _check_size(input, capabilities)
-    mapped = _transpile(built.circuit, capabilities, evaluation.seed)
-    physical = _final_positions(mapped, built.circuit.num_qubits)
+    mapped = map_to_device(built.circuit, capabilities, evaluation.seed)
+    physical = final_positions(mapped, built.circuit.num_qubits)
     bases = measurement_bases(built.observable)
     specs: list[CircuitSpec] = []
     roles: list[CircuitRole] = []
     for basis in bases:
-        rotated = _in_basis(mapped, basis, physical, capabilities, evaluation.seed)
+        rotated = rotated_into_basis(mapped, basis, physical, capabilities, evaluation.seed)
         for scale, template in _scaled_templates(rotated, evaluation, capabilities.basis_gates):
             specs.append(
                 _template_spec(
@@ -378,7 +378,7 @@ def _fold_global(
 def _local_fold_counts(
     num_gates: int, scale_factor: float, method: Folding, seed: int
 ) -> list[int]:
-    ordered = _ordered_fold_mask(
+    ordered = ordered_fold_mask(
         [1.0] * num_gates, scale_factor, from_left=method != "gates_from_right"
     )
     if method != "gates_at_random":

@@ -29,10 +29,10 @@ def preprocess(input: PreprocessInput) -> PreparedExperiment:
     admitted = admit(request)
     caps = admitted.capabilities
     seed = request.execution.seed or 0
-    mapped = _transpile(admitted.circuit, caps, seed)
-    measured = _final_positions(mapped, admitted.circuit.num_qubits)
+    mapped = map_to_device(admitted.circuit, caps, seed)
+    measured = final_positions(mapped, admitted.circuit.num_qubits)
     bases = measurement_bases(admitted.observable)
-    transpiled = [_in_basis(mapped, basis, measured, caps, seed) for basis in bases]
+    transpiled = [rotated_into_basis(mapped, basis, measured, caps, seed) for basis in bases]
     texts = [qasm2.dumps(circuit) for circuit in transpiled]
     logical_qasm = qasm2.dumps(admitted.circuit)
     prepared = PreparedCircuits(
@@ -67,7 +67,8 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _transpile(circuit: QuantumCircuit, caps: Capabilities, seed: int) -> QuantumCircuit:
+def map_to_device(circuit: QuantumCircuit, caps: Capabilities, seed: int) -> QuantumCircuit:
+    """The circuit in the device's basis gates, laid out on its coupling map (seeded)."""
     coupling = CouplingMap(caps.coupling_map) if caps.coupling_map else None
     return transpile(
         circuit,
@@ -78,14 +79,14 @@ def _transpile(circuit: QuantumCircuit, caps: Capabilities, seed: int) -> Quantu
     )
 
 
-def _final_positions(mapped: QuantumCircuit, width: int) -> list[int]:
+def final_positions(mapped: QuantumCircuit, width: int) -> list[int]:
     """The physical qubit that holds each logical qubit at the end of the mapped circuit."""
     if mapped.layout is None:
         return list(range(width))
     return list(mapped.layout.final_index_layout())
 
 
-def _in_basis(
+def rotated_into_basis(
     mapped: QuantumCircuit, basis: str, measured: list[int], caps: Capabilities, seed: int
 ) -> QuantumCircuit:
     """The mapped circuit followed by the rotation into `basis`, on the same physical qubits.

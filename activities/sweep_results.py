@@ -23,10 +23,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities import artifact_store
-from activities.admission import AdmissionError
+from activities.admission import AdmissionError, invalid_request
 from activities.batches import (
     admit_family,
     calibration_circuits,
@@ -78,7 +77,6 @@ PLOT_ARTIFACT = "results.png"
 # A mitigated value may overshoot the observable's range by its own uncertainty; a value further
 # out than this many standard errors is wrong, not noisy.
 BOUND_MARGIN_STD_ERRORS = 3.0
-INVALID_REQUEST = "InvalidRequest"
 
 
 class SweepRequestError(ValueError):
@@ -482,10 +480,6 @@ def write_results(input: SweepResultsInput) -> SweepResults:
 
 
 # --- activities ------------------------------------------------------------------------------
-
-
-def invalid_request(error: ValueError) -> ApplicationError:
-    return ApplicationError(str(error), type=INVALID_REQUEST, non_retryable=True)
 
 
 @activity.defn(name="expand_sweep")

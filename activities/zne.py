@@ -81,7 +81,7 @@ def fold_gates_in_order(
             _foldable_operations(circuit), _create_weight_mask(circuit, {}), strict=True
         )
     ]
-    return _apply_fold_mask(circuit, _ordered_fold_mask(weights, scale_factor, from_left))
+    return _apply_fold_mask(circuit, ordered_fold_mask(weights, scale_factor, from_left))
 
 
 def _foldable_operations(circuit: cirq.Circuit) -> list[cirq.Operation]:
@@ -89,7 +89,10 @@ def _foldable_operations(circuit: cirq.Circuit) -> list[cirq.Operation]:
     return [op for op in circuit.all_operations() if not cirq.is_measurement(op)]
 
 
-def _ordered_fold_mask(weights: list[float], scale_factor: float, from_left: bool) -> list[int]:
+def ordered_fold_mask(weights: list[float], scale_factor: float, from_left: bool) -> list[int]:
+    """How many times to fold each gate (weight 0: never) for `scale_factor`: every weighted gate
+    the same whole number of times, then one more fold a gate, from one end, while that brings
+    the scale closer to `scale_factor`."""
     if scale_factor < 1.0:
         raise ValueError(f"scale factors must be >= 1, got {scale_factor}")
     uniform = int((scale_factor - 1.0) / 2.0)

@@ -23,7 +23,7 @@ from qiskit.quantum_info import Kraus, Operator, average_gate_fidelity
 from qiskit_aer.noise import QuantumError
 
 from adapters.errors import InvalidRequestError
-from adapters.noise import _calibrated_gates, depolarizing_for_target, thermal_error
+from adapters.noise import calibrated_gates, depolarizing_for_target, thermal_error
 from adapters.profiles import load_profile
 from schemas.profile import DeviceProfile, GateCalibration, QubitCalibration
 from schemas.request import DepolarizingNoise
@@ -41,7 +41,7 @@ MAX_PAULI_PROBABILITY = {1: 0.75, 2: 0.9375}
 def build_noise_model(profile: DeviceProfile, extra: DepolarizingNoise | None = None) -> NoiseModel:
     """The Braket NoiseModel of `profile` on its physical qubit indices, plus `extra`."""
     model = NoiseModel()
-    for gate in _calibrated_gates(profile):
+    for gate in calibrated_gates(profile):
         criteria = _criteria(gate)
         for channel in gate_channels(gate, profile.qubits, extra):
             model.add_noise(channel, criteria)

@@ -35,7 +35,7 @@ ID_FALLBACK_GATE = "sx"
 def build_noise_model(profile: DeviceProfile, extra: DepolarizingNoise | None = None) -> NoiseModel:
     """A NoiseModel for `profile`, plus `extra` depolarizing error on every physical gate."""
     model = NoiseModel(basis_gates=list(profile.basis_gates))
-    for gate in _calibrated_gates(profile):
+    for gate in calibrated_gates(profile):
         error = _gate_error(gate, profile.qubits)
         error = _compose(error, _extra_error(len(gate.qubits), extra))
         if error is not None:
@@ -113,7 +113,7 @@ def _compose(first: QuantumError | None, then: QuantumError | None) -> QuantumEr
     return first.compose(then)
 
 
-def _calibrated_gates(profile: DeviceProfile) -> list[GateCalibration]:
+def calibrated_gates(profile: DeviceProfile) -> list[GateCalibration]:
     """The profile's gate calibrations, plus `id` borrowed from `sx` where it is missing."""
     gates = [g for g in profile.gates if g.gate not in VIRTUAL_GATES and not math.isnan(g.error)]
     if "id" not in profile.basis_gates:
