@@ -85,6 +85,8 @@ class AccountBooks:
     unfinished_tasks: int
     reconcile_exit: int
     reconcile_report: str
+    # "key (workflow id: its status)" of every reservation still open: where to look first.
+    open_reservation_owners: list[str] = field(default_factory=list)
 
     @property
     def balanced(self) -> bool:
@@ -278,6 +280,12 @@ async def books_of(client: Client, stack: LocalStack, account: str) -> AccountBo
     code, report, stderr = await run_qloop(
         stack.worker_env(), "budget", "reconcile", account, timeout=300
     )
+    owners = []
+    for entry in view.entries:
+        if entry.state == "reserved":
+            description = await client.get_workflow_handle(entry.experiment_id).describe()
+            status = description.status.name if description.status else "unknown"
+            owners.append(f"{entry.key} ({entry.experiment_id}: {status})")
     return AccountBooks(
         account=account,
         committed_usd=Decimal(str(view.committed_usd)),
@@ -286,6 +294,7 @@ async def books_of(client: Client, stack: LocalStack, account: str) -> AccountBo
         unfinished_tasks=sum(1 for t in tasks if t["status"] in UNFINISHED),
         reconcile_exit=code,
         reconcile_report=report + stderr,
+        open_reservation_owners=owners,
     )
 
 

@@ -48,6 +48,17 @@ async def test_every_dollar_is_accounted_for_through_every_fault(
 
     assert outcome.workflows == 44
     assert outcome.kills == 10 and outcome.kills_with_tasks_in_flight >= 5
+    # The whole story at once when an account does not balance (pytest cuts a long repr).
+    assert all(books.balanced for books in outcome.books), "\n".join(
+        [f"workflows closed as {outcome.closed}"]
+        + [
+            f"{b.account}: committed {b.committed_usd}, billed {b.billed_usd}, open "
+            f"{b.open_reservation_owners}, unfinished {b.unfinished_tasks}, reconcile exit "
+            f"{b.reconcile_exit}\n{b.reconcile_report}"
+            for b in outcome.books
+            if not b.balanced
+        ]
+    )
     for books in outcome.books:
         assert books.committed_usd > 0, books
         assert abs(books.committed_usd - books.billed_usd) < 0.000001, books
