@@ -34,12 +34,13 @@ def current_store() -> FolderStore | BucketStore:
     it; the store itself is made once per URL)."""
     settings = current_settings()
     if settings.artifact_url is None:
-        return _store_at((qloop_home() / "artifacts").as_uri(), None)
-    return _store_at(settings.artifact_url, settings.artifact_endpoint_url)
+        return store_at((qloop_home() / "artifacts").as_uri(), None)
+    return store_at(settings.artifact_url, settings.artifact_endpoint_url)
 
 
 @cache
-def _store_at(url: str, endpoint_url: str | None) -> FolderStore | BucketStore:
+def store_at(url: str, endpoint_url: str | None) -> FolderStore | BucketStore:
+    """The store at an artifact URL (`QLOOP_ARTIFACT_URL`'s forms), made once per URL."""
     location = store_location(url)
     if location.folder is not None:
         return FolderStore(location.folder)

@@ -22,9 +22,8 @@ from typing import Any
 
 import psycopg
 
-from activities.artifact_bucket import BucketStore
-from activities.artifact_folder import FolderStore
-from schemas.settings import database_location, store_location
+from activities.artifact_store import store_at
+from schemas.settings import database_location
 from tests import shared_state
 from tests.server_helpers import free_ports
 
@@ -206,11 +205,9 @@ class LocalStack:
     def read_artifact(self, url: str) -> bytes:
         """What a worker stored at `url`, in the store the workers were given."""
         configured = self.stack_env.get("QLOOP_ARTIFACT_URL")
-        location = store_location(configured or (self.qloop_home / "artifacts").as_uri())
-        if location.folder is not None:
-            return FolderStore(location.folder).read(url)
-        store = BucketStore(
-            location.bucket, location.prefix, self.stack_env.get("QLOOP_ARTIFACT_ENDPOINT_URL")
+        store = store_at(
+            configured or (self.qloop_home / "artifacts").as_uri(),
+            self.stack_env.get("QLOOP_ARTIFACT_ENDPOINT_URL"),
         )
         return store.read(url)
 
