@@ -15,8 +15,9 @@ and progress for experiments, nothing for loops and sweeps). The money rules it 
   cancel signal, Temporal's own cancellation, a failed fetch — cancels what still queues or runs,
   waits until every part ended and commits what the provider billed (a job that finished first
   is billed in full), or releases the reservation when nothing was billed.
-- A cancellation that arrives while `submit` runs lets the submission finish, so the job is
-  known, and then cancels it.
+- Money steps finish: a cancellation that arrives while `reserve`, `submit`, `cancel_job`,
+  `settle` or `release` runs lets the step finish (so the reservation, the job and what was
+  billed are known), however often it arrives, and takes effect once the books are straight.
 - Waiting: short polls on durable timers while the interval doubles; once it reaches its
   ceiling one `wait_for_job` activity retries at the ceiling until the job ended, which adds
   nothing to history per poll (samples-python `polling/infrequent`), so a wait of weeks stays
@@ -81,6 +82,9 @@ WAIT_AT_CEILING_PATCH = "wait-for-job-at-poll-ceiling"
 # Histories recorded before local simulators ran as one compute activity replay submit, polls
 # and fetch for them too.
 LOCAL_SIMULATION_PATCH = "local-simulation-as-compute-activity"
+# Histories recorded before every money step finished through cancellations cancelled a ledger
+# call, or a submission cancelled twice, where the cancellation found it.
+MONEY_STEPS_FINISH_PATCH = "money-steps-finish-through-cancellation"
 
 
 def is_remote(choice: BackendChoice) -> bool:
@@ -185,6 +189,8 @@ class PaidExecution:
     # How the reservation ended: the committed amount, or released.
     committed_usd: float | None = None
     released: bool = False
+    # A cancellation arrived while a money step ran; it takes effect once that step is booked.
+    cancel_deferred: bool = False
 
     @property
     def key(self) -> str:
@@ -206,7 +212,7 @@ class PaidExecution:
         if self.work.estimated_usd <= 0:
             return ReservationOutcome(accepted=True, message="free", available_usd=0.0)
         while True:
-            outcome: ReservationOutcome = await _entity_call(
+            outcome: ReservationOutcome = await self._money_step(
                 "reserve_budget",
                 ReserveBudgetInput(
                     account=self.work.account,
@@ -222,13 +228,17 @@ class PaidExecution:
                 ),
                 ReservationOutcome,
             )
-            if outcome.closed_as == "released":
+            if outcome.closed_as == "released" and not self.cancel_deferred:
                 self.number += 1
                 continue
             if outcome.closed_as == "committed":
                 self.settled_before = True
-                return outcome.model_copy(update={"accepted": True})
-            self.reserved = outcome.accepted
+                outcome = outcome.model_copy(update={"accepted": True})
+            else:
+                self.reserved = outcome.accepted
+            if self.cancel_deferred:
+                await self.release("cancelled while reserving")
+                raise asyncio.CancelledError
             return outcome
 
     async def _commit(self, actual_usd: float) -> None:
@@ -236,7 +246,7 @@ class PaidExecution:
             self.committed_usd = actual_usd
         if not self.reserved:
             return
-        await _entity_call(
+        await self._money_step(
             "settle_budget",
             SettleBudgetInput(
                 account=self.work.account,
@@ -249,7 +259,7 @@ class PaidExecution:
     async def release(self, reason: str) -> None:
         if not self.reserved:
             return
-        await _entity_call(
+        await self._money_step(
             "release_budget",
             ReleaseBudgetInput(
                 account=self.work.account, release=Release(key=self.key, reason=reason)
@@ -277,6 +287,8 @@ class PaidExecution:
             raise
         self.job = None
         await self._commit(fetched.actual_cost.usd)
+        if self.cancel_deferred:
+            raise asyncio.CancelledError
         return Executed(job, fetched)
 
     async def abandon(self, reason: str) -> None:
@@ -285,14 +297,16 @@ class PaidExecution:
         job = self.job
         if job is not None:
             self.job = None
-            billed: Cost | None = await workflow.execute_activity(
-                "cancel_job",
-                JobInput(backend=self.work.backend, job=job),
-                result_type=Cost,
-                start_to_close_timeout=PROVIDER_TIMEOUT,
-                heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                retry_policy=PROVIDER_RETRY,
-                summary=self._summary("cancel"),
+            billed: Cost | None = await self._finish(
+                workflow.start_activity(
+                    "cancel_job",
+                    JobInput(backend=self.work.backend, job=job),
+                    result_type=Cost,
+                    start_to_close_timeout=PROVIDER_TIMEOUT,
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                    retry_policy=PROVIDER_RETRY,
+                    summary=self._summary("cancel"),
+                )
             )
             self.cancelled_job = job.job_id
             # Histories recorded before cancel_job said what was billed carry no answer.
@@ -360,14 +374,16 @@ class PaidExecution:
             retry_policy=PROVIDER_RETRY,
             summary=self._summary("submit"),
         )
+        # The provider may already hold the job: a cancellation lets the submission finish so
+        # that `abandon` can cancel it.
         try:
-            self.job = await asyncio.shield(handle)
-        except asyncio.CancelledError:
-            # The provider may already hold the job: let the submission finish so that
-            # `abandon` can cancel it.
-            with contextlib.suppress(ActivityError):
-                self.job = await handle
+            self.job = await self._finish(handle, ridden_out_before_patch=1)
+        except ActivityError:
+            if self.cancel_deferred:
+                raise asyncio.CancelledError from None
             raise
+        if self.cancel_deferred:
+            raise asyncio.CancelledError
         return self.job
 
     async def _wait(self, job: JobRef) -> None:
@@ -473,6 +489,45 @@ class PaidExecution:
     def _summary(self, what: str) -> str:
         return f"{self.work.purpose}: {what}" if self.work.purpose else what
 
+    async def _money_step(
+        self, activity: str, arg: object, result_type: type[ResultT] | None = None
+    ) -> ResultT:
+        """A ledger call, finished whatever cancellations arrive meanwhile."""
+        return await self._finish(
+            workflow.start_activity(
+                activity,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=QUICK_TIMEOUT,
+                retry_policy=ENTITY_RETRY,
+                summary=activity,
+            )
+        )
+
+    async def _finish(
+        self, handle: workflow.ActivityHandle[ResultT], *, ridden_out_before_patch: int = 0
+    ) -> ResultT:
+        """The activity's result, however often the workflow or the task running this execution
+        is cancelled meanwhile: a reservation, submission, settlement or cancellation left half
+        done would leave money unaccounted for. A cancellation that arrived is remembered in
+        `cancel_deferred` for the caller to act on once the step is booked. Histories recorded
+        before rode out `ridden_out_before_patch` cancellations and cancelled the activity at
+        the next."""
+        cancellations = 0
+        while True:
+            try:
+                return await asyncio.shield(handle)
+            except asyncio.CancelledError:
+                if handle.cancelled():
+                    raise
+                cancellations += 1
+                self.cancel_deferred = True
+                if cancellations > ridden_out_before_patch and not workflow.patched(
+                    MONEY_STEPS_FINISH_PATCH
+                ):
+                    handle.cancel()
+                    raise
+
 
 def why(error: BaseException) -> str:
     """An activity's own failure rather than the wrapper's "Activity task failed"."""
@@ -487,16 +542,3 @@ async def _cancelled(handle: workflow.ActivityHandle[ResultT]) -> None:
     handle.cancel()
     with contextlib.suppress(ActivityError, asyncio.CancelledError):
         await handle
-
-
-async def _entity_call(
-    activity: str, arg: object, result_type: type[ResultT] | None = None
-) -> ResultT:
-    return await workflow.execute_activity(
-        activity,
-        arg,
-        result_type=result_type,
-        start_to_close_timeout=QUICK_TIMEOUT,
-        retry_policy=ENTITY_RETRY,
-        summary=activity,
-    )

@@ -78,7 +78,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes as attrs
     from workflows.activity_options import COMPUTE_RETRY, COMPUTE_TIMEOUT, HEARTBEAT_TIMEOUT
     from workflows.batch_pass import BudgetExhausted, run_batch
-    from workflows.paid_execution import describe_backend, is_remote
+    from workflows.paid_execution import MONEY_STEPS_FINISH_PATCH, describe_backend, is_remote
 
 ResultT = TypeVar("ResultT")
 
@@ -288,8 +288,7 @@ class SweepWorkflow:
             # jobs cancelled, their reservations released) before the sweep ends.
             for task, _ in in_flight:
                 task.cancel()
-            if in_flight:
-                await workflow.wait([task for task, _ in in_flight])
+            await self._all_ended([task for task, _ in in_flight])
             raise
         if continuing and refusal is None:
             # The batches in flight are left as they are: the next run finds their reservations
@@ -297,6 +296,17 @@ class SweepWorkflow:
             next_carry = self._carry(carry, queue, [batch for _, batch in in_flight])
             workflow.continue_as_new(input.model_copy(update={"carry": next_carry}))
         return refusal
+
+    async def _all_ended(self, tasks: list[asyncio.Task[CanaryVerdict | str | None]]) -> None:
+        """Waits until every cancelled batch settled its money, whatever cancellation of the
+        sweep arrives meanwhile: a batch left behind would leave its job and reservation open.
+        Histories recorded before stopped waiting at the first such cancellation."""
+        while unfinished := [task for task in tasks if not task.done()]:
+            try:
+                await workflow.wait(unfinished)
+            except asyncio.CancelledError:
+                if not workflow.patched(MONEY_STEPS_FINISH_PATCH):
+                    raise
 
     def _may_leave_in_flight(self, in_flight: list[tuple[object, SweepBatch]]) -> bool:
         """A run due to continue as new does so once a batch finished in it (so that every run
