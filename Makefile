@@ -73,7 +73,7 @@ define lane
 	exit $$status
 endef
 
-test: venv browser postgres ## run the test suite (starts its own Temporal servers; does not touch the dev stack)
+test: venv browser postgres lint ## lint, then the test suite (starts its own Temporal servers; does not touch the dev stack)
 	@$(MAKE) -j2 test-suites test-chaos
 
 test-suites: venv browser postgres ## everything but the chaos suite; then conformance, governance and browser with shared state
@@ -104,8 +104,10 @@ browser: ## install headless Chromium for the Web UI test (Debian's chromium pac
 postgres: ## install Debian's postgresql package for the shared-database tests when missing
 	$(call debian_package,postgresql,for the shared-database tests,command -v initdb >/dev/null || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null,install PostgreSQL (its initdb on PATH))
 
-lint: venv ## ruff
+lint: venv ## ruff (lint and format) and mypy (strict on schemas/ and workflows/); make test runs it first
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: venv dev ## run every bench/*.py against the local stack (prints ratios)
 	@shopt -s nullglob; status=0; ran=0; \

@@ -162,7 +162,7 @@ async def connect(
                 **config,
                 data_converter=converter,
                 interceptors=interceptors or [],
-                **({"runtime": runtime} if runtime else {}),
+                runtime=runtime,
             )
         except RuntimeError as error:
             if asyncio.get_running_loop().time() >= deadline:

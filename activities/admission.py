@@ -32,6 +32,7 @@ from schemas.limits import MAX_BATCH_GATES, MAX_IDEAL_QUBITS
 from schemas.report import ClassicalBaseline
 from schemas.request import (
     BackendChoice,
+    BitstringProbabilityObservable,
     ExperimentRequest,
     GhzProblem,
     MirrorProblem,
@@ -73,7 +74,9 @@ class Admitted:
             return circuits.ghz(problem.num_qubits), _analytic("a GHZ state is 0...0 or 1...1")
         if isinstance(problem, MirrorProblem):
             built = circuits.mirror(problem.num_qubits, problem.depth, problem.seed)
-            return built, _analytic(f"a mirror circuit returns {built.observable.bitstrings[0]}")
+            returned = built.observable
+            assert isinstance(returned, BitstringProbabilityObservable)
+            return built, _analytic(f"a mirror circuit returns {returned.bitstrings[0]}")
         return _qaoa(problem)
 
     @property
@@ -107,8 +110,9 @@ def admit(request: ExperimentRequest) -> Admitted:
             f"problem: the circuit has {size.qubits} qubits; qloop simulates the ideal reference "
             f"exactly and allows at most {MAX_IDEAL_QUBITS}"
         )
-    program = _parse(request.problem) if isinstance(request.problem, QasmProblem) else None
-    if program is not None:
+    program = None
+    if isinstance(request.problem, QasmProblem):
+        program = _parse(request.problem)
         _check_observable_width(request.problem, program.num_qubits)
     _check_batch_gates(request, size)
     capabilities = _check_backend(request.execution.backend, "execution.backend", size, request)

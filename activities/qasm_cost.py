@@ -724,7 +724,8 @@ class _Reader:
         kind, name, line = self.tokens.take()
         if kind == "name" and name.startswith("$"):
             index = _number(name[1:])
-            self.qubits = max(self.qubits, COUNT_CAP if index is None else _capped(index[0] + 1))
+            highest = COUNT_CAP if index is None else int(min(index[0], COUNT_CAP))
+            self.qubits = max(self.qubits, _capped(highest + 1))
             return 1
         symbol = self.lookup(name) if kind == "name" else None
         if not isinstance(symbol, _Qubits):

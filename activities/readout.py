@@ -37,13 +37,15 @@ def inverse_matrices(confusion: FloatArray) -> FloatArray:
             f"readout of qubits {bad.tolist()} cannot be inverted: their calibration circuits "
             "read |0> and |1> alike"
         )
-    return np.linalg.inv(confusion)
+    inverses: FloatArray = np.linalg.inv(confusion).astype(np.float64)
+    return inverses
 
 
 def mitigate_factors(factors: FloatArray, inverses: FloatArray) -> FloatArray:
     """Per-qubit factors f_i such that E_q[prod f_i] on the mitigated quasi-distribution q
     equals E_p[prod f'_i] on the measured p: f'_i[x] = sum_b f_i[b] inverse_i[b, x]."""
-    return np.einsum("ib,ibx->ix", factors, inverses)
+    mitigated: FloatArray = np.einsum("ib,ibx->ix", factors, inverses)
+    return mitigated
 
 
 def mitigate_distribution(probabilities: FloatArray, inverses: FloatArray) -> FloatArray:

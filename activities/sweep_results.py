@@ -16,8 +16,9 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -412,7 +413,13 @@ def plot_results(
         axes.set_xlabel(names[k])
         axes.set_ylabel("value")
         if best is not None:
-            axes.plot([best.parameters[k]], [best.value], "r*", markersize=12, label="best")
+            axes.plot(
+                [best.parameters[k]],
+                np.array([best.value], dtype=float),
+                "r*",
+                markersize=12,
+                label="best",
+            )
             axes.legend()
     elif shape is not None and len(swept) == 2:
         first, second = swept
@@ -436,7 +443,9 @@ def plot_results(
         axes.set_xlabel("point index")
         axes.set_ylabel("value")
         if best is not None:
-            axes.plot([best.index], [best.value], "r*", markersize=12, label="best")
+            axes.plot(
+                [best.index], np.array([best.value], dtype=float), "r*", markersize=12, label="best"
+            )
             axes.legend()
     backend = request.evaluation.backend
     axes.set_title(
@@ -518,7 +527,7 @@ async def write_sweep_results_activity(input: SweepResultsInput) -> SweepResults
     return await in_child_with_heartbeats(write_results, input)
 
 
-SWEEP_ACTIVITIES = [
+SWEEP_ACTIVITIES: list[Callable[..., Any]] = [
     expand_sweep_activity,
     lookup_sweep_cache_activity,
     sweep_batch_points_activity,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Literal
+from typing import Any, Literal
 
 import cirq
 import numpy as np
@@ -155,9 +155,10 @@ def fitted_curve(
     method: Extrapolation,
     order: int | None = None,
 ) -> Callable[[float], float]:
-    fit = extrapolation_method(method, order)
-    result = fit(scale_factors, values, full_output=True)  # type: ignore[call-arg]
-    return result[-1]
+    # With full_output mitiq's extrapolate returns a tuple whose last item is the fitted curve.
+    fit: Callable[..., Any] = extrapolation_method(method, order)
+    curve: Callable[[float], float] = fit(scale_factors, values, full_output=True)[-1]
+    return curve
 
 
 def _required_order(order: int | None) -> int:

@@ -85,8 +85,8 @@ class SharedDatabase:
             with self._sqlite(self._sqlite_path) as connection, connection:
                 yield _SqliteTransaction(connection)
         else:
-            with psycopg.connect(self.url) as connection:
-                yield _PostgresTransaction(connection)
+            with psycopg.connect(self.url) as server:
+                yield _PostgresTransaction(server)
 
     @contextmanager
     def _sqlite(self, path: Path) -> Iterator[sqlite3.Connection]:

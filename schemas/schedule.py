@@ -187,8 +187,9 @@ def spec_summary(spec: ScheduleSpec, memo: Mapping[str, Any] | None = None) -> s
     """The summary qloop stored at creation, else one rebuilt from the spec (for schedules made
     by other tools)."""
     stored = (memo or {}).get(MEMO_KEY, {})
-    if isinstance(stored, Mapping) and isinstance(stored.get("spec"), str):
-        return stored["spec"]
+    spec_text = stored.get("spec") if isinstance(stored, Mapping) else None
+    if isinstance(spec_text, str):
+        return spec_text
     parts: list[str] = [f"cron {cron}" for cron in spec.cron_expressions]
     parts.extend(f"every {format_duration(interval.every)}" for interval in spec.intervals)
     if spec.calendars:

@@ -40,6 +40,7 @@ from typing import Annotated, Literal, NamedTuple
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 APPROVAL_VERSION = "qloop-approval-v1"
@@ -136,6 +137,7 @@ def new_private_key_pem() -> tuple[bytes, str]:
 def load_private_key(data: bytes, source: str) -> Ed25519PrivateKey:
     expected = "an unencrypted Ed25519 private key (PEM, as `qloop keys new NAME` writes it)"
     try:
+        key: PrivateKeyTypes
         if data.lstrip().startswith(b"-----BEGIN OPENSSH PRIVATE KEY-----"):
             key = serialization.load_ssh_private_key(data, password=None)
         else:

@@ -12,14 +12,12 @@ imports no numerical library.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from schemas.execution import JobStatus
     from schemas.pipeline import PolicyDecision, PolicyInput, PollingPolicy
     from schemas.variational import BatchInput, PreparedBatch, ScoredBatch, ScoreInput
     from workflows.activity_options import (
@@ -29,9 +27,7 @@ with workflow.unsafe.imports_passed_through():
         HEARTBEAT_TIMEOUT,
         QUICK_TIMEOUT,
     )
-    from workflows.paid_execution import PaidExecution, PaidWork, Unsteered
-
-JobStatusListener = Callable[[JobStatus], None]
+    from workflows.paid_execution import PaidExecution, PaidWork, StatusListener, Unsteered
 
 POLICY_AS_ACTIVITY_PATCH = "batch-policy-as-activity"
 
@@ -56,7 +52,7 @@ async def run_batch(
     max_queue_wait: timedelta,
     name: str,
     max_cost_usd: float | None = None,
-    on_job_status: JobStatusListener | None = None,
+    on_job_status: StatusListener | None = None,
 ) -> tuple[PreparedBatch, ScoredBatch]:
     """Evaluates every point of `batch` as one submission. `token_label` names the submission
     within the workflow (e.g. "iter-0007"): reusing a label reuses its job. A batch whose

@@ -76,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.paid_execution import PaidExecution, PaidWork, describe_backend, is_remote
 
 GOVERNANCE_PATCH = "governance"
+POLICY_AS_ACTIVITY_PATCH = "experiment-policy-as-activity"
 
 # Errors after which a backend is given up for the next one of the fallback chain.
 BACKEND_FAILURES = (
@@ -183,8 +184,10 @@ class ExperimentWorkflow:
             ]
         )
         try:
-            if not workflow.patched(GOVERNANCE_PATCH):
-                return await self._run_ungoverned(request, input)
+            # Experiments started before governance have all closed: the old path is gone and
+            # the patch deprecated (Temporal's patching, step 2); its call goes once no open
+            # run carries the marker.
+            workflow.deprecate_patch(GOVERNANCE_PATCH)
             return await self._run_governed(request, input)
         except ActivityError as error:
             cause = error.cause
@@ -262,19 +265,21 @@ class ExperimentWorkflow:
             leave.cancelled_job = execution.cancelled_job
             raise
         except (ActivityError, ApplicationError) as error:
-            why = backend_failure(error)
-            if why is None:
+            failure = backend_failure(error)
+            if failure is None:
                 raise
             # The paid execution already cancelled the job and settled what it was billed.
-            await self._report_outcome(backend, success=False, detail=why)
-            raise LeaveBackend("fallback", f"{describe_backend(backend)} failed: {why}") from error
+            await self._report_outcome(backend, success=False, detail=failure)
+            raise LeaveBackend(
+                "fallback", f"{describe_backend(backend)} failed: {failure}"
+            ) from error
         finally:
             self._record_settlement(execution)
         governance = self._governed().current
         return await answered_report(self._progress, self._compute_queue, run, executed, governance)
 
     def _next_backend(self, current: BackendChoice, leave: LeaveBackend) -> BackendChoice | str:
-        following = leave.to
+        following: BackendChoice | str | None = leave.to
         if following is None:
             if not self._fallbacks:
                 self._progress.set(stage=Stage.FAILED, error=leave.why)
@@ -339,7 +344,15 @@ class ExperimentWorkflow:
 
     async def _evaluate_policy(self, run: PreparedRun) -> PolicyDecision:
         self._progress.set(stage=Stage.CHECKING_POLICY)
-        return await workflow.execute_local_activity(
+        # A local activity whose result is recorded in a later workflow task than the one it
+        # resolved in on replay (a slow policy file under load) failed replay with "patch marker
+        # ... no corresponding change command", as sweeps did (README, temporalio/sdk-python#1578).
+        execute = (
+            workflow.execute_activity
+            if workflow.patched(POLICY_AS_ACTIVITY_PATCH)
+            else workflow.execute_local_activity
+        )
+        decision: PolicyDecision = await execute(
             "evaluate_policy",
             PolicyInput(
                 account=run.request.policy.account,
@@ -354,6 +367,7 @@ class ExperimentWorkflow:
             retry_policy=ENTITY_RETRY,
             summary="policy",
         )
+        return decision
 
     async def _await_approval(
         self, run: PreparedRun, requirement: ApprovalRequirement
@@ -484,14 +498,5 @@ class ExperimentWorkflow:
         return await classical_report(self._progress, self._compute_queue, run, governance)
 
     def _governed(self) -> GovernanceRecord:
-        assert self._governance is not None, "governance is recorded from the governed path only"
+        assert self._governance is not None, "governance is recorded from the start of the run"
         return self._governance
-
-    # --- experiments started before governance existed (kept for replay) ------------------------
-
-    async def _run_ungoverned(
-        self, request: ExperimentRequest, input: ExperimentInput
-    ) -> ExperimentReport:
-        run = await prepare(self._progress, self._compute_queue, request)
-        executed = await self._paid_execution(run, input.polling).run()
-        return await answered_report(self._progress, self._compute_queue, run, executed, None)

@@ -61,7 +61,7 @@ class ExperimentProgress:
         self.close_paid_stage()
         self.set(stage=stage)
         started = workflow.now()
-        result = await workflow.execute_activity(
+        result: ResultT = await workflow.execute_activity(
             activity,
             arg,
             result_type=result_type,

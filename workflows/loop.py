@@ -20,8 +20,10 @@ resumed anywhere, or continued as new, follows the trajectory an uninterrupted r
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -381,7 +383,7 @@ class LoopWorkflow:
     async def _reference(
         self, request: LoopRequest, points: list[Point], compute_queue: str | None
     ) -> Reference:
-        return await workflow.execute_activity(
+        reference: Reference = await workflow.execute_activity(
             "classical_reference",
             ReferenceInput(family=request.family, points=points),
             result_type=Reference,
@@ -391,6 +393,7 @@ class LoopWorkflow:
             retry_policy=COMPUTE_RETRY,
             summary="classical reference",
         )
+        return reference
 
     def _failed(self, message: str, error_type: str | None) -> ApplicationError:
         """Marks the loop failed where others look (stage, details) and says where it failed."""
@@ -410,7 +413,7 @@ class LoopWorkflow:
         """Publishes the state: queries, search attributes (stage, cost so far), details."""
         self._state = state
         self._stage = stage
-        attributes = []
+        attributes: list[SearchAttributeUpdate[Any]] = []
         if stage != self._published_stage:
             self._published_stage = stage
             attributes.append(attrs.STAGE.value_set(stage))

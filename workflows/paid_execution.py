@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol, TypeVar
@@ -75,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 ResultT = TypeVar("ResultT")
+StatusListener = Callable[[JobStatus], None]
 
 # Histories recorded before waits at the poll ceiling became one retried activity replay with
 # timers all the way.
@@ -138,10 +140,6 @@ class Unsteered:
 
     async def job_done(self, job: JobRef) -> None:
         return None
-
-
-class StatusListener(Protocol):
-    def __call__(self, status: JobStatus) -> None: ...
 
 
 class Executed(NamedTuple):
@@ -377,14 +375,15 @@ class PaidExecution:
         # The provider may already hold the job: a cancellation lets the submission finish so
         # that `abandon` can cancel it.
         try:
-            self.job = await self._finish(handle, ridden_out_before_patch=1)
+            job: JobRef = await self._finish(handle, ridden_out_before_patch=1)
+            self.job = job
         except ActivityError:
             if self.cancel_deferred:
                 raise asyncio.CancelledError from None
             raise
         if self.cancel_deferred:
             raise asyncio.CancelledError
-        return self.job
+        return job
 
     async def _wait(self, job: JobRef) -> None:
         self.steering.on_stage(Stage.WAITING)
@@ -420,7 +419,7 @@ class PaidExecution:
             interval = min(interval * 2, ceiling)
 
     async def _poll(self, job: JobRef) -> JobStatus:
-        return await workflow.execute_activity(
+        status: JobStatus = await workflow.execute_activity(
             "check_job",
             JobInput(backend=self.work.backend, job=job),
             result_type=JobStatus,
@@ -429,6 +428,7 @@ class PaidExecution:
             retry_policy=PROVIDER_RETRY,
             summary=self._summary("poll"),
         )
+        return status
 
     async def _wait_at_ceiling(
         self, job: JobRef, ceiling: timedelta, deadline: datetime
@@ -464,7 +464,8 @@ class PaidExecution:
         if not handle.done():
             await _cancelled(handle)
             return None
-        return handle.result()
+        status: JobStatus = handle.result()
+        return status
 
     def _deadline_passed(self, job: JobRef, state: JobState) -> ApplicationError:
         return ApplicationError(
@@ -476,7 +477,7 @@ class PaidExecution:
 
     async def _fetch(self, job: JobRef) -> FetchedResult:
         self.steering.on_stage(Stage.FETCHING)
-        return await workflow.execute_activity(
+        fetched: FetchedResult = await workflow.execute_activity(
             "fetch_result",
             FetchInput(experiment_id=self.work.artifact_folder, backend=self.work.backend, job=job),
             result_type=FetchedResult,
@@ -485,6 +486,7 @@ class PaidExecution:
             retry_policy=PROVIDER_RETRY,
             summary=self._summary("fetch"),
         )
+        return fetched
 
     def _summary(self, what: str) -> str:
         return f"{self.work.purpose}: {what}" if self.work.purpose else what

@@ -23,7 +23,7 @@ ROUND_TIMEOUT = timedelta(minutes=30)
 class ReservationReconcilerWorkflow:
     @workflow.run
     async def run(self) -> ReconcilerRound:
-        return await workflow.execute_activity(
+        round: ReconcilerRound = await workflow.execute_activity(
             "settle_orphaned_reservations",
             result_type=ReconcilerRound,
             start_to_close_timeout=ROUND_TIMEOUT,
@@ -31,3 +31,4 @@ class ReservationReconcilerWorkflow:
             retry_policy=ENTITY_RETRY,
             summary="settle the open reservations of closed workflows",
         )
+        return round

@@ -37,12 +37,12 @@ def perturbation(seed: int, iteration: int, size: int) -> list[int]:
 
 def perturbation_size(settings: SpsaSettings, iteration: int) -> float:
     """c_k = c / (k + 1)^gamma."""
-    return settings.c / (iteration + 1) ** settings.gamma
+    return float(settings.c / (iteration + 1) ** settings.gamma)
 
 
 def step_size(settings: SpsaSettings, iteration: int) -> float:
     """a_k = a / (k + 1 + stability)^alpha."""
-    return settings.a / (iteration + 1 + settings.stability) ** settings.alpha
+    return float(settings.a / (iteration + 1 + settings.stability) ** settings.alpha)
 
 
 def ask(state: SpsaState) -> list[Point]:

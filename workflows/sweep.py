@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -308,7 +309,7 @@ class SweepWorkflow:
                 if not workflow.patched(MONEY_STEPS_FINISH_PATCH):
                     raise
 
-    def _may_leave_in_flight(self, in_flight: list[tuple[object, SweepBatch]]) -> bool:
+    def _may_leave_in_flight(self, in_flight: Sequence[tuple[object, SweepBatch]]) -> bool:
         """A run due to continue as new does so once a batch finished in it (so that every run
         makes progress), whatever is still in flight. Runs recorded before that drained their
         batches first."""
@@ -518,7 +519,7 @@ class SweepWorkflow:
     async def _activity(self, name: str, arg: object, result_type: type[ResultT]) -> ResultT:
         """The sweep's own activities run on the compute queue, beside the artifacts they
         read and write, in child processes, heartbeating."""
-        return await workflow.execute_activity(
+        result: ResultT = await workflow.execute_activity(
             name,
             arg,
             result_type=result_type,
@@ -528,6 +529,7 @@ class SweepWorkflow:
             retry_policy=COMPUTE_RETRY,
             summary=name.replace("_", " "),
         )
+        return result
 
     def _job_status(self, label: str, points: int, status: JobStatus) -> None:
         self._jobs[label] = status
