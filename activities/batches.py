@@ -31,7 +31,6 @@ from qiskit import QuantumCircuit, qasm2, qasm3
 from qiskit.circuit import CircuitInstruction
 from qiskit.quantum_info import SparsePauliOp
 from scipy.sparse.linalg import eigsh
-from temporalio import activity
 
 from activities import artifact_store, classical
 from activities.admission import (
@@ -65,6 +64,8 @@ from activities.zne import (
 from adapters.base import compiled_programs
 from adapters.errors import InvalidRequestError, RejectedError
 from adapters.registry import get_adapter
+from schemas import activity_contracts
+from schemas.activity_contracts import implements
 from schemas.execution import Capabilities, CircuitBatch, CircuitSpec, Cost, JobResult
 from schemas.pipeline import CircuitRole, PlannedBatch
 from schemas.request import PauliSumObservable, executed_scale_factors
@@ -249,7 +250,7 @@ def prepare_batch(input: BatchInput) -> PreparedBatch:
     )
 
 
-@activity.defn(name="prepare_batch")
+@implements(activity_contracts.prepare_batch)
 async def prepare_batch_activity(input: BatchInput) -> PreparedBatch:
     try:
         return await in_child_with_heartbeats(prepare_batch, input)
@@ -477,7 +478,7 @@ def score_batch(input: ScoreInput) -> ScoredBatch:
     return ScoredBatch(values=values, actual_cost=cost, artifact_uri=uri)
 
 
-@activity.defn(name="score_batch")
+@implements(activity_contracts.score_batch)
 async def score_batch_activity(input: ScoreInput) -> ScoredBatch:
     return await in_child_with_heartbeats(score_batch, input)
 
@@ -631,7 +632,7 @@ def classical_reference(input: ReferenceInput) -> Reference:
     return Reference(baseline_method=method, baseline_value=baseline, exact_values=exact)
 
 
-@activity.defn(name="classical_reference")
+@implements(activity_contracts.classical_reference)
 async def classical_reference_activity(input: ReferenceInput) -> Reference:
     try:
         return await in_child_with_heartbeats(classical_reference, input)

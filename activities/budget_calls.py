@@ -23,6 +23,8 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from schemas import activity_contracts
+from schemas.activity_contracts import implements
 from schemas.budget import (
     BUDGET_EXCEEDED,
     RESERVATION_CLOSED,
@@ -184,16 +186,16 @@ async def show_budget(
         raise
 
 
-@activity.defn(name="reserve_budget")
+@implements(activity_contracts.reserve_budget)
 async def reserve_budget_activity(input: ReserveBudgetInput) -> ReservationOutcome:
     return await reserve_budget(activity.client(), activity.info().task_queue, input)
 
 
-@activity.defn(name="settle_budget")
+@implements(activity_contracts.settle_budget)
 async def settle_budget_activity(input: SettleBudgetInput) -> LedgerEntry:
     return await settle_budget(activity.client(), input)
 
 
-@activity.defn(name="release_budget")
+@implements(activity_contracts.release_budget)
 async def release_budget_activity(input: ReleaseBudgetInput) -> LedgerEntry | None:
     return await release_budget(activity.client(), input)

@@ -11,6 +11,8 @@ from temporalio import activity
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
+from schemas import activity_contracts
+from schemas.activity_contracts import implements
 from schemas.health import (
     AcquireBackendInput,
     BreakerSettings,
@@ -93,7 +95,7 @@ def breaker_settings() -> BreakerSettings:
     )
 
 
-@activity.defn(name="acquire_backend")
+@implements(activity_contracts.acquire_backend)
 async def acquire_backend_activity(input: AcquireBackendInput) -> Permit:
     return await acquire_backend(
         activity.client(),
@@ -104,7 +106,7 @@ async def acquire_backend_activity(input: AcquireBackendInput) -> Permit:
     )
 
 
-@activity.defn(name="report_backend_outcome")
+@implements(activity_contracts.report_backend_outcome)
 async def report_backend_outcome_activity(input: ReportOutcomeInput) -> HealthView:
     return await report_backend_outcome(
         activity.client(),

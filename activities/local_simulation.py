@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
-from temporalio import activity
-
 from activities import artifact_store
 from activities.heartbeats import in_child_with_heartbeats
 from adapters.base import LocalSimulator
 from adapters.errors import InvalidRequestError
 from adapters.registry import get_adapter
+from schemas import activity_contracts
+from schemas.activity_contracts import implements
 from schemas.execution import Cost, JobRef
 from schemas.pipeline import FetchedResult, PlannedBatch, Simulated, SimulateInput
 
@@ -56,6 +56,6 @@ def simulate(input: SimulateInput) -> Simulated:
     return Simulated(job=job, fetched=fetched)
 
 
-@activity.defn(name="simulate")
+@implements(activity_contracts.simulate)
 async def simulate_activity(input: SimulateInput) -> Simulated:
     return await in_child_with_heartbeats(simulate, input)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import csv
 import io
 
-from temporalio import activity
-
 from activities.artifact_store import put_bytes, put_model, read_model
 from activities.heartbeats import in_thread_with_heartbeats
+from schemas import activity_contracts
+from schemas.activity_contracts import implements
 from schemas.loop import (
     SaveTrajectoryChunkInput,
     TrajectoryChunk,
@@ -67,11 +67,11 @@ def as_csv(entries: list[TrajectoryEntry]) -> str:
     return out.getvalue()
 
 
-@activity.defn(name="save_trajectory_chunk")
+@implements(activity_contracts.save_trajectory_chunk)
 async def save_trajectory_chunk_activity(input: SaveTrajectoryChunkInput) -> str:
     return save_chunk(input)
 
 
-@activity.defn(name="write_trajectory")
+@implements(activity_contracts.write_trajectory)
 async def write_trajectory_activity(input: WriteTrajectoryInput) -> str:
     return await in_thread_with_heartbeats(lambda: write_trajectory(input))

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from mitiq.zne.inference import ExtrapolationError, ExtrapolationWarning
-from temporalio import activity
 
 from activities import artifact_store
 from activities.heartbeats import in_child_with_heartbeats
@@ -29,6 +28,8 @@ from activities.observables import (
 from activities.plan import executed_scale_factors, mitigation_seed
 from activities.readout import confusion_matrices, inverse_matrices, mitigate_factors
 from activities.zne import bootstrap, extrapolate, percentile_interval, plot_fit
+from schemas import activity_contracts
+from schemas.activity_contracts import implements
 from schemas.execution import JobResult
 from schemas.pipeline import (
     CircuitRole,
@@ -149,7 +150,7 @@ def mitigate(input: MitigateInput) -> MitigationOutcome:
     )
 
 
-@activity.defn(name="mitigate")
+@implements(activity_contracts.mitigate)
 async def mitigate_activity(input: MitigateInput) -> MitigationOutcome:
     return await in_child_with_heartbeats(mitigate, input)
 

@@ -22,6 +22,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.budget_calls import release_budget, settle_budget, show_budget
 from adapters.braket_aws import TERMINAL_TASK_STATES, BraketAwsAdapter, search_quantum_tasks
 from adapters.braket_device import ARN_PREFIX
+from schemas import activity_contracts
+from schemas.activity_contracts import implements
 from schemas.budget import (
     LedgerEntry,
     Release,
@@ -175,6 +177,6 @@ async def settle_orphans(client: Client) -> ReconcilerRound:
     return ReconcilerRound(settled=settled)
 
 
-@activity.defn(name="settle_orphaned_reservations")
+@implements(activity_contracts.settle_orphaned_reservations)
 async def settle_orphaned_reservations_activity() -> ReconcilerRound:
     return await settle_orphans(activity.client())

@@ -7,13 +7,14 @@ import hashlib
 from collections.abc import Sequence
 
 from qiskit import ClassicalRegister, QuantumCircuit, qasm2
-from temporalio import activity
 
 from activities import artifact_store
 from activities.heartbeats import in_child_with_heartbeats
 from activities.zne import fold, to_device_basis
 from adapters.base import compiled_programs
 from adapters.registry import get_adapter
+from schemas import activity_contracts
+from schemas.activity_contracts import implements
 from schemas.execution import CircuitBatch, CircuitSpec
 from schemas.pipeline import (
     CircuitRole,
@@ -64,7 +65,7 @@ def plan(input: PlanInput) -> ExecutionPlan:
     )
 
 
-@activity.defn(name="plan")
+@implements(activity_contracts.plan)
 async def plan_activity(input: PlanInput) -> ExecutionPlan:
     return await in_child_with_heartbeats(plan, input)
 

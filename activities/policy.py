@@ -9,9 +9,10 @@ in the workflow also any estimated cost above zero.
 
 from __future__ import annotations
 
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from schemas import activity_contracts, error_types
+from schemas.activity_contracts import implements
 from schemas.budget import BudgetAdmins, BudgetAdminsInput
 from schemas.execution import Tier
 from schemas.pipeline import ApprovalRequirement, PolicyDecision, PolicyInput
@@ -25,7 +26,6 @@ from schemas.policy import (
 )
 from schemas.request import BackendChoice, ExperimentRequest
 
-POLICY_REFUSED = "PolicyRefused"
 NO_POLICY_FILE_RULE = "no_policy_file"
 
 
@@ -140,15 +140,15 @@ def account_policy(account: str) -> AccountPolicy:
         return load_policy_book().for_account(account)
     except PolicyError as error:
         # A broken policy file is an operator's mistake: retrying lets them fix it in place.
-        raise ApplicationError(str(error), type="PolicyFileInvalid") from None
+        raise ApplicationError(str(error), type=error_types.POLICY_FILE_INVALID) from None
 
 
-@activity.defn(name="evaluate_policy")
+@implements(activity_contracts.evaluate_policy)
 async def evaluate_policy_activity(input: PolicyInput) -> PolicyDecision:
     return evaluate(account_policy(input.account), input)
 
 
-@activity.defn(name="budget_admins")
+@implements(activity_contracts.budget_admins)
 async def budget_admins_activity(input: BudgetAdminsInput) -> BudgetAdmins:
     """The keys that may sign changes of the account's budget limit, read from the policy file
     on a worker: the ledger workflow must not take them from anything a client sends."""

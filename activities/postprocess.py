@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from temporalio import activity
-
 from activities import artifact_store
 from activities.heartbeats import in_child_with_heartbeats
 from adapters.registry import get_adapter
+from schemas import activity_contracts
+from schemas.activity_contracts import implements
 from schemas.execution import Tier
 from schemas.pipeline import ClassicalReportInput, EndedReportInput, PostprocessInput
 from schemas.report import (
@@ -247,16 +247,16 @@ def zne_outcome(input: PostprocessInput) -> ZneOutcome | None:
     )
 
 
-@activity.defn(name="postprocess")
+@implements(activity_contracts.postprocess)
 async def postprocess_activity(input: PostprocessInput) -> ExperimentReport:
     return await in_child_with_heartbeats(postprocess, input)
 
 
-@activity.defn(name="classical_report")
+@implements(activity_contracts.classical_report)
 async def classical_report_activity(input: ClassicalReportInput) -> ExperimentReport:
     return await in_child_with_heartbeats(classical_report, input)
 
 
-@activity.defn(name="ended_report")
+@implements(activity_contracts.ended_report)
 async def ended_report_activity(input: EndedReportInput) -> ExperimentReport:
     return await in_child_with_heartbeats(ended_report, input)

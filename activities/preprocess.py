@@ -8,13 +8,14 @@ import hashlib
 import qiskit.qasm2 as qasm2
 from qiskit import QuantumCircuit, transpile
 from qiskit.transpiler import CouplingMap
-from temporalio import activity
 
 from activities import artifact_store
 from activities.admission import AdmissionError, admit, invalid_request
 from activities.circuits import describe_observable
 from activities.heartbeats import in_child_with_heartbeats
 from activities.observables import measurement_bases
+from schemas import activity_contracts
+from schemas.activity_contracts import implements
 from schemas.execution import Capabilities
 from schemas.pipeline import MeasurementBasis, PreparedCircuits, PreparedExperiment, PreprocessInput
 
@@ -55,7 +56,7 @@ def preprocess(input: PreprocessInput) -> PreparedExperiment:
     )
 
 
-@activity.defn(name="preprocess")
+@implements(activity_contracts.preprocess)
 async def preprocess_activity(input: PreprocessInput) -> PreparedExperiment:
     try:
         return await in_child_with_heartbeats(preprocess, input)

@@ -9,13 +9,14 @@ import math
 from qiskit import ClassicalRegister, QuantumCircuit
 from qiskit.quantum_info import SparsePauliOp, Statevector
 from qiskit_aer import AerSimulator
-from temporalio import activity
 
 from activities import artifact_store
 from activities.admission import MAX_IDEAL_QUBITS, invalid_request
 from activities.circuits import load_qasm2
 from activities.heartbeats import in_child_with_heartbeats
 from adapters.profiles import load_profile
+from schemas import activity_contracts
+from schemas.activity_contracts import implements
 from schemas.execution import Tier
 from schemas.pipeline import PreparedCircuits, PreparedExperiment, PrevalidateInput, Prevalidation
 from schemas.profile import DeviceProfile
@@ -64,7 +65,7 @@ def prevalidate(input: PrevalidateInput) -> Prevalidation:
     return Prevalidation(ideal_value=ideal, estimated_fidelity=fidelity, artifact_uri=uri)
 
 
-@activity.defn(name="prevalidate")
+@implements(activity_contracts.prevalidate)
 async def prevalidate_activity(input: PrevalidateInput) -> Prevalidation:
     try:
         return await in_child_with_heartbeats(prevalidate, input)

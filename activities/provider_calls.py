@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities import artifact_store
@@ -23,7 +22,8 @@ from activities.provider_failures import as_application_error
 from adapters.base import ProgramCompiler
 from adapters.errors import ProviderError
 from adapters.registry import get_adapter
-from schemas import error_types
+from schemas import activity_contracts, error_types
+from schemas.activity_contracts import implements
 from schemas.execution import Cost, JobRef, JobStatus
 from schemas.pipeline import FetchedResult, FetchInput, JobInput, PlannedBatch, SubmitInput
 
@@ -120,26 +120,26 @@ def cancel_job(input: JobInput) -> Cost:
     return billed
 
 
-@activity.defn(name="submit")
+@implements(activity_contracts.submit)
 async def submit_activity(input: SubmitInput) -> JobRef:
     return await call_provider(lambda: submit(input))
 
 
-@activity.defn(name="check_job")
+@implements(activity_contracts.check_job)
 async def check_job_activity(input: JobInput) -> JobStatus:
     return await call_provider(lambda: check_job(input))
 
 
-@activity.defn(name="wait_for_job")
+@implements(activity_contracts.wait_for_job)
 async def wait_for_job_activity(input: JobInput) -> JobStatus:
     return await call_provider(lambda: wait_for_job(input))
 
 
-@activity.defn(name="fetch_result")
+@implements(activity_contracts.fetch_result)
 async def fetch_result_activity(input: FetchInput) -> FetchedResult:
     return await call_provider(lambda: fetch_result(input))
 
 
-@activity.defn(name="cancel_job")
+@implements(activity_contracts.cancel_job)
 async def cancel_job_activity(input: JobInput) -> Cost:
     return await call_provider(lambda: cancel_job(input))

@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from temporalio import activity
 
 from activities import artifact_store
 from activities.admission import AdmissionError, invalid_request
@@ -37,6 +36,8 @@ from activities.batches import (
 from activities.families import family_circuit
 from activities.heartbeats import in_child_with_heartbeats
 from activities.point_cache import cached_values, store_in_cache
+from schemas import activity_contracts
+from schemas.activity_contracts import implements
 from schemas.execution import Capabilities
 from schemas.index_ranges import (
     as_ranges,
@@ -491,7 +492,7 @@ def write_results(input: SweepResultsInput) -> SweepResults:
 # --- activities ------------------------------------------------------------------------------
 
 
-@activity.defn(name="expand_sweep")
+@implements(activity_contracts.expand_sweep)
 async def expand_sweep_activity(input: ExpandSweepInput) -> SweepLayout:
     try:
         return await in_child_with_heartbeats(expand_sweep, input)
@@ -499,22 +500,22 @@ async def expand_sweep_activity(input: ExpandSweepInput) -> SweepLayout:
         raise invalid_request(error) from error
 
 
-@activity.defn(name="lookup_sweep_cache")
+@implements(activity_contracts.lookup_sweep_cache)
 async def lookup_sweep_cache_activity(input: CacheLookupInput) -> CacheLookup:
     return await in_child_with_heartbeats(lookup_cache, input)
 
 
-@activity.defn(name="sweep_batch_points")
+@implements(activity_contracts.sweep_batch_points)
 async def sweep_batch_points_activity(input: BatchPointsInput) -> BatchPoints:
     return await in_child_with_heartbeats(batch_points, input)
 
 
-@activity.defn(name="check_sweep_canary")
+@implements(activity_contracts.check_sweep_canary)
 async def check_sweep_canary_activity(input: CanaryCheckInput) -> CanaryVerdict:
     return check_canary(input)
 
 
-@activity.defn(name="store_sweep_batch")
+@implements(activity_contracts.store_sweep_batch)
 async def store_sweep_batch_activity(input: StoreBatchInput) -> StoredBatch:
     try:
         return await in_child_with_heartbeats(store_batch, input)
@@ -522,7 +523,7 @@ async def store_sweep_batch_activity(input: StoreBatchInput) -> StoredBatch:
         raise invalid_request(error) from error
 
 
-@activity.defn(name="write_sweep_results")
+@implements(activity_contracts.write_sweep_results)
 async def write_sweep_results_activity(input: SweepResultsInput) -> SweepResults:
     return await in_child_with_heartbeats(write_results, input)
 

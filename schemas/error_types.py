@@ -30,3 +30,18 @@ EXTRAPOLATION_FAILED = "ExtrapolationFailedError"
 
 ARTIFACT_OUTSIDE_STORE = "ArtifactOutsideStore"
 """An artifact URL outside the configured store (QLOOP_ARTIFACT_URL): never retried."""
+
+POLICY_REFUSED = "PolicyRefused"
+"""The account's policy forbids the submission (or it needs an approval nobody can give)."""
+
+POLICY_FILE_INVALID = "PolicyFileInvalid"
+"""The policy file on a worker cannot be read or does not validate."""
+
+DECISION_REFUSED = "DecisionRefused"
+"""An approval or rejection that is not the approvers' to give (or not signed as required)."""
+
+INVALID_VALUES = "InvalidValues"
+"""A loop iteration's measured values are not finite numbers."""
+
+NO_BACKEND_LEFT = "NoBackendLeft"
+"""Every backend of the experiment's fallback chain failed or was left."""

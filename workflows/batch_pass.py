@@ -18,6 +18,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from schemas import activity_contracts, error_types
     from schemas.pipeline import PolicyDecision, PolicyInput, PollingPolicy
     from schemas.variational import BatchInput, PreparedBatch, ScoredBatch, ScoreInput
     from workflows.activity_options import (
@@ -63,9 +64,8 @@ async def run_batch(
     `name` (the loop's or sweep's) tags its provider tasks; `on_job_status` sees every poll's
     answer (for progress queries and search attributes)."""
     prepared: PreparedBatch = await workflow.execute_activity(
-        "prepare_batch",
+        activity_contracts.prepare_batch,
         batch,
-        result_type=PreparedBatch,
         task_queue=compute_queue,
         start_to_close_timeout=COMPUTE_TIMEOUT,
         heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -104,9 +104,8 @@ async def run_batch(
         raise BudgetExhausted(f"batch {token_label}: {outcome.message}", estimate)
     _, fetched = await execution.run()
     scored: ScoredBatch = await workflow.execute_activity(
-        "score_batch",
+        activity_contracts.score_batch,
         ScoreInput(batch=batch, prepared=prepared, counts_uri=fetched.counts_uri),
-        result_type=ScoredBatch,
         task_queue=compute_queue,
         start_to_close_timeout=COMPUTE_TIMEOUT,
         heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -137,9 +136,8 @@ async def _evaluate_policy(
         else workflow.execute_local_activity
     )
     decision: PolicyDecision = await execute(
-        "evaluate_policy",
+        activity_contracts.evaluate_policy,
         policy,
-        result_type=PolicyDecision,
         start_to_close_timeout=QUICK_TIMEOUT,
         retry_policy=ENTITY_RETRY,
         summary="policy",
@@ -147,7 +145,7 @@ async def _evaluate_policy(
     if not decision.allowed:
         raise ApplicationError(
             f"policy rule {decision.rule}: {decision.message}",
-            type="PolicyRefused",
+            type=error_types.POLICY_REFUSED,
             non_retryable=True,
         )
     if decision.approval is not None:
@@ -155,7 +153,7 @@ async def _evaluate_policy(
             f"policy: {decision.approval.why}; loops and sweeps cannot wait for approval by "
             f"{', '.join(decision.approval.approvers)} — run this backend as single experiments "
             "or ask for a policy that allows it",
-            type="PolicyRefused",
+            type=error_types.POLICY_REFUSED,
             non_retryable=True,
         )
     return decision

@@ -48,6 +48,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from schemas import activity_contracts
     from schemas.budget import (
         BUDGET_EXCEEDED,
         FIT_TOLERANCE_USD,
@@ -55,7 +56,6 @@ with workflow.unsafe.imports_passed_through():
         MAX_REFUSED_LIMIT_CHANGES,
         RESERVATION_CLOSED,
         UNKNOWN_RESERVATION,
-        BudgetAdmins,
         BudgetAdminsInput,
         BudgetPeriod,
         ClosedState,
@@ -463,9 +463,8 @@ class BudgetLedgerWorkflow:
         )
         try:
             admins = await execute(
-                "budget_admins",
+                activity_contracts.budget_admins,
                 BudgetAdminsInput(account=self._book.account),
-                result_type=BudgetAdmins,
                 start_to_close_timeout=timedelta(seconds=10),
                 # A policy file that cannot be read refuses the change (fail closed) after a
                 # few attempts, instead of holding the caller until it is fixed.

@@ -23,7 +23,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from schemas import error_types
+    from schemas import activity_contracts, error_types
     from schemas.control import (
         APPROVE,
         CANCEL,
@@ -285,7 +285,7 @@ class ExperimentWorkflow:
                 self._progress.set(stage=Stage.FAILED, error=leave.why)
                 raise ApplicationError(
                     f"{leave.why}; no fallback left (execution.fallback)",
-                    type="NoBackendLeft",
+                    type=error_types.NO_BACKEND_LEFT,
                     non_retryable=True,
                 )
             following = self._fallbacks.pop(0)
@@ -318,9 +318,8 @@ class ExperimentWorkflow:
     async def _acquire_breaker_permit(self, backend: BackendChoice) -> None:
         name = describe_backend(backend)
         permit: Permit = await workflow.execute_activity(
-            "acquire_backend",
+            activity_contracts.acquire_backend,
             AcquireBackendInput(backend=name, experiment_id=workflow.info().workflow_id),
-            result_type=Permit,
             start_to_close_timeout=QUICK_TIMEOUT,
             retry_policy=ENTITY_RETRY,
             summary="acquire_backend",
@@ -330,7 +329,7 @@ class ExperimentWorkflow:
 
     async def _report_outcome(self, backend: BackendChoice, *, success: bool, detail: str) -> None:
         await workflow.execute_activity(
-            "report_backend_outcome",
+            activity_contracts.report_backend_outcome,
             ReportOutcomeInput(
                 backend=describe_backend(backend),
                 experiment_id=workflow.info().workflow_id,
@@ -353,7 +352,7 @@ class ExperimentWorkflow:
             else workflow.execute_local_activity
         )
         decision: PolicyDecision = await execute(
-            "evaluate_policy",
+            activity_contracts.evaluate_policy,
             PolicyInput(
                 account=run.request.policy.account,
                 backend=run.request.execution.backend,
@@ -362,7 +361,6 @@ class ExperimentWorkflow:
                 estimated_cost_usd=run.plan.cost_estimate.usd,
                 request_max_cost_usd=run.request.policy.max_cost_usd,
             ),
-            result_type=PolicyDecision,
             start_to_close_timeout=QUICK_TIMEOUT,
             retry_policy=ENTITY_RETRY,
             summary="policy",

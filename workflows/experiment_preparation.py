@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from schemas import activity_contracts
     from schemas.pipeline import (
         ExecutionPlan,
         PlanInput,
@@ -51,23 +52,20 @@ async def prepare(
     experiment_id = workflow.info().workflow_id
     prepared = await progress.run_stage(
         Stage.PREPROCESSING,
-        "preprocess",
+        activity_contracts.preprocess,
         PreprocessInput(experiment_id=experiment_id, request=request),
-        PreparedExperiment,
         task_queue=task_queue,
     )
     prevalidation = await progress.run_stage(
         Stage.PREVALIDATING,
-        "prevalidate",
+        activity_contracts.prevalidate,
         PrevalidateInput(experiment_id=experiment_id, request=request, prepared=prepared),
-        Prevalidation,
         task_queue=task_queue,
     )
     plan = await progress.run_stage(
         Stage.PLANNING,
-        "plan",
+        activity_contracts.plan,
         PlanInput(experiment_id=experiment_id, request=request, prepared=prepared),
-        ExecutionPlan,
         task_queue=task_queue,
     )
     progress.set(estimated_cost_usd=plan.cost_estimate.usd)

@@ -8,7 +8,7 @@ submit, wait, fetch) are timed from `enter_paid_stage` until the next stage begi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.experiment_details import details_markdown
     from workflows.paid_execution import describe_backend
 
+ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
 JOB_STATUS_ATTRIBUTES_PATCH = "job-status-search-attributes"
 
@@ -48,9 +49,8 @@ class ExperimentProgress:
     async def run_stage(
         self,
         stage: Stage,
-        activity: str,
-        arg: object,
-        result_type: type[ResultT],
+        activity: Callable[[ArgT], Awaitable[ResultT]],
+        arg: ArgT,
         *,
         task_queue: str | None,
         timeout: timedelta = COMPUTE_TIMEOUT,
@@ -61,10 +61,9 @@ class ExperimentProgress:
         self.close_paid_stage()
         self.set(stage=stage)
         started = workflow.now()
-        result: ResultT = await workflow.execute_activity(
+        result = await workflow.execute_activity(
             activity,
             arg,
-            result_type=result_type,
             task_queue=task_queue,
             start_to_close_timeout=timeout,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,

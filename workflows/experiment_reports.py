@@ -13,13 +13,13 @@ from typing import Literal
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from schemas import activity_contracts
     from schemas.control import Governance
     from schemas.pipeline import (
         ClassicalReportInput,
         EndedReportInput,
         ExecutionPlan,
         MitigateInput,
-        MitigationOutcome,
         PostprocessInput,
         Stage,
     )
@@ -45,7 +45,7 @@ async def answered_report(
     experiment_id = workflow.info().workflow_id
     mitigation = await progress.run_stage(
         Stage.MITIGATING,
-        "mitigate",
+        activity_contracts.mitigate,
         MitigateInput(
             experiment_id=experiment_id,
             request=run.request,
@@ -54,12 +54,11 @@ async def answered_report(
             counts_uri=executed.fetched.counts_uri,
             ideal_value=run.prevalidation.ideal_value,
         ),
-        MitigationOutcome,
         task_queue=task_queue,
     )
     report = await progress.run_stage(
         Stage.POSTPROCESSING,
-        "postprocess",
+        activity_contracts.postprocess,
         PostprocessInput(
             experiment_id=experiment_id,
             request=run.request,
@@ -73,7 +72,6 @@ async def answered_report(
             governance=governance,
             produced_by_reason=route_summary(governance),
         ),
-        ExperimentReport,
         task_queue=task_queue,
     )
     progress.set(stage=Stage.COMPLETED)
@@ -92,7 +90,7 @@ async def ended_report(
     """Rejected (by policy, a person or the budget) or cancelled before a quantum answer."""
     report = await progress.run_stage(
         Stage.POSTPROCESSING,
-        "ended_report",
+        activity_contracts.ended_report,
         EndedReportInput(
             experiment_id=workflow.info().workflow_id,
             request=request,
@@ -103,7 +101,6 @@ async def ended_report(
             timings_seconds=progress.timings,
             governance=governance,
         ),
-        ExperimentReport,
         task_queue=task_queue,
     )
     progress.set(stage=Stage.REJECTED if status == "rejected" else Stage.CANCELLED, error=reason)
@@ -120,7 +117,7 @@ async def classical_report(
     progress.set(backend=CLASSICAL)
     report = await progress.run_stage(
         Stage.POSTPROCESSING,
-        "classical_report",
+        activity_contracts.classical_report,
         ClassicalReportInput(
             experiment_id=workflow.info().workflow_id,
             request=run.request,
@@ -130,7 +127,6 @@ async def classical_report(
             governance=governance,
             reason=route_summary(governance) or "the fallback chain ends with classical",
         ),
-        ExperimentReport,
         task_queue=task_queue,
     )
     progress.set(stage=Stage.COMPLETED)

@@ -19,6 +19,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from schemas import error_types
     from schemas.control import (
         ApprovalDecision,
         OpsCommand,
@@ -188,5 +189,5 @@ class ExperimentSteering:
 def counted_or_raise(decision: RecordedDecision) -> RecordedDecision:
     """An update's answer: the counted decision, or an error saying why it was refused."""
     if decision.verdict == "refused":
-        raise ApplicationError(decision.note, type="DecisionRefused", non_retryable=True)
+        raise ApplicationError(decision.note, type=error_types.DECISION_REFUSED, non_retryable=True)
     return decision

@@ -27,6 +27,7 @@ from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from schemas import activity_contracts, error_types
     from schemas.loop import (
         LoopInput,
         LoopProgress,
@@ -174,7 +175,7 @@ class LoopWorkflow:
             told = spsa.tell(optimizer, values)
         except ValueError as error:
             raise ApplicationError(
-                f"iteration {k}: {error}", type="InvalidValues", non_retryable=True
+                f"iteration {k}: {error}", type=error_types.INVALID_VALUES, non_retryable=True
             ) from error
         assert told.best_value is not None
         cost = state.cost_usd + scored.actual_cost.usd
@@ -273,13 +274,12 @@ class LoopWorkflow:
         chunks = trajectory.chunks
         if trajectory.entries:
             uri = await workflow.execute_activity(
-                "save_trajectory_chunk",
+                activity_contracts.save_trajectory_chunk,
                 SaveTrajectoryChunkInput(
                     owner_id=workflow.info().workflow_id,
                     index=len(chunks),
                     chunk=TrajectoryChunk(entries=trajectory.entries),
                 ),
-                result_type=str,
                 start_to_close_timeout=QUICK_TIMEOUT,
                 retry_policy=ARTIFACT_RETRY,
                 summary="save trajectory chunk",
@@ -340,9 +340,8 @@ class LoopWorkflow:
                 )
         reference = await self._reference(request, [best_point], input.compute_task_queue)
         trajectory_uri = await workflow.execute_activity(
-            "write_trajectory",
+            activity_contracts.write_trajectory,
             WriteTrajectoryInput(owner_id=workflow.info().workflow_id, trajectory=state.trajectory),
-            result_type=str,
             start_to_close_timeout=COMPUTE_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=ARTIFACT_RETRY,
@@ -384,9 +383,8 @@ class LoopWorkflow:
         self, request: LoopRequest, points: list[Point], compute_queue: str | None
     ) -> Reference:
         reference: Reference = await workflow.execute_activity(
-            "classical_reference",
+            activity_contracts.classical_reference,
             ReferenceInput(family=request.family, points=points),
-            result_type=Reference,
             task_queue=compute_queue,
             start_to_close_timeout=COMPUTE_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol, TypeVar
@@ -40,7 +40,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from schemas import error_types
+    from schemas import activity_contracts, error_types
     from schemas.budget import (
         Release,
         ReleaseBudgetInput,
@@ -58,7 +58,6 @@ with workflow.unsafe.imports_passed_through():
         JobInput,
         PolicyDecision,
         PollingPolicy,
-        Simulated,
         SimulateInput,
         Stage,
         SubmitInput,
@@ -75,6 +74,7 @@ with workflow.unsafe.imports_passed_through():
         QUICK_TIMEOUT,
     )
 
+ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
 StatusListener = Callable[[JobStatus], None]
 
@@ -210,8 +210,8 @@ class PaidExecution:
         if self.work.estimated_usd <= 0:
             return ReservationOutcome(accepted=True, message="free", available_usd=0.0)
         while True:
-            outcome: ReservationOutcome = await self._money_step(
-                "reserve_budget",
+            outcome = await self._money_step(
+                activity_contracts.reserve_budget,
                 ReserveBudgetInput(
                     account=self.work.account,
                     reservation=Reservation(
@@ -224,7 +224,6 @@ class PaidExecution:
                     initial_limit_usd=decision.budget_default.limit_usd,
                     initial_period=decision.budget_default.period,
                 ),
-                ReservationOutcome,
             )
             if outcome.closed_as == "released" and not self.cancel_deferred:
                 self.number += 1
@@ -245,7 +244,7 @@ class PaidExecution:
         if not self.reserved:
             return
         await self._money_step(
-            "settle_budget",
+            activity_contracts.settle_budget,
             SettleBudgetInput(
                 account=self.work.account,
                 settlement=Settlement(key=self.key, actual_usd=actual_usd),
@@ -258,7 +257,7 @@ class PaidExecution:
         if not self.reserved:
             return
         await self._money_step(
-            "release_budget",
+            activity_contracts.release_budget,
             ReleaseBudgetInput(
                 account=self.work.account, release=Release(key=self.key, reason=reason)
             ),
@@ -297,9 +296,8 @@ class PaidExecution:
             self.job = None
             billed: Cost | None = await self._finish(
                 workflow.start_activity(
-                    "cancel_job",
+                    activity_contracts.cancel_job,
                     JobInput(backend=self.work.backend, job=job),
-                    result_type=Cost,
                     start_to_close_timeout=PROVIDER_TIMEOUT,
                     heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=PROVIDER_RETRY,
@@ -325,7 +323,7 @@ class PaidExecution:
         """The run's result; None when a pause, reroute or cancel stopped it."""
         self.steering.on_stage(Stage.SIMULATING)
         handle = workflow.start_activity(
-            "simulate",
+            activity_contracts.simulate,
             SimulateInput(
                 artifact_folder=self.work.artifact_folder,
                 backend=self.work.backend,
@@ -334,7 +332,6 @@ class PaidExecution:
                 seed=self.work.seed,
                 client_token=self.token,
             ),
-            result_type=Simulated,
             task_queue=self.work.compute_task_queue,
             start_to_close_timeout=COMPUTE_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
@@ -351,7 +348,7 @@ class PaidExecution:
     async def _submit(self) -> JobRef:
         self.steering.on_stage(Stage.SUBMITTING)
         handle = workflow.start_activity(
-            "submit",
+            activity_contracts.submit,
             SubmitInput(
                 backend=self.work.backend,
                 batch_uri=self.work.batch_uri,
@@ -366,7 +363,6 @@ class PaidExecution:
                     self.token,
                 ),
             ),
-            result_type=JobRef,
             start_to_close_timeout=PROVIDER_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=PROVIDER_RETRY,
@@ -420,9 +416,8 @@ class PaidExecution:
 
     async def _poll(self, job: JobRef) -> JobStatus:
         status: JobStatus = await workflow.execute_activity(
-            "check_job",
+            activity_contracts.check_job,
             JobInput(backend=self.work.backend, job=job),
-            result_type=JobStatus,
             start_to_close_timeout=POLL_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=PROVIDER_RETRY,
@@ -439,9 +434,8 @@ class PaidExecution:
         if remaining <= timedelta(0):
             raise self._deadline_passed(job, JobState.QUEUED)
         handle = workflow.start_activity(
-            "wait_for_job",
+            activity_contracts.wait_for_job,
             JobInput(backend=self.work.backend, job=job),
-            result_type=JobStatus,
             start_to_close_timeout=POLL_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=RetryPolicy(
@@ -478,9 +472,8 @@ class PaidExecution:
     async def _fetch(self, job: JobRef) -> FetchedResult:
         self.steering.on_stage(Stage.FETCHING)
         fetched: FetchedResult = await workflow.execute_activity(
-            "fetch_result",
+            activity_contracts.fetch_result,
             FetchInput(experiment_id=self.work.artifact_folder, backend=self.work.backend, job=job),
-            result_type=FetchedResult,
             start_to_close_timeout=PROVIDER_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=PROVIDER_RETRY,
@@ -492,17 +485,16 @@ class PaidExecution:
         return f"{self.work.purpose}: {what}" if self.work.purpose else what
 
     async def _money_step(
-        self, activity: str, arg: object, result_type: type[ResultT] | None = None
+        self, activity: Callable[[ArgT], Awaitable[ResultT]], arg: ArgT
     ) -> ResultT:
         """A ledger call, finished whatever cancellations arrive meanwhile."""
         return await self._finish(
             workflow.start_activity(
                 activity,
                 arg,
-                result_type=result_type,
                 start_to_close_timeout=QUICK_TIMEOUT,
                 retry_policy=ENTITY_RETRY,
-                summary=activity,
+                summary=activity_contracts.name_of(activity),
             )
         )
 

@@ -13,6 +13,7 @@ from datetime import timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from schemas import activity_contracts
     from schemas.reconciler import ReconcilerRound
     from workflows.activity_options import ENTITY_RETRY, HEARTBEAT_TIMEOUT
 
@@ -24,8 +25,7 @@ class ReservationReconcilerWorkflow:
     @workflow.run
     async def run(self) -> ReconcilerRound:
         round: ReconcilerRound = await workflow.execute_activity(
-            "settle_orphaned_reservations",
-            result_type=ReconcilerRound,
+            activity_contracts.settle_orphaned_reservations,
             start_to_close_timeout=ROUND_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=ENTITY_RETRY,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -34,6 +34,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from schemas import activity_contracts
     from schemas.execution import JobState, JobStatus
     from schemas.index_ranges import (
         IndexRange,
@@ -45,16 +46,12 @@ with workflow.unsafe.imports_passed_through():
     )
     from schemas.pipeline import PollingPolicy
     from schemas.sweep import (
-        BatchPoints,
         BatchPointsInput,
-        CacheLookup,
         CacheLookupInput,
         CanaryCheckInput,
         ExpandSweepInput,
         StoreBatchInput,
-        StoredBatch,
         SweepLayout,
-        SweepResults,
         SweepResultsInput,
         batch_label,
         sweep_goal,
@@ -64,7 +61,6 @@ with workflow.unsafe.imports_passed_through():
         CanaryVerdict,
         Point,
         PreparedBatch,
-        Reference,
         ReferenceInput,
         ScoredBatch,
         SweepBatch,
@@ -81,6 +77,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.batch_pass import BudgetExhausted, run_batch
     from workflows.paid_execution import MONEY_STEPS_FINISH_PATCH, describe_backend, is_remote
 
+ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
 
 # Polling a local simulator: the longest wait before a full batch has set the pace, and the
@@ -202,13 +199,12 @@ class SweepWorkflow:
         request = input.request
         sweep_id = workflow.info().workflow_id
         layout = await self._activity(
-            "expand_sweep",
+            activity_contracts.expand_sweep,
             ExpandSweepInput(sweep_id=sweep_id, request=request),
-            SweepLayout,
         )
         self._set_progress(stage=SweepStage.LOOKING_UP_CACHE, points_total=layout.num_points)
         lookup = await self._activity(
-            "lookup_sweep_cache", CacheLookupInput(layout=layout), CacheLookup
+            activity_contracts.lookup_sweep_cache, CacheLookupInput(layout=layout)
         )
         if input.carry is None:
             # Later runs find this sweep's own finished batches in the cache as well.
@@ -337,9 +333,8 @@ class SweepWorkflow:
         label = batch_label(number)
         self._set_progress(stage=SweepStage.CANARY if is_canary else SweepStage.RUNNING)
         chosen = await self._activity(
-            "sweep_batch_points",
+            activity_contracts.sweep_batch_points,
             BatchPointsInput(layout=layout, indices=indices),
-            BatchPoints,
         )
         batch = BatchInput(
             owner_id=workflow.info().workflow_id,
@@ -368,7 +363,7 @@ class SweepWorkflow:
             self._job_seen.pop(label, None)
         verdict = await self._check_canary(request, scored) if is_canary else None
         await self._activity(
-            "store_sweep_batch",
+            activity_contracts.store_sweep_batch,
             StoreBatchInput(
                 sweep_id=workflow.info().workflow_id,
                 label=label,
@@ -378,7 +373,6 @@ class SweepWorkflow:
                 cache=verdict is None or verdict.passed,
                 cost_usd=scored.actual_cost.usd,
             ),
-            StoredBatch,
         )
         self._completed.append(number)
         self._batch_done(layout, prepared, scored, range_count(indices))
@@ -389,20 +383,18 @@ class SweepWorkflow:
         exact: list[float] | None = None
         if request.canary.max_deviation is not None:
             reference = await self._activity(
-                "classical_reference",
+                activity_contracts.classical_reference,
                 ReferenceInput(family=request.family, points=[v.parameters for v in scored.values]),
-                Reference,
             )
             exact = reference.exact_values
         verdict = await self._activity(
-            "check_sweep_canary",
+            activity_contracts.check_sweep_canary,
             CanaryCheckInput(
                 family=request.family,
                 spec=request.canary,
                 values=scored.values,
                 exact_values=exact,
             ),
-            CanaryVerdict,
         )
         self._set_progress(canary=verdict)
         return verdict
@@ -480,14 +472,13 @@ class SweepWorkflow:
         sweep_id = workflow.info().workflow_id
         self._set_progress(stage=SweepStage.WRITING_RESULTS)
         results = await self._activity(
-            "write_sweep_results",
+            activity_contracts.write_sweep_results,
             SweepResultsInput(
                 sweep_id=sweep_id,
                 request=request,
                 layout=layout,
                 batches=as_ranges(self._finished_batches(carry)),
             ),
-            SweepResults,
         )
         progress = self._progress
         self._set_progress(stage=FINAL_STAGES[status], error=reason or None)
@@ -516,18 +507,17 @@ class SweepWorkflow:
             runs=carry.runs,
         )
 
-    async def _activity(self, name: str, arg: object, result_type: type[ResultT]) -> ResultT:
+    async def _activity(self, activity: Callable[[ArgT], Awaitable[ResultT]], arg: ArgT) -> ResultT:
         """The sweep's own activities run on the compute queue, beside the artifacts they
         read and write, in child processes, heartbeating."""
-        result: ResultT = await workflow.execute_activity(
-            name,
+        result = await workflow.execute_activity(
+            activity,
             arg,
-            result_type=result_type,
             task_queue=self._compute_queue,
             start_to_close_timeout=COMPUTE_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=COMPUTE_RETRY,
-            summary=name.replace("_", " "),
+            summary=activity_contracts.name_of(activity).replace("_", " "),
         )
         return result
 
