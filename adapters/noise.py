@@ -36,7 +36,7 @@ def build_noise_model(profile: DeviceProfile, extra: DepolarizingNoise | None = 
     """A NoiseModel for `profile`, plus `extra` depolarizing error on every physical gate."""
     model = NoiseModel(basis_gates=list(profile.basis_gates))
     for gate in calibrated_gates(profile):
-        error = _gate_error(gate, profile.qubits)
+        error = gate_error(gate, profile.qubits)
         error = _compose(error, _extra_error(len(gate.qubits), extra))
         if error is not None:
             model.add_quantum_error(error, gate.gate, gate.qubits)
@@ -88,7 +88,7 @@ def depolarizing_for_target(
     return depolarizing_error(min(param, 4**num_qubits / (4**num_qubits - 1)), num_qubits)
 
 
-def _gate_error(gate: GateCalibration, qubits: list[QubitCalibration]) -> QuantumError | None:
+def gate_error(gate: GateCalibration, qubits: list[QubitCalibration]) -> QuantumError | None:
     relax = thermal_error((qubits[q] for q in gate.qubits), gate.duration_ns)
     return _compose(depolarizing_for_target(gate.error, len(gate.qubits), relax), relax)
 

@@ -11,7 +11,7 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel
 
 from adapters.errors import InvalidRequestError
-from adapters.noise import _gate_error, build_noise_model, thermal_error
+from adapters.noise import gate_error, build_noise_model, thermal_error
 from adapters.profiles import available_profiles, load_profile
 from schemas.profile import DeviceProfile
 from schemas.request import DepolarizingNoise
@@ -63,7 +63,7 @@ def test_gate_errors_match_the_calibration(profile: DeviceProfile) -> None:
     """Total error = calibrated error, unless relaxation over the gate time alone exceeds it
     (then relaxation is the whole error, as in qiskit-aer's device model)."""
     for gate in profile.gates:
-        error = _gate_error(gate, profile.qubits)
+        error = gate_error(gate, profile.qubits)
         relax = thermal_error((profile.qubits[q] for q in gate.qubits), gate.duration_ns)
         assert error is not None and relax is not None
         expected = max(gate.error, 1 - average_gate_fidelity(relax))
