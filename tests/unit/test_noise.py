@@ -11,7 +11,7 @@ from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel
 
 from adapters.errors import InvalidRequestError
-from adapters.noise import gate_error, build_noise_model, thermal_error
+from adapters.noise import build_noise_model, gate_error, thermal_error
 from adapters.profiles import available_profiles, load_profile
 from schemas.profile import DeviceProfile
 from schemas.request import DepolarizingNoise
