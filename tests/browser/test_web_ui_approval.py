@@ -19,7 +19,7 @@ from playwright.async_api import async_playwright, expect
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-import starter
+import cli.start
 from schemas.report import ExperimentReport
 from schemas.request import ExperimentRequest
 from tests.browser.web_ui import Screenshots, TemporalWebUI, launch_chromium
@@ -79,7 +79,7 @@ async def wait_until_listed(client: Client, query: str, timeout: float) -> None:
 
 
 async def start_experiment(client: Client, request: ExperimentRequest) -> WorkflowHandle:
-    return await starter.start(
+    return await cli.start.start(
         client, request, workflow_id=f"{request.name}-{uuid.uuid4().hex[:6]}", poll_ceiling=2.0
     )
 

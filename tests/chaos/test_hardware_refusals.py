@@ -13,7 +13,8 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-import starter
+import cli.start
+from cli.output import EXIT_INVALID
 from schemas.pipeline import ExperimentInput
 from schemas.request import ExperimentRequest
 from tests.harness import OFFLINE_QPU, QPU, LocalStack
@@ -72,8 +73,8 @@ def test_refused_at_the_door_and_nothing_reaches_the_device(
     path = tmp_path / f"{case}.json"
     path.write_text(json.dumps(request_data))
     with pytest.raises(SystemExit) as exit_info:
-        starter.admit_or_exit(str(path))
-    assert exit_info.value.code == starter.EXIT_REFUSED
+        cli.start.admit_or_exit(str(path))
+    assert exit_info.value.code == EXIT_INVALID
     message = capsys.readouterr().err
     for word in words:
         assert word.lower() in message.lower(), message

@@ -76,7 +76,7 @@ async def test_an_experiment_keeps_every_artifact_in_the_bucket(
         env, "run", "examples/ghz.yaml", "--id", experiment_id, "--wait", "--json", timeout=240
     )
     assert code == 0, err
-    report = ExperimentReport.model_validate_json(out[out.index("\n{") :])
+    report = ExperimentReport.model_validate_json(out)
     assert report.provenance.artifacts
     assert all(
         url.startswith(f"{artifact_url}/{experiment_id}/")

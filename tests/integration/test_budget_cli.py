@@ -15,6 +15,7 @@ from temporalio.worker import Worker
 
 import starter
 from activities.budget_calls import reserve_budget
+from cli.output import EXIT_INVALID
 from schemas.budget import LedgerView, Reservation, ReserveBudgetInput
 from worker import WORKFLOWS, orchestration_activities
 
@@ -111,7 +112,7 @@ def test_bad_input_is_refused_with_the_rule(
 ) -> None:
     with pytest.raises(SystemExit) as exit_info:
         starter.main(["budget", *argv])
-    assert exit_info.value.code == starter.EXIT_REFUSED
+    assert exit_info.value.code == EXIT_INVALID
     message = capsys.readouterr().err
     for word in words:
         assert word in message, f"{word!r} not in {message!r}"

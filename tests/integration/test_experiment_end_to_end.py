@@ -59,7 +59,7 @@ async def qloop(stack_env: dict[str, str], *args: str) -> tuple[int, str, str]:
 
 
 def report_from(stdout: str) -> ExperimentReport:
-    return ExperimentReport.model_validate_json(stdout[stdout.index("\n{") :])
+    return ExperimentReport.model_validate_json(stdout)
 
 
 async def test_demo_qaoa_with_zne_on_the_noisy_profile(
@@ -71,8 +71,9 @@ async def test_demo_qaoa_with_zne_on_the_noisy_profile(
     )
     assert code == 0, stderr + worker_process.read_text()[-3000:]
 
+    # With --json stdout holds the report alone; progress lines go to stderr.
     stages = [
-        line.split("] ", 1)[1].split()[0] for line in stdout.splitlines() if line.startswith("[")
+        line.split("] ", 1)[1].split()[0] for line in stderr.splitlines() if line.startswith("[")
     ]
     assert stages[0] in ("preprocessing", "prevalidating")
     assert stages[-1] in ("postprocessing", "completed")

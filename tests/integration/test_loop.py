@@ -18,9 +18,11 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
+import cli.start
 import starter
 from activities.budget_calls import set_budget_limit
 from activities.loop_trajectory import read_trajectory
+from cli.output import EXIT_INVALID
 from schemas.budget import SetLimit
 from schemas.loop import LoopInput, LoopProgress, TrajectoryEntry, TrajectoryView
 from schemas.pipeline import PollingPolicy
@@ -257,7 +259,7 @@ async def test_qloop_loop_wait_shows_progress_and_prints_the_report(
 
     code, stdout, stderr = await qloop(stack, "loop", str(loop_file), "--wait", "--json")
     assert code == 0, stderr
-    report = LoopReport.model_validate_json(stdout[stdout.index("\n{") :])
+    report = LoopReport.model_validate_json(stdout)
     assert (report.iterations, report.stop_reason) == (4, "max_iterations")
 
 
@@ -295,14 +297,14 @@ def test_qloop_loop_refuses_a_bad_file_before_anything_starts(
     # would end with exit code 1, not 2.
     with pytest.raises(SystemExit) as exited:
         starter.main(["loop", str(loop_file)])
-    assert exited.value.code == starter.EXIT_REFUSED
+    assert exited.value.code == EXIT_INVALID
     err = capsys.readouterr().err
     assert err.startswith("refused: ") and expected in err, err
 
 
 def test_the_shipped_loop_examples_are_admitted() -> None:
     for name in ("vqe_h2.yaml", "qaoa_loop.yaml"):
-        request = starter.admit_loop_or_exit(str(EXAMPLES / name))
+        request = cli.start.admit_loop_or_exit(str(EXAMPLES / name))
         assert request.schema_version == 1
 
 

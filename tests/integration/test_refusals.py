@@ -13,7 +13,9 @@ import pytest
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
+import cli.start
 import starter
+from cli.output import EXIT_INVALID
 
 BELL = 'OPENQASM 2.0;\ninclude "qelib1.inc";\nqreg q[2];\nh q[0];\ncx q[0],q[1];\n'
 VALID: dict[str, Any] = {
@@ -246,9 +248,11 @@ async def test_malformed_request_is_refused_and_nothing_starts(
     path = write_request(tmp_path, case_id, request_data)
 
     with pytest.raises(SystemExit) as exit_info:
-        await starter.cmd_run(starter.parser().parse_args(["run", str(path), "--id", workflow_id]))
+        await cli.start.cmd_run(
+            starter.parser().parse_args(["run", str(path), "--id", workflow_id])
+        )
 
-    assert exit_info.value.code == starter.EXIT_REFUSED
+    assert exit_info.value.code == EXIT_INVALID
     message = capsys.readouterr().err
     assert message.startswith("refused:")
     for word in expected:
@@ -260,4 +264,4 @@ async def test_malformed_request_is_refused_and_nothing_starts(
 
 def test_the_valid_probe_itself_is_admitted(tmp_path: Path) -> None:
     path = write_request(tmp_path, "valid", VALID)
-    assert starter.admit_or_exit(str(path)).name == "refusal-probe"
+    assert cli.start.admit_or_exit(str(path)).name == "refusal-probe"

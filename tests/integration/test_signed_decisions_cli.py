@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 import starter
+from cli.output import EXIT_INVALID
 from schemas.control import ApprovalDecision
 from schemas.pipeline import ExperimentInput, Progress, Stage
 from schemas.report import ExperimentReport
@@ -97,7 +98,7 @@ async def test_keys_new_writes_a_private_key_only_its_owner_reads(
     assert key_file.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
     assert keys["alice"].startswith("ed25519:")
     # Never over an existing key.
-    assert await qloop("keys", "new", "alice", "--dir", str(tmp_path)) == starter.EXIT_REFUSED
+    assert await qloop("keys", "new", "alice", "--dir", str(tmp_path)) == EXIT_INVALID
     assert "exists; qloop never overwrites a key" in capsys.readouterr().err
     assert await qloop("keys", "public", str(key_file)) == 0
     assert policy_line(capsys.readouterr().out, "alice") == keys["alice"]
@@ -131,11 +132,10 @@ async def test_only_the_approvers_signed_decision_counts(
     alice_key, mallory_key = str(tmp_path / "alice.key"), str(tmp_path / "mallory.key")
 
     # A name alone, and alice's name with mallory's key, are refused and recorded.
-    assert await qloop("approve", experiment_id, "--as", "alice") == starter.EXIT_REFUSED
+    assert await qloop("approve", experiment_id, "--as", "alice") == EXIT_INVALID
     assert "refused: approve refused: unsigned:" in capsys.readouterr().err
     assert (
-        await qloop("approve", experiment_id, "--as", "alice", "--key", mallory_key)
-        == starter.EXIT_REFUSED
+        await qloop("approve", experiment_id, "--as", "alice", "--key", mallory_key) == EXIT_INVALID
     )
     assert "refused: approve refused: wrong key:" in capsys.readouterr().err
     assert await qloop("approve", experiment_id, "--as", "alice", "--key", "missing.key") == 2
@@ -191,12 +191,9 @@ async def test_only_a_budget_admins_signed_limit_change_is_applied(
     carol_key, mallory_key = str(tmp_path / "carol.key"), str(tmp_path / "mallory.key")
     set_limit = ("budget", "set", ACCOUNT, "--limit-usd")
 
-    assert await qloop(*set_limit, "1000000", "--as", "carol") == starter.EXIT_REFUSED
+    assert await qloop(*set_limit, "1000000", "--as", "carol") == EXIT_INVALID
     assert "limit change refused: unsigned:" in capsys.readouterr().err
-    assert (
-        await qloop(*set_limit, "1000000", "--as", "carol", "--key", mallory_key)
-        == starter.EXIT_REFUSED
-    )
+    assert await qloop(*set_limit, "1000000", "--as", "carol", "--key", mallory_key) == EXIT_INVALID
     assert "limit change refused: wrong key:" in capsys.readouterr().err
 
     assert (

@@ -12,6 +12,7 @@ from temporalio.client import (
     ScheduleSpec,
 )
 
+from cli.schedules import sweep_schedule
 from schemas.schedule import (
     MEMO_KEY,
     OVERLAP_POLICIES,
@@ -160,7 +161,6 @@ def test_spec_summary_prefers_the_stored_text_and_falls_back_to_the_spec() -> No
 def test_the_schedule_starts_a_sweep_with_the_sweeps_search_attributes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import starter
     from schemas.variational import SweepInput, SweepRequest
     from workflows import search_attributes as attrs
 
@@ -176,7 +176,7 @@ def test_the_schedule_starts_a_sweep_with_the_sweeps_search_attributes(
         }
     )  # fmt: skip
     timing = Timing(every=timedelta(hours=6))
-    schedule = starter.sweep_schedule(
+    schedule = sweep_schedule(
         "nightly", request, timing, ScheduleOverlapPolicy.BUFFER_ONE, "first version"
     )
 

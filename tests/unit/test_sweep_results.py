@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
+import cli.start
 import starter
 from activities import artifact_store
 from activities.batches import point_fingerprint
@@ -28,6 +29,7 @@ from activities.sweep_results import (
     store_batch,
     write_results,
 )
+from cli.output import EXIT_INVALID
 from schemas.index_ranges import (
     IndexRange,
     as_ranges,
@@ -423,16 +425,16 @@ points:
 
 def test_the_shipped_example_is_admitted() -> None:
     example = Path(__file__).parents[2] / "examples" / "sweep_qaoa.yaml"
-    request = starter.load_sweep(example)
+    request = cli.start.load_sweep(example)
     points, shape = expand_points(request)
     assert shape == [20, 20] and len(points) == 400
     assert request.canary is not None and request.canary.max_deviation is not None
 
 
 def test_load_sweep_accepts_a_good_file(tmp_path: Path) -> None:
-    request = starter.load_sweep(write(tmp_path, GOOD))
+    request = cli.start.load_sweep(write(tmp_path, GOOD))
     assert request.name == "unit-sweep"
-    assert starter.sweep_input(request).request == request
+    assert cli.start.sweep_input(request).request == request
 
 
 @pytest.mark.parametrize(
@@ -451,11 +453,11 @@ def test_qloop_sweep_refuses_a_bad_file_before_anything_starts(
 ) -> None:
     path = write(tmp_path, text)
     with pytest.raises(RequestError):
-        starter.load_sweep(path)
+        cli.start.load_sweep(path)
     # No server runs here: refusing must not need one.
     with pytest.raises(SystemExit) as exited:
         starter.main(["sweep", path, "--wait"])
-    assert exited.value.code == starter.EXIT_REFUSED
+    assert exited.value.code == EXIT_INVALID
     err = capsys.readouterr().err
     assert err.startswith(f"refused: {path}: invalid request")
     assert problem in err
