@@ -5,8 +5,8 @@ workflow, so a request is refused at the door with the same message either way.
 
 Admission bounds what a request costs before building anything (limits in schemas/limits.py):
 an OpenQASM program's qubits and gates after unrolling are counted statically
-(activities/qasm_cost.py) and a template's follow from its parameters; then the batch the plan
-will build (measurement bases x scale factors, plus readout calibration) is checked against
+(activities/numerics/qasm_cost.py) and a template's follow from its parameters; then the batch
+the plan will build (measurement bases x scale factors, plus readout calibration) is checked against
 every backend's circuits per job, and its gates against the batch budget. Only then is the
 program parsed. A template's circuit and classical baseline are built on first use, so the CLI
 admits a request without paying for them (a QAOA baseline is a search over 2^nodes cuts).
@@ -20,10 +20,10 @@ from functools import cached_property
 from qiskit import QuantumCircuit
 from temporalio.exceptions import ApplicationError
 
-from activities import circuits, classical
-from activities.circuits import Built, CircuitError
-from activities.observables import measurement_bases
-from activities.qasm_cost import qasm_cost
+from activities.numerics import circuits, classical
+from activities.numerics.circuits import Built, CircuitError
+from activities.numerics.observables import measurement_bases
+from activities.numerics.qasm_cost import qasm_cost
 from adapters.errors import InvalidRequestError, RejectedError
 from adapters.registry import get_adapter
 from schemas import error_types

@@ -32,35 +32,41 @@ from qiskit.circuit import CircuitInstruction
 from qiskit.quantum_info import SparsePauliOp
 from scipy.sparse.linalg import eigsh
 
-from activities import artifact_store, classical
+from activities import artifact_store
 from activities.admission import (
     MAX_IDEAL_QUBITS,
     READOUT_CALIBRATION_CIRCUITS,
     AdmissionError,
     invalid_request,
 )
-from activities.families import FamilyCircuit, describe_family, family_circuit, family_observable
 from activities.heartbeats import in_child_with_heartbeats
 from activities.mitigate import ExtrapolationFailedError
-from activities.observables import (
+from activities.numerics import classical
+from activities.numerics.families import (
+    FamilyCircuit,
+    describe_family,
+    family_circuit,
+    family_observable,
+)
+from activities.numerics.observables import (
     Distribution,
     FloatArray,
     ProductTerm,
     measurement_bases,
     product_terms,
 )
-from activities.plan import BatchTooLargeError, measured
-from activities.plan import readout_calibration as readout_calibration_circuit
-from activities.preprocess import final_positions, map_to_device, rotated_into_basis
-from activities.prevalidate import ideal_value
-from activities.readout import confusion_matrices, inverse_matrices, mitigate_factors
-from activities.zne import (
+from activities.numerics.readout import confusion_matrices, inverse_matrices, mitigate_factors
+from activities.numerics.zne import (
     Extrapolation,
     Folding,
     extrapolate,
     ordered_fold_mask,
     to_device_basis,
 )
+from activities.plan import BatchTooLargeError, measured
+from activities.plan import readout_calibration as readout_calibration_circuit
+from activities.preprocess import final_positions, map_to_device, rotated_into_basis
+from activities.prevalidate import ideal_value
 from adapters.base import compiled_programs
 from adapters.errors import InvalidRequestError, RejectedError
 from adapters.registry import get_adapter

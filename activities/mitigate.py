@@ -18,16 +18,16 @@ from mitiq.zne.inference import ExtrapolationError, ExtrapolationWarning
 
 from activities import artifact_store
 from activities.heartbeats import in_child_with_heartbeats
-from activities.observables import (
+from activities.numerics.observables import (
     Distribution,
     FloatArray,
     ProductTerm,
     evaluate,
     product_terms,
 )
+from activities.numerics.readout import confusion_matrices, inverse_matrices, mitigate_factors
+from activities.numerics.zne import bootstrap, extrapolate, percentile_interval, plot_fit
 from activities.plan import executed_scale_factors, mitigation_seed
-from activities.readout import confusion_matrices, inverse_matrices, mitigate_factors
-from activities.zne import bootstrap, extrapolate, percentile_interval, plot_fit
 from schemas import activity_contracts
 from schemas.activity_contracts import implements
 from schemas.execution import JobResult

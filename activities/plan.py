@@ -10,7 +10,7 @@ from qiskit import ClassicalRegister, QuantumCircuit, qasm2
 
 from activities import artifact_store
 from activities.heartbeats import in_child_with_heartbeats
-from activities.zne import fold, to_device_basis
+from activities.numerics.zne import fold, to_device_basis
 from adapters.base import compiled_programs
 from adapters.registry import get_adapter
 from schemas import activity_contracts

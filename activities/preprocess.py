@@ -11,9 +11,9 @@ from qiskit.transpiler import CouplingMap
 
 from activities import artifact_store
 from activities.admission import AdmissionError, admit, invalid_request
-from activities.circuits import describe_observable
 from activities.heartbeats import in_child_with_heartbeats
-from activities.observables import measurement_bases
+from activities.numerics.circuits import describe_observable
+from activities.numerics.observables import measurement_bases
 from schemas import activity_contracts
 from schemas.activity_contracts import implements
 from schemas.execution import Capabilities

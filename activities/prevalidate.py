@@ -12,8 +12,8 @@ from qiskit_aer import AerSimulator
 
 from activities import artifact_store
 from activities.admission import MAX_IDEAL_QUBITS, invalid_request
-from activities.circuits import load_qasm2
 from activities.heartbeats import in_child_with_heartbeats
+from activities.numerics.circuits import load_qasm2
 from adapters.profiles import load_profile
 from schemas import activity_contracts
 from schemas.activity_contracts import implements

@@ -33,8 +33,8 @@ from activities.batches import (
     max_points_per_batch,
     point_fingerprint,
 )
-from activities.families import family_circuit
 from activities.heartbeats import in_child_with_heartbeats
+from activities.numerics.families import family_circuit
 from activities.point_cache import cached_values, store_in_cache
 from schemas import activity_contracts
 from schemas.activity_contracts import implements

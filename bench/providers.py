@@ -27,7 +27,7 @@ os.environ["QLOOP_HOME"] = tempfile.mkdtemp(prefix="qloop-bench-providers-")
 
 from activities import artifact_store  # noqa: E402
 from activities.admission import AdmissionError  # noqa: E402
-from activities.circuits import parse_qasm, to_logical  # noqa: E402
+from activities.numerics.circuits import parse_qasm, to_logical  # noqa: E402
 from activities.plan import plan  # noqa: E402
 from activities.preprocess import preprocess  # noqa: E402
 from adapters.errors import ProviderError  # noqa: E402

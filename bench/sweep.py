@@ -47,8 +47,8 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from activities import artifact_store  # noqa: E402
-from activities.families import family_circuit  # noqa: E402
-from activities.observables import expectation  # noqa: E402
+from activities.numerics.families import family_circuit  # noqa: E402
+from activities.numerics.observables import expectation  # noqa: E402
 from activities.point_cache import cached_values, store_in_cache  # noqa: E402
 from activities.preprocess import measurement_bases  # noqa: E402
 from activities.sweep_results import expand_points  # noqa: E402

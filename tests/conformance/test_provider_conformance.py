@@ -31,7 +31,7 @@ from qiskit.quantum_info import Statevector
 
 from activities import artifact_store
 from activities.batches import prepare_batch
-from activities.circuits import load_qasm2, parse_qasm, to_logical
+from activities.numerics.circuits import load_qasm2, parse_qasm, to_logical
 from activities.plan import plan
 from activities.preprocess import preprocess
 from activities.prevalidate import estimated_fidelity

@@ -11,10 +11,11 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import artifact_store, circuits, classical
+from activities import artifact_store
 from activities.admission import AdmissionError, admit
-from activities.circuits import load_qasm2
-from activities.observables import measurement_bases
+from activities.numerics import circuits, classical
+from activities.numerics.circuits import load_qasm2
+from activities.numerics.observables import measurement_bases
 from activities.preprocess import preprocess, preprocess_activity
 from activities.prevalidate import (
     PrevalidationError,

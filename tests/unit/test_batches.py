@@ -30,7 +30,7 @@ from activities.batches import (
     prepare_batch,
     score_batch,
 )
-from activities.observables import expectation, standard_error
+from activities.numerics.observables import expectation, standard_error
 from activities.plan import BatchTooLargeError
 from adapters.aer import AerAdapter
 from adapters.braket_local import BraketLocalAdapter

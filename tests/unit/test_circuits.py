@@ -8,8 +8,8 @@ import pytest
 import qiskit.qasm2 as qasm2
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
-from activities import circuits, classical
-from activities.circuits import CircuitError
+from activities.numerics import circuits, classical
+from activities.numerics.circuits import CircuitError
 from activities.prevalidate import ideal_value
 from schemas.request import Graph
 

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from activities import classical
+from activities.numerics import classical
 from schemas.request import Graph
 
 

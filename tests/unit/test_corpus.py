@@ -26,7 +26,7 @@ from qiskit_aer import AerSimulator
 
 from activities import artifact_store
 from activities.admission import AdmissionError
-from activities.circuits import load_qasm2
+from activities.numerics.circuits import load_qasm2
 from activities.preprocess import preprocess
 from activities.prevalidate import PrevalidationError, prevalidate
 from schemas.pipeline import PreparedCircuits, PreprocessInput, PrevalidateInput

@@ -8,9 +8,9 @@ import pytest
 from qiskit.quantum_info import Operator, SparsePauliOp, Statevector
 from scipy.optimize import minimize
 
-from activities import circuits, classical
 from activities.batches import classical_reference, ground_energy
-from activities.families import family_circuit, family_observable
+from activities.numerics import circuits, classical
+from activities.numerics.families import family_circuit, family_observable
 from activities.prevalidate import ideal_value
 from schemas.request import Graph
 from schemas.variational import QaoaFamily, ReferenceInput, VqeFamily

@@ -10,7 +10,7 @@ from qiskit import QuantumCircuit
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, ReadoutError
 
-from activities.observables import (
+from activities.numerics.observables import (
     Distribution,
     basis_for_pauli,
     bitstring_probability,
@@ -18,7 +18,7 @@ from activities.observables import (
     product_expectation,
     standard_error,
 )
-from activities.readout import (
+from activities.numerics.readout import (
     confusion_matrices,
     inverse_matrices,
     mitigate_distribution,

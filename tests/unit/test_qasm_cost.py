@@ -1,5 +1,6 @@
-"""The static counter of OpenQASM programs (activities/qasm_cost.py): exact on what Qiskit reads,
-an upper bound on loops and modifiers, refusals that name the line, the limit and the value."""
+"""The static counter of OpenQASM programs (activities/numerics/qasm_cost.py): exact on what
+Qiskit reads, an upper bound on loops and modifiers, refusals that name the line, the limit and
+the value."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 from qiskit import QuantumCircuit
 from qiskit.circuit import ControlFlowOp
 
-from activities import circuits
-from activities.qasm_cost import QELIB1, STDGATES, QasmCostError, qasm_cost
+from activities.numerics import circuits
+from activities.numerics.qasm_cost import QELIB1, STDGATES, QasmCostError, qasm_cost
 from schemas.limits import MAX_NESTING_DEPTH
 
 CORPUS = Path(__file__).parents[2].parent / "shared" / "corpus" / "qasmbench"

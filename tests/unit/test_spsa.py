@@ -212,7 +212,7 @@ def test_loop_state_round_trips_through_json() -> None:
 def test_default_vqe_point_prepares_the_reference_state(bits: str, reps: int) -> None:
     from qiskit.quantum_info import Statevector
 
-    from activities.families import family_circuit
+    from activities.numerics.families import family_circuit
 
     request = LoopRequest.model_validate(
         {

@@ -30,7 +30,7 @@ from mitiq.zne.scaling import fold_gates_at_random, fold_global
 from mitiq.zne.scaling.folding import _apply_fold_mask, _create_weight_mask
 from qiskit import QuantumCircuit, transpile
 
-from activities.observables import Distribution, FloatArray
+from activities.numerics.observables import Distribution, FloatArray
 
 Folding = Literal["global", "gates_at_random", "gates_from_left", "gates_from_right"]
 Extrapolation = Literal["richardson", "linear", "polynomial", "exponential"]

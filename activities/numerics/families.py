@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
 
-from activities.circuits import maxcut_observable
+from activities.numerics.circuits import maxcut_observable
 from schemas.request import PauliSumObservable
 from schemas.variational import CircuitFamily, QaoaFamily, VqeFamily
 

@@ -4,7 +4,7 @@ Every observable qloop supports is a weighted sum of *product terms*: a Pauli st
 a compatible basis is the parity of the bits on its support, and the probability of a bitstring
 is the product of one-hot indicators. A product term is a pair of weights per qubit, `factors`
 of shape (n, 2): the term's value on outcome x is prod_i factors[i, x_i]. Readout mitigation
-then only has to transform those factors (see activities/readout.py).
+then only has to transform those factors (see activities/numerics/readout.py).
 
 Bit order follows Qiskit: in a label or bitstring, the rightmost character is qubit/bit 0.
 """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from activities.observables import Distribution, FloatArray
+from activities.numerics.observables import Distribution, FloatArray
 
 # Below this determinant a qubit's readout is (nearly) random and its inverse meaningless.
 MIN_DETERMINANT = 1e-6

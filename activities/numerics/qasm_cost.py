@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from qiskit.qasm2 import LEGACY_CUSTOM_INSTRUCTIONS
 
-from activities.circuits import CircuitError, qasm_version
+from activities.numerics.circuits import CircuitError, qasm_version
 from schemas.limits import (
     MAX_CLASSICAL_BITS,
     MAX_NESTING_DEPTH,
