@@ -36,13 +36,13 @@ from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.observability import (
+from activities.governance.reconciler_schedule import ensure_reconciler_schedule
+from activities.runtime.observability import (
     ActivityLogContext,
     configure_logging,
     configure_tracing,
     temporal_runtime,
 )
-from activities.reconciler_schedule import ensure_reconciler_schedule
 from adapters.process_pool import close_shared_pool, shared_pool
 from schemas.payload_encryption import CodecKeyError, KeyRing, data_converter, load_key_ring
 from schemas.policy import PolicyError, governance_notice, load_policy_book
@@ -67,24 +67,27 @@ ROLES = ("all", "orchestration", "compute")
 
 
 def orchestration_activities() -> list[Callable[..., Any]]:
-    from activities.budget_calls import (
+    from activities.governance.budget_calls import (
         release_budget_activity,
         reserve_budget_activity,
         settle_budget_activity,
     )
-    from activities.health_calls import acquire_backend_activity, report_backend_outcome_activity
-    from activities.loop_trajectory import (
-        save_trajectory_chunk_activity,
-        write_trajectory_activity,
+    from activities.governance.health_calls import (
+        acquire_backend_activity,
+        report_backend_outcome_activity,
     )
-    from activities.open_reservations import settle_orphaned_reservations_activity
-    from activities.policy import budget_admins_activity, evaluate_policy_activity
-    from activities.provider_calls import (
+    from activities.governance.open_reservations import settle_orphaned_reservations_activity
+    from activities.governance.policy import budget_admins_activity, evaluate_policy_activity
+    from activities.providers.provider_calls import (
         cancel_job_activity,
         check_job_activity,
         fetch_result_activity,
         submit_activity,
         wait_for_job_activity,
+    )
+    from activities.variational.loop_trajectory import (
+        save_trajectory_chunk_activity,
+        write_trajectory_activity,
     )
 
     return [
@@ -108,22 +111,22 @@ def orchestration_activities() -> list[Callable[..., Any]]:
 
 def compute_activities() -> list[Callable[..., Any]]:
     # Imported here, not at the top: an orchestration-only worker never loads mitiq and cirq.
-    from activities.batches import (
-        classical_reference_activity,
-        prepare_batch_activity,
-        score_batch_activity,
-    )
-    from activities.local_simulation import simulate_activity
-    from activities.mitigate import mitigate_activity
-    from activities.plan import plan_activity
-    from activities.postprocess import (
+    from activities.experiment.mitigate import mitigate_activity
+    from activities.experiment.plan import plan_activity
+    from activities.experiment.postprocess import (
         classical_report_activity,
         ended_report_activity,
         postprocess_activity,
     )
-    from activities.preprocess import preprocess_activity
-    from activities.prevalidate import prevalidate_activity
-    from activities.sweep_results import SWEEP_ACTIVITIES
+    from activities.experiment.preprocess import preprocess_activity
+    from activities.experiment.prevalidate import prevalidate_activity
+    from activities.providers.local_simulation import simulate_activity
+    from activities.variational.batches import (
+        classical_reference_activity,
+        prepare_batch_activity,
+        score_batch_activity,
+    )
+    from activities.variational.sweep_results import SWEEP_ACTIVITIES
 
     return [
         preprocess_activity,

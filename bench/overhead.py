@@ -24,12 +24,12 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 from floor_workflow import FloorWorkflow, noop  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
-from activities.mitigate import mitigate  # noqa: E402
-from activities.plan import plan  # noqa: E402
-from activities.postprocess import postprocess  # noqa: E402
-from activities.preprocess import preprocess  # noqa: E402
-from activities.prevalidate import prevalidate  # noqa: E402
-from activities.provider_calls import check_job, fetch_result, submit  # noqa: E402
+from activities.experiment.mitigate import mitigate  # noqa: E402
+from activities.experiment.plan import plan  # noqa: E402
+from activities.experiment.postprocess import postprocess  # noqa: E402
+from activities.experiment.preprocess import preprocess  # noqa: E402
+from activities.experiment.prevalidate import prevalidate  # noqa: E402
+from activities.providers.provider_calls import check_job, fetch_result, submit  # noqa: E402
 from schemas.execution import JobState  # noqa: E402
 from schemas.pipeline import (  # noqa: E402
     ExperimentInput,

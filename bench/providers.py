@@ -25,11 +25,11 @@ sys.path.insert(0, str(REPO_ROOT))
 # Artifacts and local jobs of a benchmark are scratch: never mixed into a developer's home.
 os.environ["QLOOP_HOME"] = tempfile.mkdtemp(prefix="qloop-bench-providers-")
 
-from activities import artifact_store  # noqa: E402
-from activities.admission import AdmissionError  # noqa: E402
+from activities.experiment.admission import AdmissionError  # noqa: E402
+from activities.experiment.plan import plan  # noqa: E402
+from activities.experiment.preprocess import preprocess  # noqa: E402
 from activities.numerics.circuits import parse_qasm, to_logical  # noqa: E402
-from activities.plan import plan  # noqa: E402
-from activities.preprocess import preprocess  # noqa: E402
+from activities.storage import artifact_store  # noqa: E402
 from adapters.errors import ProviderError  # noqa: E402
 from adapters.registry import get_adapter  # noqa: E402
 from schemas.execution import CircuitBatch, JobState  # noqa: E402

@@ -46,12 +46,12 @@ from qiskit_aer import AerSimulator  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from activities import artifact_store  # noqa: E402
+from activities.experiment.preprocess import measurement_bases  # noqa: E402
 from activities.numerics.families import family_circuit  # noqa: E402
 from activities.numerics.observables import expectation  # noqa: E402
-from activities.point_cache import cached_values, store_in_cache  # noqa: E402
-from activities.preprocess import measurement_bases  # noqa: E402
-from activities.sweep_results import expand_points  # noqa: E402
+from activities.storage import artifact_store  # noqa: E402
+from activities.storage.point_cache import cached_values, store_in_cache  # noqa: E402
+from activities.variational.sweep_results import expand_points  # noqa: E402
 from schemas.payload_encryption import data_converter  # noqa: E402
 from schemas.pipeline import ExperimentInput  # noqa: E402
 from schemas.report import ExperimentReport  # noqa: E402

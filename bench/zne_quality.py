@@ -31,11 +31,11 @@ from qiskit import QuantumCircuit, qasm2, transpile
 from qiskit.quantum_info import Statevector
 from qiskit_aer import AerSimulator
 
-from activities import artifact_store
-from activities.mitigate import mitigate
+from activities.experiment.mitigate import mitigate
+from activities.experiment.plan import load_qasm, measured, plan
 from activities.numerics.observables import bitstring_probability
 from activities.numerics.zne import make_factory, scale_method, to_device_basis
-from activities.plan import load_qasm, measured, plan
+from activities.storage import artifact_store
 from adapters.noise import build_noise_model
 from adapters.profiles import load_profile
 from adapters.registry import get_adapter

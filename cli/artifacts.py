@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from activities import artifact_store
+from activities.storage import artifact_store
 from schemas.artifacts import StoredArtifact
 
 NOT_FOUND = 1

@@ -17,7 +17,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
-from activities.budget_calls import set_budget_limit, show_budget
+from activities.governance.budget_calls import set_budget_limit, show_budget
 from cli.connection import connect, task_queue, workflow_link
 from cli.keys import read_signing_key
 from cli.output import EXIT_DONE, EXIT_INVALID, EXIT_NOT_ALLOWED, moment
@@ -154,7 +154,7 @@ async def cmd_budget_show(args: argparse.Namespace) -> int:
 
 
 async def cmd_budget_reservations(args: argparse.Namespace) -> int:
-    from activities.open_reservations import open_reservations
+    from activities.governance.open_reservations import open_reservations
 
     client = await connect()
     held = await open_reservations(client, args.account)
@@ -175,7 +175,7 @@ async def cmd_budget_reservations(args: argparse.Namespace) -> int:
 
 
 async def cmd_budget_release(args: argparse.Namespace) -> int:
-    from activities.open_reservations import release_by_hand
+    from activities.governance.open_reservations import release_by_hand
 
     client = await connect()
     try:
@@ -193,7 +193,7 @@ async def cmd_budget_release(args: argparse.Namespace) -> int:
 
 
 async def cmd_budget_reconcile(args: argparse.Namespace) -> int:
-    from activities.provider_reconciliation import reconcile
+    from activities.providers.provider_reconciliation import reconcile
 
     client = await connect()
     result = await reconcile(client, args.account, args.since, datetime.now(UTC))

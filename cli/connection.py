@@ -17,7 +17,7 @@ def workflow_link(client: Client, workflow_id: str) -> str:
 
 
 async def connect() -> Client:
-    from activities.observability import configure_tracing
+    from activities.runtime.observability import configure_tracing
     from worker import connect as connect_client
 
     return await connect_client([configure_tracing("qloop-cli")])

@@ -282,8 +282,11 @@ def format_schedule(
     ]
     for result, status in zip(info.recent_actions, statuses, strict=True):
         started = result.action
-        is_workflow = isinstance(started, ScheduleActionExecutionStartWorkflow)
-        workflow_id = started.workflow_id if is_workflow else "-"
+        workflow_id = (
+            started.workflow_id
+            if isinstance(started, ScheduleActionExecutionStartWorkflow)
+            else "-"
+        )
         lines.append(
             f"    scheduled {moment(result.scheduled_at)}  started {moment(result.started_at)}  "
             f"{status:10} {workflow_id}"
@@ -388,21 +391,22 @@ async def cmd_schedule_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_name_argument(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "name", type=schedule_argument(check_name), help=f"schedule name: {NAME_RULE}"
+    )
+
+
 def add_schedule_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     schedule = commands.add_parser(
         "schedule", help="run a sweep on a calendar (Temporal Schedules, id qloop-NAME)"
     )
     actions = schedule.add_subparsers(dest="schedule_command", required=True)
-    name_argument = {"type": schedule_argument(check_name), "help": f"schedule name: {NAME_RULE}"}
-    overlap_choice = {
-        "type": schedule_argument(overlap_policy),
-        "metavar": "|".join(OVERLAP_POLICIES),
-    }
 
     create = actions.add_parser(
         "create", help="validate a sweep file and start it on a cron spec or an interval"
     )
-    create.add_argument("name", **name_argument)
+    add_name_argument(create)
     create.add_argument("--sweep", required=True, metavar="FILE", help="sweep request (YAML/JSON)")
     when = create.add_mutually_exclusive_group(required=True)
     when.add_argument(
@@ -415,7 +419,8 @@ def add_schedule_commands(commands: argparse._SubParsersAction[argparse.Argument
         "--overlap",
         default=OVERLAP_POLICIES["skip"],
         help="when a run is due while the last one still runs (default: skip)",
-        **overlap_choice,
+        type=schedule_argument(overlap_policy),
+        metavar="|".join(OVERLAP_POLICIES),
     )
     create.add_argument(
         "--jitter",
@@ -435,7 +440,7 @@ def add_schedule_commands(commands: argparse._SubParsersAction[argparse.Argument
     describe = actions.add_parser(
         "describe", help="spec, state, next runs, recent runs and the Web UI link"
     )
-    describe.add_argument("name", **name_argument)
+    add_name_argument(describe)
     describe.set_defaults(handler=cmd_schedule_describe)
 
     for verb, handler, help_text in (
@@ -443,21 +448,24 @@ def add_schedule_commands(commands: argparse._SubParsersAction[argparse.Argument
         ("unpause", cmd_schedule_unpause, "start runs again from the next due time"),
     ):
         toggle = actions.add_parser(verb, help=help_text)
-        toggle.add_argument("name", **name_argument)
+        add_name_argument(toggle)
         toggle.add_argument("--note", help="why, shown with the schedule's state")
         toggle.set_defaults(handler=handler)
 
     trigger = actions.add_parser("trigger", help="start one run now")
-    trigger.add_argument("name", **name_argument)
+    add_name_argument(trigger)
     trigger.add_argument(
-        "--overlap", help="for this run only (default: the schedule's)", **overlap_choice
+        "--overlap",
+        help="for this run only (default: the schedule's)",
+        type=schedule_argument(overlap_policy),
+        metavar="|".join(OVERLAP_POLICIES),
     )
     trigger.set_defaults(handler=cmd_schedule_trigger)
 
     backfill = actions.add_parser(
         "backfill", help="start the runs that were due in a past time range"
     )
-    backfill.add_argument("name", **name_argument)
+    add_name_argument(backfill)
     moment_help = "ISO 8601, e.g. 2026-01-31T06:00 (UTC without an offset)"
     backfill.add_argument(
         "--start", required=True, type=schedule_argument(parse_moment), help=moment_help
@@ -469,12 +477,13 @@ def add_schedule_commands(commands: argparse._SubParsersAction[argparse.Argument
         "--overlap",
         help="default: the schedule's; the runs are due at once, so skip starts only the first: "
         "use allow_all or buffer_all to get every one",
-        **overlap_choice,
+        type=schedule_argument(overlap_policy),
+        metavar="|".join(OVERLAP_POLICIES),
     )
     backfill.set_defaults(handler=cmd_schedule_backfill)
 
     delete = actions.add_parser(
         "delete", help="delete a schedule (runs it already started keep running)"
     )
-    delete.add_argument("name", **name_argument)
+    add_name_argument(delete)
     delete.set_defaults(handler=cmd_schedule_delete)

@@ -70,7 +70,7 @@ def start_search_attributes(
 def policy_refusal(account: str, backend: BackendChoice, tier: Tier, shots: int) -> str | None:
     """What the account's policy forbids whatever the cost (backend, tier, shots), or None.
     Raises PolicyError for a broken policy file."""
-    from activities.policy import static_refusal
+    from activities.governance.policy import static_refusal
     from schemas.policy import load_policy_book
 
     policy = load_policy_book().for_account(account)
@@ -82,7 +82,7 @@ def admitted_or_exit(path: str, admit: Callable[[str], tuple[RequestT, str | Non
     """The one ladder of refusals before anything starts. `admit(path)` loads and checks a file
     and names what the account's policy forbids (or None). An invalid file exits 2 naming every
     problem; a policy refusal, a broken policy file or a provider that does not answer exits 1."""
-    from activities.admission import AdmissionError
+    from activities.experiment.admission import AdmissionError
 
     try:
         request, refusal = admit(path)
@@ -109,7 +109,7 @@ def admitted_or_exit(path: str, admit: Callable[[str], tuple[RequestT, str | Non
 def admit_experiment(path: str) -> tuple[ExperimentRequest, str | None]:
     """The schema, then everything the circuit and backend allow us to check locally, then the
     account's policy."""
-    from activities.admission import admit
+    from activities.experiment.admission import admit
 
     request = load_request(path)
     execution = request.execution
@@ -228,9 +228,9 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 
 def admit_loop(path: str) -> tuple[LoopRequest, str | None]:
-    """The schema, then what the family and backend allow (activities.batches.admit_family),
-    then the account's policy."""
-    from activities.batches import admit_family
+    """The schema, then what the family and backend allow
+    (activities.variational.batches.admit_family), then the account's policy."""
+    from activities.variational.batches import admit_family
 
     request = load_loop_request(path)
     evaluation = request.evaluation
@@ -289,7 +289,7 @@ def load_sweep(path: str | Path) -> SweepRequest:
     """A `qloop sweep` file, or RequestError naming every problem: the schema, then what the
     points, the family and the backend allow (a known, online device with enough qubits and
     shots; a batch_size one job takes). TransientError when the provider does not answer."""
-    from activities.sweep_results import SweepRequestError, admit_sweep
+    from activities.variational.sweep_results import SweepRequestError, admit_sweep
 
     request = load_sweep_request(path)
     try:

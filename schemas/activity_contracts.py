@@ -121,7 +121,7 @@ def _unimplemented(name: str) -> NotImplementedError:
 @_declared("preprocess")
 async def preprocess(input: PreprocessInput) -> PreparedExperiment:
     """Parses or builds the circuit, maps it to the backend and stores the batch's circuits.
-    (activities/preprocess.py).
+    (activities/experiment/preprocess.py).
     """
     raise _unimplemented("preprocess")
 
@@ -129,7 +129,7 @@ async def preprocess(input: PreprocessInput) -> PreparedExperiment:
 @_declared("prevalidate")
 async def prevalidate(input: PrevalidateInput) -> Prevalidation:
     """Runs the circuit on an ideal simulator before anything is paid for. Implemented in
-    activities/prevalidate.py.
+    activities/experiment/prevalidate.py.
     """
     raise _unimplemented("prevalidate")
 
@@ -137,7 +137,7 @@ async def prevalidate(input: PrevalidateInput) -> Prevalidation:
 @_declared("plan")
 async def plan(input: PlanInput) -> ExecutionPlan:
     """Folds the circuits for ZNE, adds readout calibration, prices the batch. Implemented in
-    activities/plan.py.
+    activities/experiment/plan.py.
     """
     raise _unimplemented("plan")
 
@@ -145,21 +145,21 @@ async def plan(input: PlanInput) -> ExecutionPlan:
 @_declared("mitigate")
 async def mitigate(input: MitigateInput) -> MitigationOutcome:
     """Zero-noise extrapolation and readout mitigation of the fetched counts. Implemented in
-    activities/mitigate.py.
+    activities/experiment/mitigate.py.
     """
     raise _unimplemented("mitigate")
 
 
 @_declared("postprocess")
 async def postprocess(input: PostprocessInput) -> ExperimentReport:
-    """The experiment's report from its mitigated value (activities/postprocess.py)."""
+    """The experiment's report from its mitigated value (activities/experiment/postprocess.py)."""
     raise _unimplemented("postprocess")
 
 
 @_declared("classical_report")
 async def classical_report(input: ClassicalReportInput) -> ExperimentReport:
     """The report of an experiment answered classically (no quantum backend left). Implemented in
-    activities/postprocess.py.
+    activities/experiment/postprocess.py.
     """
     raise _unimplemented("classical_report")
 
@@ -167,7 +167,7 @@ async def classical_report(input: ClassicalReportInput) -> ExperimentReport:
 @_declared("ended_report")
 async def ended_report(input: EndedReportInput) -> ExperimentReport:
     """The report of an experiment that ended without an answer (rejected, cancelled). Implemented
-    in activities/postprocess.py.
+    in activities/experiment/postprocess.py.
     """
     raise _unimplemented("ended_report")
 
@@ -178,7 +178,7 @@ async def ended_report(input: EndedReportInput) -> ExperimentReport:
 @_declared("evaluate_policy")
 async def evaluate_policy(input: PolicyInput) -> PolicyDecision:
     """The account's policy on a submission: allowed, refused, or awaiting approval. Implemented in
-    activities/policy.py.
+    activities/governance/policy.py.
     """
     raise _unimplemented("evaluate_policy")
 
@@ -186,7 +186,7 @@ async def evaluate_policy(input: PolicyInput) -> PolicyDecision:
 @_declared("budget_admins")
 async def budget_admins(input: BudgetAdminsInput) -> BudgetAdmins:
     """The keys that may sign changes of the account's budget limit, read from the policy file
-    on a worker. (activities/policy.py).
+    on a worker. (activities/governance/policy.py).
     """
     raise _unimplemented("budget_admins")
 
@@ -197,7 +197,7 @@ async def budget_admins(input: BudgetAdminsInput) -> BudgetAdmins:
 @_declared("reserve_budget")
 async def reserve_budget(input: ReserveBudgetInput) -> ReservationOutcome:
     """Reserves an estimate in the account's ledger before anything is submitted. Implemented in
-    activities/budget_calls.py.
+    activities/governance/budget_calls.py.
     """
     raise _unimplemented("reserve_budget")
 
@@ -205,21 +205,21 @@ async def reserve_budget(input: ReserveBudgetInput) -> ReservationOutcome:
 @_declared("settle_budget")
 async def settle_budget(input: SettleBudgetInput) -> LedgerEntry:
     """Commits a reservation at what the provider billed. Implemented in
-    activities/budget_calls.py.
+    activities/governance/budget_calls.py.
     """
     raise _unimplemented("settle_budget")
 
 
 @_declared("release_budget")
 async def release_budget(input: ReleaseBudgetInput) -> LedgerEntry | None:
-    """Releases a reservation nothing was billed for. (activities/budget_calls.py)."""
+    """Releases a reservation nothing was billed for. (activities/governance/budget_calls.py)."""
     raise _unimplemented("release_budget")
 
 
 @_declared("settle_orphaned_reservations")
 async def settle_orphaned_reservations() -> ReconcilerRound:
     """One reconciler round: settles the open reservations of closed workflows. Implemented in
-    activities/open_reservations.py.
+    activities/governance/open_reservations.py.
     """
     raise _unimplemented("settle_orphaned_reservations")
 
@@ -230,7 +230,7 @@ async def settle_orphaned_reservations() -> ReconcilerRound:
 @_declared("acquire_backend")
 async def acquire_backend(input: AcquireBackendInput) -> Permit:
     """Asks the backend's circuit breaker for a permit to submit. Implemented in
-    activities/health_calls.py.
+    activities/governance/health_calls.py.
     """
     raise _unimplemented("acquire_backend")
 
@@ -238,7 +238,7 @@ async def acquire_backend(input: AcquireBackendInput) -> Permit:
 @_declared("report_backend_outcome")
 async def report_backend_outcome(input: ReportOutcomeInput) -> HealthView:
     """Tells the backend's circuit breaker how a job ended. Implemented in
-    activities/health_calls.py.
+    activities/governance/health_calls.py.
     """
     raise _unimplemented("report_backend_outcome")
 
@@ -249,21 +249,21 @@ async def report_backend_outcome(input: ReportOutcomeInput) -> HealthView:
 @_declared("submit")
 async def submit(input: SubmitInput) -> JobRef:
     """Submits a stored batch to the provider under its client token. Implemented in
-    activities/provider_calls.py.
+    activities/providers/provider_calls.py.
     """
     raise _unimplemented("submit")
 
 
 @_declared("check_job")
 async def check_job(input: JobInput) -> JobStatus:
-    """One poll of the provider for the job's status (activities/provider_calls.py)."""
+    """One poll of the provider for the job's status (activities/providers/provider_calls.py)."""
     raise _unimplemented("check_job")
 
 
 @_declared("wait_for_job")
 async def wait_for_job(input: JobInput) -> JobStatus:
     """The job's final status; fails (and is retried at the poll ceiling) while it runs.
-    (activities/provider_calls.py).
+    (activities/providers/provider_calls.py).
     """
     raise _unimplemented("wait_for_job")
 
@@ -271,7 +271,7 @@ async def wait_for_job(input: JobInput) -> JobStatus:
 @_declared("fetch_result")
 async def fetch_result(input: FetchInput) -> FetchedResult:
     """Downloads a finished job's counts into the artifact store, with what it cost. Implemented in
-    activities/provider_calls.py.
+    activities/providers/provider_calls.py.
     """
     raise _unimplemented("fetch_result")
 
@@ -279,7 +279,7 @@ async def fetch_result(input: FetchInput) -> FetchedResult:
 @_declared("cancel_job")
 async def cancel_job(input: JobInput) -> Cost:
     """Cancels what of the job still queues or runs; returns what the provider billed. Implemented
-    in activities/provider_calls.py.
+    in activities/providers/provider_calls.py.
     """
     raise _unimplemented("cancel_job")
 
@@ -287,7 +287,7 @@ async def cancel_job(input: JobInput) -> Cost:
 @_declared("simulate")
 async def simulate(input: SimulateInput) -> Simulated:
     """Runs a batch on a local simulator in one compute activity and stores its counts. Implemented
-    in activities/local_simulation.py.
+    in activities/providers/local_simulation.py.
     """
     raise _unimplemented("simulate")
 
@@ -298,21 +298,21 @@ async def simulate(input: SimulateInput) -> Simulated:
 @_declared("prepare_batch")
 async def prepare_batch(input: BatchInput) -> PreparedBatch:
     """Binds a batch of parameter points into circuits and prices them. Implemented in
-    activities/batches.py.
+    activities/variational/batches.py.
     """
     raise _unimplemented("prepare_batch")
 
 
 @_declared("score_batch")
 async def score_batch(input: ScoreInput) -> ScoredBatch:
-    """Each point's value from the batch's counts. (activities/batches.py)."""
+    """Each point's value from the batch's counts. (activities/variational/batches.py)."""
     raise _unimplemented("score_batch")
 
 
 @_declared("classical_reference")
 async def classical_reference(input: ReferenceInput) -> Reference:
     """Exact values of the points, for the report's comparison. Implemented in
-    activities/batches.py.
+    activities/variational/batches.py.
     """
     raise _unimplemented("classical_reference")
 
@@ -323,7 +323,7 @@ async def classical_reference(input: ReferenceInput) -> Reference:
 @_declared("save_trajectory_chunk")
 async def save_trajectory_chunk(input: SaveTrajectoryChunkInput) -> str:
     """Stores a chunk of a loop's trajectory; returns its URL. Implemented in
-    activities/loop_trajectory.py.
+    activities/variational/loop_trajectory.py.
     """
     raise _unimplemented("save_trajectory_chunk")
 
@@ -331,7 +331,7 @@ async def save_trajectory_chunk(input: SaveTrajectoryChunkInput) -> str:
 @_declared("write_trajectory")
 async def write_trajectory(input: WriteTrajectoryInput) -> str:
     """Joins a loop's trajectory chunks into one file; returns its URL. Implemented in
-    activities/loop_trajectory.py.
+    activities/variational/loop_trajectory.py.
     """
     raise _unimplemented("write_trajectory")
 
@@ -342,27 +342,27 @@ async def write_trajectory(input: WriteTrajectoryInput) -> str:
 @_declared("expand_sweep")
 async def expand_sweep(input: ExpandSweepInput) -> SweepLayout:
     """Expands a sweep's points and stores them with the sweep's layout. Implemented in
-    activities/sweep_results.py.
+    activities/variational/sweep_results.py.
     """
     raise _unimplemented("expand_sweep")
 
 
 @_declared("lookup_sweep_cache")
 async def lookup_sweep_cache(input: CacheLookupInput) -> CacheLookup:
-    """Which points of the sweep have a cached value. (activities/sweep_results.py)."""
+    """Which points of the sweep have a cached value. (activities/variational/sweep_results.py)."""
     raise _unimplemented("lookup_sweep_cache")
 
 
 @_declared("sweep_batch_points")
 async def sweep_batch_points(input: BatchPointsInput) -> BatchPoints:
-    """The points of one batch of the sweep. (activities/sweep_results.py)."""
+    """The points of one batch of the sweep. (activities/variational/sweep_results.py)."""
     raise _unimplemented("sweep_batch_points")
 
 
 @_declared("check_sweep_canary")
 async def check_sweep_canary(input: CanaryCheckInput) -> CanaryVerdict:
     """Compares the canary points' measured values with their exact values. Implemented in
-    activities/sweep_results.py.
+    activities/variational/sweep_results.py.
     """
     raise _unimplemented("check_sweep_canary")
 
@@ -370,12 +370,12 @@ async def check_sweep_canary(input: CanaryCheckInput) -> CanaryVerdict:
 @_declared("store_sweep_batch")
 async def store_sweep_batch(input: StoreBatchInput) -> StoredBatch:
     """Stores a batch's scored points and caches their values. Implemented in
-    activities/sweep_results.py.
+    activities/variational/sweep_results.py.
     """
     raise _unimplemented("store_sweep_batch")
 
 
 @_declared("write_sweep_results")
 async def write_sweep_results(input: SweepResultsInput) -> SweepResults:
-    """Writes the sweep's table and plot. (activities/sweep_results.py)."""
+    """Writes the sweep's table and plot. (activities/variational/sweep_results.py)."""
     raise _unimplemented("write_sweep_results")

@@ -23,10 +23,11 @@ JOB_NOT_DONE = "JobNotDone"
 """`wait_for_job` while the job still queues or runs: retried at the poll ceiling until done."""
 
 BATCH_TOO_LARGE = "BatchTooLargeError"
-"""activities.plan.BatchTooLargeError, named by its class as Temporal names unhandled errors."""
+"""activities.experiment.plan.BatchTooLargeError, named by its class as Temporal names unhandled
+errors."""
 
 EXTRAPOLATION_FAILED = "ExtrapolationFailedError"
-"""activities.mitigate.ExtrapolationFailedError, likewise."""
+"""activities.experiment.mitigate.ExtrapolationFailedError, likewise."""
 
 ARTIFACT_OUTSIDE_STORE = "ArtifactOutsideStore"
 """An artifact URL outside the configured store (QLOOP_ARTIFACT_URL): never retried."""

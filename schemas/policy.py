@@ -135,8 +135,8 @@ class PolicyError(ValueError):
 
 class FreeWorkOnly(AccountPolicy):
     """Every account's policy when no policy file is configured and the operator has not opted
-    in to ungoverned spending: work that costs money is refused (activities/policy.py), whatever
-    the account. Never read from a file."""
+    in to ungoverned spending: work that costs money is refused (activities/governance/policy.py),
+    whatever the account. Never read from a file."""
 
 
 def ungoverned_spend_allowed() -> bool:

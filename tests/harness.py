@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 
-from activities.artifact_store import store_at
+from activities.storage.artifact_store import store_at
 from schemas.settings import database_location
 from tests import shared_state
 from tests.server_helpers import free_ports

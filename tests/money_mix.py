@@ -32,7 +32,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError
 
-from activities.budget_calls import set_budget_limit, show_budget
+from activities.governance.budget_calls import set_budget_limit, show_budget
 from schemas.budget import SetLimit
 from schemas.control import OpsCommand, RerouteCommand
 from schemas.loop import LoopInput

@@ -16,9 +16,9 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.batches import prepare_batch_activity
-from activities.preprocess import preprocess_activity
-from activities.provider_calls import check_job
+from activities.experiment.preprocess import preprocess_activity
+from activities.providers.provider_calls import check_job
+from activities.variational.batches import prepare_batch_activity
 from schemas import error_types
 from schemas.execution import JobState, JobStatus
 from schemas.pipeline import JobInput, PreparedExperiment, PreprocessInput

@@ -16,7 +16,7 @@ from schemas import error_types
 
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 """How long a heartbeating activity may stay silent before the server gives it to another worker
-(activities heartbeat every couple of seconds: activities.heartbeats)."""
+(activities heartbeat every couple of seconds: activities.runtime.heartbeats)."""
 
 QUICK_TIMEOUT = timedelta(seconds=15)
 """Ledger, breaker and policy calls, artifact bookkeeping: seconds each."""
@@ -34,9 +34,9 @@ created, downloaded or cancelled one task at a time."""
 
 # Computation stages are pure functions of their input, retried for as long as workers keep dying
 # under them; work that keeps failing by itself is given up after a few attempts by the activity
-# (activities.heartbeats.ATTEMPTS_ON_ERROR), since attempts here would count lost workers too.
-# The short ceiling keeps a stage that lost several workers in a row from waiting long after the
-# last one.
+# (activities.runtime.heartbeats.ATTEMPTS_ON_ERROR), since attempts here would count lost workers
+# too. The short ceiling keeps a stage that lost several workers in a row from waiting long after
+# the last one.
 COMPUTE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,

@@ -1,9 +1,10 @@
 """ReservationReconcilerWorkflow: one round of settling the open reservations of closed workflows.
 
 A Temporal Schedule (`qloop-reservation-reconciler`, every QLOOP_RECONCILE_MINUTES, default 10)
-starts one run per round; the round itself is one activity (activities/open_reservations.py)
-that settles each orphaned reservation as the paid execution path would have, and the run's
-result lists what it did and why, for the Web UI and `temporal schedule describe`.
+starts one run per round; the round itself is one activity
+(activities/governance/open_reservations.py) that settles each orphaned reservation as the paid
+execution path would have, and the run's result lists what it did and why, for the Web UI and
+`temporal schedule describe`.
 """
 
 from __future__ import annotations

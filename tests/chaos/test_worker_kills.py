@@ -33,7 +33,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from activities.loop_trajectory import read_trajectory
+from activities.variational.loop_trajectory import read_trajectory
 from schemas.loop import LoopInput, TrajectoryEntry, TrajectoryView
 from schemas.pipeline import ExperimentInput, PollingPolicy
 from schemas.report import ExperimentReport

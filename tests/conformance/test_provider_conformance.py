@@ -29,12 +29,12 @@ from pathlib import Path
 import pytest
 from qiskit.quantum_info import Statevector
 
-from activities import artifact_store
-from activities.batches import prepare_batch
+from activities.experiment.plan import plan
+from activities.experiment.preprocess import preprocess
+from activities.experiment.prevalidate import estimated_fidelity
 from activities.numerics.circuits import load_qasm2, parse_qasm, to_logical
-from activities.plan import plan
-from activities.preprocess import preprocess
-from activities.prevalidate import estimated_fidelity
+from activities.storage import artifact_store
+from activities.variational.batches import prepare_batch
 from adapters import registry
 from adapters.base import Adapter
 from adapters.braket_aws import BraketAwsAdapter, task_client_token

@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 import starter
-from activities.budget_calls import reserve_budget
+from activities.governance.budget_calls import reserve_budget
 from cli.output import EXIT_INVALID
 from schemas.budget import LedgerView, Reservation, ReserveBudgetInput
 from worker import WORKFLOWS, orchestration_activities

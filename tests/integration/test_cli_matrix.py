@@ -124,7 +124,7 @@ async def started(
             assert ledger.returncode == EXIT_DONE, ledger.stderr
             ids["ledger"] = ledger_workflow_id(f"matrix{tag}")
             # Breakers guard remote backends only: this one is started as an experiment on a
-            # device would start it (activities/health_calls.py).
+            # device would start it (activities/governance/health_calls.py).
             breaker = await dev_server.client.start_workflow(
                 "BackendHealthWorkflow",
                 HealthInput(backend=f"matrix/{tag}"),

@@ -17,7 +17,7 @@ import yaml
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from activities.budget_calls import set_budget_limit, show_budget
+from activities.governance.budget_calls import set_budget_limit, show_budget
 from schemas.budget import SetLimit
 from schemas.control import OpsCommand, RerouteCommand
 from schemas.health import HealthView, health_workflow_id

@@ -20,8 +20,8 @@ from temporalio.service import RPCError
 
 import cli.start
 import starter
-from activities.budget_calls import set_budget_limit
-from activities.loop_trajectory import read_trajectory
+from activities.governance.budget_calls import set_budget_limit
+from activities.variational.loop_trajectory import read_trajectory
 from cli.output import EXIT_INVALID
 from schemas.budget import SetLimit
 from schemas.loop import LoopInput, LoopProgress, TrajectoryEntry, TrajectoryView

@@ -21,8 +21,8 @@ from temporalio.api.workflowservice.v1 import ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from activities.budget_calls import show_budget
-from activities.reconciler_schedule import RECONCILER_SCHEDULE_ID
+from activities.governance.budget_calls import show_budget
+from activities.governance.reconciler_schedule import RECONCILER_SCHEDULE_ID
 from schemas.budget import LedgerEntry, ledger_workflow_id
 from schemas.control import ApprovalDecision, OpsCommand, RerouteCommand
 from schemas.pipeline import ExperimentInput, PollingPolicy, Progress, Stage

@@ -20,7 +20,7 @@ import yaml
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from activities.budget_calls import set_budget_limit
+from activities.governance.budget_calls import set_budget_limit
 from schemas.budget import SetLimit, ledger_workflow_id
 from schemas.health import health_workflow_id
 from schemas.pipeline import ExperimentInput

@@ -20,7 +20,7 @@ import yaml
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from activities.budget_calls import set_budget_limit
+from activities.governance.budget_calls import set_budget_limit
 from schemas.budget import SetLimit
 from schemas.pipeline import PollingPolicy
 from schemas.variational import SweepInput, SweepProgress, SweepReport, SweepRequest

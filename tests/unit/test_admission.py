@@ -11,18 +11,18 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import artifact_store
-from activities.admission import AdmissionError, admit
-from activities.numerics import circuits, classical
-from activities.numerics.circuits import load_qasm2
-from activities.numerics.observables import measurement_bases
-from activities.preprocess import preprocess, preprocess_activity
-from activities.prevalidate import (
+from activities.experiment.admission import AdmissionError, admit
+from activities.experiment.preprocess import preprocess, preprocess_activity
+from activities.experiment.prevalidate import (
     PrevalidationError,
     estimated_fidelity,
     prevalidate,
     prevalidate_activity,
 )
+from activities.numerics import circuits, classical
+from activities.numerics.circuits import load_qasm2
+from activities.numerics.observables import measurement_bases
+from activities.storage import artifact_store
 from adapters.profiles import load_profile
 from schemas.loading import RequestError, load_request
 from schemas.pipeline import PreparedCircuits, PreparedExperiment, PreprocessInput, PrevalidateInput

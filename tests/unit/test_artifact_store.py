@@ -21,9 +21,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities import artifact_store
-from activities.artifact_refusal import ArtifactOutsideStore
-from activities.loop_trajectory import write_trajectory_activity
+from activities.storage import artifact_store
+from activities.storage.artifact_refusal import ArtifactOutsideStore
+from activities.variational.loop_trajectory import write_trajectory_activity
 from schemas.error_types import ARTIFACT_OUTSIDE_STORE
 from schemas.loop import TrajectoryView, WriteTrajectoryInput
 from tests.harness import run_qloop

@@ -17,9 +17,13 @@ from qiskit import QuantumCircuit, qasm2, qasm3
 from qiskit.circuit import Parameter
 from qiskit.quantum_info import Operator
 
-from activities import artifact_store, batches, provider_calls
-from activities.admission import AdmissionError
-from activities.batches import (
+from activities.experiment.admission import AdmissionError
+from activities.experiment.plan import BatchTooLargeError
+from activities.numerics.observables import expectation, standard_error
+from activities.providers import provider_calls
+from activities.storage import artifact_store
+from activities.variational import batches
+from activities.variational.batches import (
     BatchPlan,
     admit_family,
     circuits_per_point,
@@ -30,8 +34,6 @@ from activities.batches import (
     prepare_batch,
     score_batch,
 )
-from activities.numerics.observables import expectation, standard_error
-from activities.plan import BatchTooLargeError
 from adapters.aer import AerAdapter
 from adapters.braket_local import BraketLocalAdapter
 from adapters.errors import InvalidRequestError

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
-from activities.budget_calls import ledger_refusal
+from activities.governance.budget_calls import ledger_refusal
 from schemas.budget import (
     BUDGET_EXCEEDED,
     MAX_REFUSED_LIMIT_CHANGES,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from activities.health_calls import breaker_settings
+from activities.governance.health_calls import breaker_settings
 from schemas.health import (
     BreakerSettings,
     Outcome,

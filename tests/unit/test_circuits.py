@@ -8,9 +8,9 @@ import pytest
 import qiskit.qasm2 as qasm2
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
+from activities.experiment.prevalidate import ideal_value
 from activities.numerics import circuits, classical
 from activities.numerics.circuits import CircuitError
-from activities.prevalidate import ideal_value
 from schemas.request import Graph
 
 BELL_QASM2 = """// a comment before the header

@@ -24,11 +24,11 @@ from qiskit import QuantumCircuit, transpile
 from qiskit.quantum_info import Statevector
 from qiskit_aer import AerSimulator
 
-from activities import artifact_store
-from activities.admission import AdmissionError
+from activities.experiment.admission import AdmissionError
+from activities.experiment.preprocess import preprocess
+from activities.experiment.prevalidate import PrevalidationError, prevalidate
 from activities.numerics.circuits import load_qasm2
-from activities.preprocess import preprocess
-from activities.prevalidate import PrevalidationError, prevalidate
+from activities.storage import artifact_store
 from schemas.pipeline import PreparedCircuits, PreprocessInput, PrevalidateInput
 from schemas.request import ExperimentRequest
 

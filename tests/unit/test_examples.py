@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from activities.admission import admit
+from activities.experiment.admission import admit
 from schemas.loading import load_request
 from tests.harness import LocalStack
 

@@ -8,10 +8,10 @@ import pytest
 from qiskit.quantum_info import Operator, SparsePauliOp, Statevector
 from scipy.optimize import minimize
 
-from activities.batches import classical_reference, ground_energy
+from activities.experiment.prevalidate import ideal_value
 from activities.numerics import circuits, classical
 from activities.numerics.families import family_circuit, family_observable
-from activities.prevalidate import ideal_value
+from activities.variational.batches import classical_reference, ground_energy
 from schemas.request import Graph
 from schemas.variational import QaoaFamily, ReferenceInput, VqeFamily
 

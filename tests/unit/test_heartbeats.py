@@ -11,7 +11,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import heartbeats
+from activities.runtime import heartbeats
 from adapters.process_pool import Limits, ProcessPool
 from schemas import error_types
 from tests import compute_tasks

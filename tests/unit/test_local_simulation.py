@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from activities import artifact_store
-from activities.local_simulation import COUNTS_ARTIFACT, seed_of, simulate
+from activities.providers.local_simulation import COUNTS_ARTIFACT, seed_of, simulate
+from activities.storage import artifact_store
 from adapters.errors import InvalidRequestError
 from schemas.execution import CircuitBatch, CircuitSpec, JobResult
 from schemas.pipeline import CircuitRole, PlannedBatch, SimulateInput

@@ -25,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.observability import (
+from activities.runtime.observability import (
     REDACTED,
     ActivityLogContext,
     configure_logging,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from activities.artifact_store import path_of
-from activities.loop_trajectory import read_trajectory, save_chunk, write_trajectory
+from activities.storage.artifact_store import path_of
+from activities.variational.loop_trajectory import read_trajectory, save_chunk, write_trajectory
 from schemas.loop import (
     SaveTrajectoryChunkInput,
     TrajectoryChunk,

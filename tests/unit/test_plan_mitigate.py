@@ -9,9 +9,9 @@ from qiskit import QuantumCircuit, qasm2, transpile
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
 
-from activities import artifact_store
-from activities.mitigate import mitigate
-from activities.plan import BatchTooLargeError, load_qasm, plan
+from activities.experiment.mitigate import mitigate
+from activities.experiment.plan import BatchTooLargeError, load_qasm, plan
+from activities.storage import artifact_store
 from schemas.execution import Capabilities, JobResult, Tier
 from schemas.pipeline import (
     ExecutionPlan,

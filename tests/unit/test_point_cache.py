@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from activities.point_cache import cached_values, store_in_cache
+from activities.storage.point_cache import cached_values, store_in_cache
 from adapters.shared_database import SharedDatabase, shared_database
 from schemas.settings import redacted
 from schemas.variational import PointValue

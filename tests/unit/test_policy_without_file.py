@@ -9,7 +9,7 @@ import pytest
 import yaml
 from temporalio.testing import ActivityEnvironment
 
-from activities.policy import (
+from activities.governance.policy import (
     NO_POLICY_FILE_RULE,
     evaluate,
     evaluate_policy_activity,

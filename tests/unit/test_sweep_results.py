@@ -15,10 +15,10 @@ from matplotlib.image import imread
 
 import cli.start
 import starter
-from activities import artifact_store
-from activities.batches import point_fingerprint
-from activities.point_cache import cached_values, store_in_cache
-from activities.sweep_results import (
+from activities.storage import artifact_store
+from activities.storage.point_cache import cached_values, store_in_cache
+from activities.variational.batches import point_fingerprint
+from activities.variational.sweep_results import (
     SweepRequestError,
     admit_sweep,
     check_canary,

@@ -12,6 +12,7 @@ from qiskit.quantum_info import Operator
 from qiskit_aer import AerSimulator
 from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
 
+from activities.experiment.plan import measured
 from activities.numerics.observables import Distribution, expectation, standard_error
 from activities.numerics.zne import (
     bootstrap,
@@ -23,7 +24,6 @@ from activities.numerics.zne import (
     scale_method,
     to_device_basis,
 )
-from activities.plan import measured
 from schemas.request import PauliSumObservable, PauliTerm
 
 BASIS_GATES = ["cx", "id", "rz", "sx", "x"]

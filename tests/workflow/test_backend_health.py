@@ -26,7 +26,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 import starter
-from activities.health_calls import (
+from activities.governance.health_calls import (
     acquire_backend,
     acquire_backend_activity,
     report_backend_outcome,

@@ -29,9 +29,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.batches import classical_reference, prepare_batch_activity
-from activities.budget_calls import set_budget_limit, show_budget
-from activities.policy import evaluate_policy_activity
+from activities.governance.budget_calls import set_budget_limit, show_budget
+from activities.governance.policy import evaluate_policy_activity
+from activities.variational.batches import classical_reference, prepare_batch_activity
 from adapters.braket_aws import task_client_token
 from schemas import error_types
 from schemas.budget import SetLimit

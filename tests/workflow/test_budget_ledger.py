@@ -1,8 +1,8 @@
 """BudgetLedgerWorkflow on a real Temporal dev server with an in-process worker, and its period
 rollover on the time-skipping server (a day passes in a second).
 
-Experiments reach the ledger through the activities of activities/budget_calls.py; here the
-same functions are called with the test's client, and once from a probe workflow through the
+Experiments reach the ledger through the activities of activities/governance/budget_calls.py; here
+the same functions are called with the test's client, and once from a probe workflow through the
 real activity wrappers, as the experiment workflow does.
 """
 
@@ -28,7 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.budget_calls import (
+from activities.governance.budget_calls import (
     release_budget,
     release_budget_activity,
     reserve_budget,
@@ -38,7 +38,7 @@ from activities.budget_calls import (
     settle_budget_activity,
     show_budget,
 )
-from activities.policy import budget_admins_activity
+from activities.governance.policy import budget_admins_activity
 from schemas.budget import (
     BUDGET_EXCEEDED,
     LIMIT_CHANGE_REFUSED,

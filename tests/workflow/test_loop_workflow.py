@@ -23,8 +23,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.loop_trajectory import read_trajectory
 from activities.numerics.classical import qaoa_expectation
+from activities.variational.loop_trajectory import read_trajectory
 from schemas.loop import (
     LoopInput,
     LoopProgress,

@@ -30,13 +30,13 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.budget_calls import (
+from activities.governance.budget_calls import (
     reserve_budget_activity,
     set_budget_limit,
     settle_budget_activity,
     show_budget,
 )
-from activities.provider_calls import cancel_job_activity
+from activities.providers.provider_calls import cancel_job_activity
 from schemas.budget import (
     LedgerEntry,
     ReservationOutcome,

@@ -27,9 +27,9 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from activities import artifact_store
-from activities.point_cache import cached_values
-from activities.provider_calls import check_job
+from activities.providers.provider_calls import check_job
+from activities.storage import artifact_store
+from activities.storage.point_cache import cached_values
 from schemas import error_types
 from schemas.execution import JobState, JobStatus
 from schemas.pipeline import JobInput, PollingPolicy

@@ -11,8 +11,8 @@ from __future__ import annotations
 import csv
 import io
 
-from activities.artifact_store import put_bytes, put_model, read_model
-from activities.heartbeats import in_thread_with_heartbeats
+from activities.runtime.heartbeats import in_thread_with_heartbeats
+from activities.storage.artifact_store import put_bytes, put_model, read_model
 from schemas import activity_contracts
 from schemas.activity_contracts import implements
 from schemas.loop import (

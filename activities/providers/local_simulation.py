@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 
-from activities import artifact_store
-from activities.heartbeats import in_child_with_heartbeats
+from activities.runtime.heartbeats import in_child_with_heartbeats
+from activities.storage import artifact_store
 from adapters.base import LocalSimulator
 from adapters.errors import InvalidRequestError
 from adapters.registry import get_adapter

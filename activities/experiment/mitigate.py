@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from mitiq.zne.inference import ExtrapolationError, ExtrapolationWarning
 
-from activities import artifact_store
-from activities.heartbeats import in_child_with_heartbeats
+from activities.experiment.plan import executed_scale_factors, mitigation_seed
 from activities.numerics.observables import (
     Distribution,
     FloatArray,
@@ -27,7 +26,8 @@ from activities.numerics.observables import (
 )
 from activities.numerics.readout import confusion_matrices, inverse_matrices, mitigate_factors
 from activities.numerics.zne import bootstrap, extrapolate, percentile_interval, plot_fit
-from activities.plan import executed_scale_factors, mitigation_seed
+from activities.runtime.heartbeats import in_child_with_heartbeats
+from activities.storage import artifact_store
 from schemas import activity_contracts
 from schemas.activity_contracts import implements
 from schemas.execution import JobResult

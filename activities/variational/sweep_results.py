@@ -4,8 +4,8 @@ and the results table and plot.
 - Points: a grid (one axis per parameter, first axis slowest) or an explicit list, expanded once
   into `points.npy` and `fingerprints.txt` in the sweep's artifact folder; the workflow passes
   ranges of indices, never the points themselves, except one batch at a time.
-- Fingerprint cache: activities/point_cache.py, in the shared database. A point found there is
-  neither run nor paid for again, by this sweep or any later one.
+- Fingerprint cache: activities/storage/point_cache.py, in the shared database. A point found there
+  is neither run nor paid for again, by this sweep or any later one.
 - Partial results: each finished batch is written to `partial-<label>.json` and stored in the
   cache before the next batch starts, so an interrupted sweep resumes where it stopped.
 - Results: `results.csv` (one row per point, grid order) and `results.png`.
@@ -24,18 +24,18 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from activities import artifact_store
-from activities.admission import AdmissionError, invalid_request
-from activities.batches import (
+from activities.experiment.admission import AdmissionError, invalid_request
+from activities.numerics.families import family_circuit
+from activities.runtime.heartbeats import in_child_with_heartbeats
+from activities.storage import artifact_store
+from activities.storage.point_cache import cached_values, store_in_cache
+from activities.variational.batches import (
     admit_family,
     calibration_circuits,
     circuits_per_point,
     max_points_per_batch,
     point_fingerprint,
 )
-from activities.heartbeats import in_child_with_heartbeats
-from activities.numerics.families import family_circuit
-from activities.point_cache import cached_values, store_in_cache
 from schemas import activity_contracts
 from schemas.activity_contracts import implements
 from schemas.execution import Capabilities

@@ -9,11 +9,11 @@ import qiskit.qasm2 as qasm2
 from qiskit import QuantumCircuit, transpile
 from qiskit.transpiler import CouplingMap
 
-from activities import artifact_store
-from activities.admission import AdmissionError, admit, invalid_request
-from activities.heartbeats import in_child_with_heartbeats
+from activities.experiment.admission import AdmissionError, admit, invalid_request
 from activities.numerics.circuits import describe_observable
 from activities.numerics.observables import measurement_bases
+from activities.runtime.heartbeats import in_child_with_heartbeats
+from activities.storage import artifact_store
 from schemas import activity_contracts
 from schemas.activity_contracts import implements
 from schemas.execution import Capabilities

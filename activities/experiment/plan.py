@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 from qiskit import ClassicalRegister, QuantumCircuit, qasm2
 
-from activities import artifact_store
-from activities.heartbeats import in_child_with_heartbeats
 from activities.numerics.zne import fold, to_device_basis
+from activities.runtime.heartbeats import in_child_with_heartbeats
+from activities.storage import artifact_store
 from adapters.base import compiled_programs
 from adapters.registry import get_adapter
 from schemas import activity_contracts

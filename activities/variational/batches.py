@@ -32,15 +32,17 @@ from qiskit.circuit import CircuitInstruction
 from qiskit.quantum_info import SparsePauliOp
 from scipy.sparse.linalg import eigsh
 
-from activities import artifact_store
-from activities.admission import (
+from activities.experiment.admission import (
     MAX_IDEAL_QUBITS,
     READOUT_CALIBRATION_CIRCUITS,
     AdmissionError,
     invalid_request,
 )
-from activities.heartbeats import in_child_with_heartbeats
-from activities.mitigate import ExtrapolationFailedError
+from activities.experiment.mitigate import ExtrapolationFailedError
+from activities.experiment.plan import BatchTooLargeError, measured
+from activities.experiment.plan import readout_calibration as readout_calibration_circuit
+from activities.experiment.preprocess import final_positions, map_to_device, rotated_into_basis
+from activities.experiment.prevalidate import ideal_value
 from activities.numerics import classical
 from activities.numerics.families import (
     FamilyCircuit,
@@ -63,10 +65,8 @@ from activities.numerics.zne import (
     ordered_fold_mask,
     to_device_basis,
 )
-from activities.plan import BatchTooLargeError, measured
-from activities.plan import readout_calibration as readout_calibration_circuit
-from activities.preprocess import final_positions, map_to_device, rotated_into_basis
-from activities.prevalidate import ideal_value
+from activities.runtime.heartbeats import in_child_with_heartbeats
+from activities.storage import artifact_store
 from adapters.base import compiled_programs
 from adapters.errors import InvalidRequestError, RejectedError
 from adapters.registry import get_adapter

@@ -17,7 +17,7 @@ from typing import TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.provider_failures import as_application_error
+from activities.providers.provider_failures import as_application_error
 from adapters.errors import ProviderError
 from adapters.process_pool import ChildDied, LimitExceeded, shared_pool
 from schemas import error_types

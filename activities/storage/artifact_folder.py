@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from activities.artifact_refusal import ArtifactOutsideStore
+from activities.storage.artifact_refusal import ArtifactOutsideStore
 from schemas.artifacts import StoredArtifact
 
 

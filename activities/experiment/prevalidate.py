@@ -10,10 +10,10 @@ from qiskit import ClassicalRegister, QuantumCircuit
 from qiskit.quantum_info import SparsePauliOp, Statevector
 from qiskit_aer import AerSimulator
 
-from activities import artifact_store
-from activities.admission import MAX_IDEAL_QUBITS, invalid_request
-from activities.heartbeats import in_child_with_heartbeats
+from activities.experiment.admission import MAX_IDEAL_QUBITS, invalid_request
 from activities.numerics.circuits import load_qasm2
+from activities.runtime.heartbeats import in_child_with_heartbeats
+from activities.storage import artifact_store
 from adapters.profiles import load_profile
 from schemas import activity_contracts
 from schemas.activity_contracts import implements

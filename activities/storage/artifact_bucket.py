@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote, urlparse
 import boto3
 from botocore.exceptions import ClientError
 
-from activities.artifact_refusal import ArtifactOutsideStore
+from activities.storage.artifact_refusal import ArtifactOutsideStore
 from schemas.artifacts import StoredArtifact
 
 MISSING_KEY_CODES = ("NoSuchKey", "404")

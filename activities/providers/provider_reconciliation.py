@@ -21,8 +21,8 @@ from typing import Any
 
 from temporalio.client import Client
 
-from activities.budget_calls import show_budget
-from activities.open_reservations import RUNNING, workflow_status
+from activities.governance.budget_calls import show_budget
+from activities.governance.open_reservations import RUNNING, workflow_status
 from adapters.braket_aws import BraketAwsAdapter, search_quantum_tasks
 from schemas.budget import LedgerEntry
 from schemas.paid_keys import ACCOUNT_TAG, WORKFLOW_TAG

@@ -16,9 +16,9 @@ from typing import TypeVar
 
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities import artifact_store
-from activities.heartbeats import in_thread_with_heartbeats
-from activities.provider_failures import as_application_error
+from activities.providers.provider_failures import as_application_error
+from activities.runtime.heartbeats import in_thread_with_heartbeats
+from activities.storage import artifact_store
 from adapters.base import ProgramCompiler
 from adapters.errors import ProviderError
 from adapters.registry import get_adapter

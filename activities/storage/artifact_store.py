@@ -1,7 +1,7 @@
 """The artifact store: bulky data lives here and workflow history keeps only its URL.
 
 `QLOOP_ARTIFACT_URL` says where: a `file://` folder (by default `$QLOOP_HOME/artifacts`) for
-one machine, or `s3://bucket/prefix` for a fleet (activities/artifact_bucket.py). Everything
+one machine, or `s3://bucket/prefix` for a fleet (activities/storage/artifact_bucket.py). Everything
 one activity writes and another reads goes through here, so any host that has the URL and the
 credentials reads what any other host wrote. An experiment's, loop's or sweep's artifacts are
 `<root>/<its id>/<name>`.
@@ -20,9 +20,9 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
-from activities.artifact_bucket import BucketStore
-from activities.artifact_folder import FolderStore
-from activities.artifact_refusal import ArtifactOutsideStore
+from activities.storage.artifact_bucket import BucketStore
+from activities.storage.artifact_folder import FolderStore
+from activities.storage.artifact_refusal import ArtifactOutsideStore
 from schemas.artifacts import StoredArtifact
 from schemas.settings import current_settings, qloop_home, store_location
 

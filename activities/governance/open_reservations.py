@@ -19,7 +19,7 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.budget_calls import release_budget, settle_budget, show_budget
+from activities.governance.budget_calls import release_budget, settle_budget, show_budget
 from adapters.braket_aws import TERMINAL_TASK_STATES, BraketAwsAdapter, search_quantum_tasks
 from adapters.braket_device import ARN_PREFIX
 from schemas import activity_contracts

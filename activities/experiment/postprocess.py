@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from activities import artifact_store
-from activities.heartbeats import in_child_with_heartbeats
+from activities.runtime.heartbeats import in_child_with_heartbeats
+from activities.storage import artifact_store
 from adapters.registry import get_adapter
 from schemas import activity_contracts
 from schemas.activity_contracts import implements
