@@ -102,7 +102,8 @@ def run_once(qasm: str, backend: BackendChoice) -> float:
 
 
 def accepted(circuits: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """The circuits qloop admits at all (as tests/unit/test_corpus.py), and why the rest not."""
+    """The circuits qloop admits at all (as tests/unit/activities/experiment/test_corpus.py), and
+    why the rest not."""
     admitted: dict[str, str] = {}
     refused: dict[str, str] = {}
     for name, qasm in circuits.items():

@@ -1,6 +1,7 @@
 """Hostile requests too large to keep in git, written on demand: `python
-tests/hostile/large_requests.py DIR` writes them into DIR, and tests/unit/test_hostile_requests.py
-writes them into its temporary folder. tests/hostile/README.md says what each one is."""
+tests/hostile/large_requests.py DIR` writes them into DIR, and
+tests/unit/cli/test_hostile_requests.py writes them into its temporary folder.
+tests/hostile/README.md says what each one is."""
 
 from __future__ import annotations
 

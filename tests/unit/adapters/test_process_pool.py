@@ -26,7 +26,7 @@ from adapters.process_pool import (
 )
 from tests import compute_tasks
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 LIMITS = Limits(memory_bytes=700 << 20, time_seconds=3.0)
 
 

@@ -401,7 +401,7 @@ def test_a_malformed_public_key_names_the_field_and_the_rule(
 
 
 def test_the_local_stacks_example_account_takes_signed_decisions() -> None:
-    policy_file = Path(__file__).parents[2] / "temporal-dev" / "policies.yaml"
+    policy_file = Path(__file__).parents[3] / "temporal-dev" / "policies.yaml"
     audited = load_policy_book(policy_file).for_account("audited")
     assert audited.approval is not None and audited.approval.signed
     assert sorted(audited.approval.public_keys) == sorted(audited.approval.approvers)

@@ -15,8 +15,8 @@ from activities.numerics import circuits
 from activities.numerics.qasm_cost import QELIB1, STDGATES, QasmCostError, qasm_cost
 from schemas.limits import MAX_NESTING_DEPTH
 
-CORPUS = Path(__file__).parents[2].parent / "shared" / "corpus" / "qasmbench"
-EXAMPLES = Path(__file__).parents[2] / "examples"
+CORPUS = Path(__file__).parents[4].parent / "shared" / "corpus" / "qasmbench"
+EXAMPLES = Path(__file__).parents[4] / "examples"
 Q2 = 'OPENQASM 2.0;\ninclude "qelib1.inc";\n'
 Q3 = 'OPENQASM 3.0;\ninclude "stdgates.inc";\n'
 NOT_GATES = {"measure", "barrier", "reset"}

@@ -32,7 +32,7 @@ from activities.storage import artifact_store
 from schemas.pipeline import PreparedCircuits, PreprocessInput, PrevalidateInput
 from schemas.request import ExperimentRequest
 
-CORPUS = Path(__file__).parents[2].parent / "shared" / "corpus" / "qasmbench"
+CORPUS = Path(__file__).parents[4].parent / "shared" / "corpus" / "qasmbench"
 FILES = sorted(path.name for path in CORPUS.glob("*.qasm"))
 SHOTS = 4000
 MAX_TVD = 0.05

@@ -53,7 +53,7 @@ from schemas.variational import (
     ScoreInput,
     VqeFamily,
 )
-from tests.unit.test_families import GRAPH, h2_family
+from tests.unit.activities.numerics.test_families import GRAPH, h2_family
 
 NOISY = BackendChoice(provider="aer", device="noisy", noise_profile="ibm_guadalupe")
 QPU_ARN = "arn:aws:braket:us-east-1::device/qpu/qloop/Guadalupe-16"

@@ -19,7 +19,7 @@ from schemas.settings import (
     unknown_variables,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_defaults_and_values_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,7 +18,7 @@ from tests.harness import LocalStack
 # Experiment requests (`qloop run`); loop and sweep files have their own admission tests.
 EXAMPLES = sorted(
     path
-    for path in (Path(__file__).parents[2] / "examples").glob("*.yaml")
+    for path in (Path(__file__).parents[4] / "examples").glob("*.yaml")
     if "problem:" in path.read_text()
 )
 

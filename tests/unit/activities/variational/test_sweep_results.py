@@ -424,7 +424,7 @@ points:
 
 
 def test_the_shipped_example_is_admitted() -> None:
-    example = Path(__file__).parents[2] / "examples" / "sweep_qaoa.yaml"
+    example = Path(__file__).parents[4] / "examples" / "sweep_qaoa.yaml"
     request = cli.start.load_sweep(example)
     points, shape = expand_points(request)
     assert shape == [20, 20] and len(points) == 400
