@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from datetime import timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from cli.output import (
     EXIT_NOT_ALLOWED,
     notes_stream,
     print_json,
+    print_table,
     report_failure,
 )
 from cli.workflow_kinds import KIND_NAMES, KINDS, WorkflowKind, kind_named, kind_of_type
@@ -175,13 +177,25 @@ async def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return EXIT_DONE
-    print(f"{'WORKFLOW ID':40} {'KIND':10} {'STATUS':11} {'STAGE':15} DETAIL")
-    for row in rows:
-        print(
-            f"{row['workflow_id']:40} {row['kind']:10} {row['status']:11} {row['stage']:15} "
-            f"{row['detail']}"
-        )
+    print_table(
+        ["WORKFLOW ID", "KIND", "STATUS", "STAGE", "DETAIL"],
+        [
+            [row["workflow_id"], row["kind"], row["status"], row["stage"], row["detail"]]
+            for row in rows
+        ],
+    )
     return EXIT_DONE
+
+
+def stage_name(text: str) -> str:
+    """A stage as search attributes hold it (`waiting`, `awaiting_approval`): it goes into a
+    visibility query, so nothing else is allowed in."""
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a stage name such as waiting or awaiting_approval (lowercase letters, "
+            "digits, _ and -)"
+        )
+    return text
 
 
 def positive_count(text: str) -> int:
@@ -210,7 +224,9 @@ def add_inspect_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
 
     listing = commands.add_parser("list", help=f"recent workflows of every kind ({kinds})")
     listing.add_argument("--kind", choices=KIND_NAMES, help="only this kind (default: all)")
-    listing.add_argument("--stage", help="only workflows in this stage (QloopStage)")
+    listing.add_argument(
+        "--stage", type=stage_name, help="only workflows in this stage (QloopStage)"
+    )
     listing.add_argument(
         "--awaiting-approval", action="store_true", help="only experiments waiting for a person"
     )

@@ -16,6 +16,9 @@ from typing import Any, TextIO
 from urllib.parse import unquote, urlparse
 
 from pydantic import BaseModel
+from rich import box
+from rich.console import Console
+from rich.table import Table
 from temporalio.client import WorkflowFailureError
 
 EXIT_DONE = 0
@@ -35,6 +38,26 @@ def print_json(document: BaseModel | Any) -> None:
         print(document.model_dump_json(indent=2))
     else:
         print(json.dumps(document, indent=2, default=str))
+
+
+def print_table(headers: list[str], rows: list[list[str]], stream: TextIO | None = None) -> None:
+    """A table for people: drawn with rich on a terminal, plain aligned columns when piped (one
+    row per line, for grep and cut)."""
+    out = stream or sys.stdout
+    if out.isatty():
+        table = Table(*headers, box=box.SIMPLE_HEAD)
+        for row in rows:
+            table.add_row(*row)
+        Console(file=out).print(table)
+        return
+    widths = [
+        max([len(header), *(len(row[i]) for row in rows)]) for i, header in enumerate(headers)
+    ]
+    for line in [headers, *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip(),
+            file=out,
+        )
 
 
 def failure_message(error: WorkflowFailureError) -> str:

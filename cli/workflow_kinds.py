@@ -40,7 +40,8 @@ class WorkflowKind:
     """`progress_query` answers with `progress_model`, which `describe` puts in one line.
     `report_model` is what the workflow returns (None: it never returns; `result` shows the
     query's answer instead), and `format_report(report, web_ui_link)` prints it for people.
-    `list_detail` is the last column of `qloop list`."""
+    `list_detail` is the last column of `qloop list`; `fraction` how much of the work is done,
+    for a progress bar (None: not known, a spinner only)."""
 
     name: str
     workflow_type: str
@@ -50,6 +51,7 @@ class WorkflowKind:
     report_model: type[BaseModel] | None
     format_report: Callable[[Any, str], str]
     list_detail: Callable[[WorkflowExecution], str]
+    fraction: Callable[[Any], float | None] = lambda _progress: None
 
     @property
     def long_lived(self) -> bool:
@@ -74,6 +76,12 @@ def ledger_account(execution: WorkflowExecution) -> str:
 
 def breaker_backend(execution: WorkflowExecution) -> str:
     return f"backend {execution.id.removeprefix(HEALTH_WORKFLOW_PREFIX)}"
+
+
+def sweep_fraction(progress: SweepProgress) -> float | None:
+    if not progress.batches_total:
+        return None
+    return progress.batches_done / progress.batches_total
 
 
 def describe_ledger(view: LedgerView) -> str:
@@ -118,6 +126,7 @@ KINDS: tuple[WorkflowKind, ...] = (
         report_model=SweepReport,
         format_report=lambda report, _link: format_sweep_report(report),
         list_detail=backend_of,
+        fraction=sweep_fraction,
     ),
     WorkflowKind(
         name="ledger",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -102,3 +103,49 @@ def test_progress_goes_to_stderr_when_stdout_carries_json(
     captured = capsys.readouterr()
     assert "waiting" in captured.err and "waiting" not in captured.out
     assert "completed" in captured.out
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal, as a user's shell is."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_table_is_drawn_on_a_terminal_and_plain_when_piped() -> None:
+    rows = [["sweep-1", "sweep", "RUNNING"], ["ghz-2", "experiment", "COMPLETED"]]
+    piped, terminal = io.StringIO(), Terminal()
+    output.print_table(["WORKFLOW ID", "KIND", "STATUS"], rows, piped)
+    output.print_table(["WORKFLOW ID", "KIND", "STATUS"], rows, terminal)
+
+    assert piped.getvalue().splitlines() == [
+        "WORKFLOW ID  KIND        STATUS",
+        "sweep-1      sweep       RUNNING",
+        "ghz-2        experiment  COMPLETED",
+    ]
+    drawn = terminal.getvalue()
+    assert "sweep-1" in drawn and "COMPLETED" in drawn and "─" in drawn
+
+
+def test_progress_is_a_live_bar_on_a_terminal_and_lines_when_piped() -> None:
+    piped, terminal = io.StringIO(), Terminal()
+    with ProgressPrinter(piped) as printer:
+        printer.show("running  batches 1/4", 0.25)
+        printer.show("running  batches 1/4", 0.25)
+        printer.show("running  batches 2/4", 0.5)
+    with ProgressPrinter(terminal) as live:
+        live.show("running  batches 2/4", 0.5)
+
+    lines = piped.getvalue().splitlines()
+    assert len(lines) == 2 and lines[1].endswith("running  batches 2/4")
+    shown = terminal.getvalue()
+    assert "running  batches 2/4" in shown and "\x1b[" in shown and "\n[" not in shown
+
+
+def test_a_stage_that_is_not_a_stage_name_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        starter.parser().parse_args(["list", "--stage", "x' OR WorkflowType = 'y"])
+    assert exited.value.code == output.EXIT_INVALID
+    assert "stage name" in capsys.readouterr().err
+    args = starter.parser().parse_args(["list", "--stage", "awaiting_approval"])
+    assert args.stage == "awaiting_approval"
