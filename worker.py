@@ -121,11 +121,9 @@ def compute_activities() -> list[Callable[..., Any]]:
     from activities.experiment.preprocess import preprocess_activity
     from activities.experiment.prevalidate import prevalidate_activity
     from activities.providers.local_simulation import simulate_activity
-    from activities.variational.batches import (
-        classical_reference_activity,
-        prepare_batch_activity,
-        score_batch_activity,
-    )
+    from activities.variational.batch_preparation import prepare_batch_activity
+    from activities.variational.batch_scoring import score_batch_activity
+    from activities.variational.classical_reference import classical_reference_activity
     from activities.variational.sweep_results import SWEEP_ACTIVITIES
 
     return [

@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from temporalio.worker import Worker
 
 from activities.providers.provider_calls import check_job, fetch_result, submit
-from activities.variational.batches import prepare_batch, score_batch
+from activities.variational.batch_preparation import prepare_batch
+from activities.variational.batch_scoring import score_batch
 from activities.variational.loop_trajectory import read_trajectory
 from schemas.execution import JobState
 from schemas.loop import (

@@ -229,8 +229,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 def admit_loop(path: str) -> tuple[LoopRequest, str | None]:
     """The schema, then what the family and backend allow
-    (activities.variational.batches.admit_family), then the account's policy."""
-    from activities.variational.batches import admit_family
+    (activities.variational.batch_sizes.admit_family), then the account's policy."""
+    from activities.variational.batch_sizes import admit_family
 
     request = load_loop_request(path)
     evaluation = request.evaluation

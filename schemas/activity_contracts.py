@@ -121,7 +121,7 @@ def _unimplemented(name: str) -> NotImplementedError:
 @_declared("preprocess")
 async def preprocess(input: PreprocessInput) -> PreparedExperiment:
     """Parses or builds the circuit, maps it to the backend and stores the batch's circuits.
-    (activities/experiment/preprocess.py).
+    Implemented in activities/experiment/preprocess.py.
     """
     raise _unimplemented("preprocess")
 
@@ -152,7 +152,9 @@ async def mitigate(input: MitigateInput) -> MitigationOutcome:
 
 @_declared("postprocess")
 async def postprocess(input: PostprocessInput) -> ExperimentReport:
-    """The experiment's report from its mitigated value (activities/experiment/postprocess.py)."""
+    """The experiment's report from its mitigated value. Implemented in
+    activities/experiment/postprocess.py.
+    """
     raise _unimplemented("postprocess")
 
 
@@ -186,7 +188,7 @@ async def evaluate_policy(input: PolicyInput) -> PolicyDecision:
 @_declared("budget_admins")
 async def budget_admins(input: BudgetAdminsInput) -> BudgetAdmins:
     """The keys that may sign changes of the account's budget limit, read from the policy file
-    on a worker. (activities/governance/policy.py).
+    on a worker. Implemented in activities/governance/policy.py.
     """
     raise _unimplemented("budget_admins")
 
@@ -212,7 +214,9 @@ async def settle_budget(input: SettleBudgetInput) -> LedgerEntry:
 
 @_declared("release_budget")
 async def release_budget(input: ReleaseBudgetInput) -> LedgerEntry | None:
-    """Releases a reservation nothing was billed for. (activities/governance/budget_calls.py)."""
+    """Releases a reservation nothing was billed for. Implemented in
+    activities/governance/budget_calls.py.
+    """
     raise _unimplemented("release_budget")
 
 
@@ -256,14 +260,16 @@ async def submit(input: SubmitInput) -> JobRef:
 
 @_declared("check_job")
 async def check_job(input: JobInput) -> JobStatus:
-    """One poll of the provider for the job's status (activities/providers/provider_calls.py)."""
+    """One poll of the provider for the job's status. Implemented in
+    activities/providers/provider_calls.py.
+    """
     raise _unimplemented("check_job")
 
 
 @_declared("wait_for_job")
 async def wait_for_job(input: JobInput) -> JobStatus:
     """The job's final status; fails (and is retried at the poll ceiling) while it runs.
-    (activities/providers/provider_calls.py).
+    Implemented in activities/providers/provider_calls.py.
     """
     raise _unimplemented("wait_for_job")
 
@@ -298,21 +304,23 @@ async def simulate(input: SimulateInput) -> Simulated:
 @_declared("prepare_batch")
 async def prepare_batch(input: BatchInput) -> PreparedBatch:
     """Binds a batch of parameter points into circuits and prices them. Implemented in
-    activities/variational/batches.py.
+    activities/variational/batch_preparation.py.
     """
     raise _unimplemented("prepare_batch")
 
 
 @_declared("score_batch")
 async def score_batch(input: ScoreInput) -> ScoredBatch:
-    """Each point's value from the batch's counts. (activities/variational/batches.py)."""
+    """Each point's value from the batch's counts. Implemented in
+    activities/variational/batch_scoring.py.
+    """
     raise _unimplemented("score_batch")
 
 
 @_declared("classical_reference")
 async def classical_reference(input: ReferenceInput) -> Reference:
     """Exact values of the points, for the report's comparison. Implemented in
-    activities/variational/batches.py.
+    activities/variational/classical_reference.py.
     """
     raise _unimplemented("classical_reference")
 
@@ -349,13 +357,17 @@ async def expand_sweep(input: ExpandSweepInput) -> SweepLayout:
 
 @_declared("lookup_sweep_cache")
 async def lookup_sweep_cache(input: CacheLookupInput) -> CacheLookup:
-    """Which points of the sweep have a cached value. (activities/variational/sweep_results.py)."""
+    """Which points of the sweep have a cached value. Implemented in
+    activities/variational/sweep_results.py.
+    """
     raise _unimplemented("lookup_sweep_cache")
 
 
 @_declared("sweep_batch_points")
 async def sweep_batch_points(input: BatchPointsInput) -> BatchPoints:
-    """The points of one batch of the sweep. (activities/variational/sweep_results.py)."""
+    """The points of one batch of the sweep. Implemented in
+    activities/variational/sweep_results.py.
+    """
     raise _unimplemented("sweep_batch_points")
 
 
@@ -377,5 +389,5 @@ async def store_sweep_batch(input: StoreBatchInput) -> StoredBatch:
 
 @_declared("write_sweep_results")
 async def write_sweep_results(input: SweepResultsInput) -> SweepResults:
-    """Writes the sweep's table and plot. (activities/variational/sweep_results.py)."""
+    """Writes the sweep's table and plot. Implemented in activities/variational/sweep_results.py."""
     raise _unimplemented("write_sweep_results")

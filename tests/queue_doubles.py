@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities.experiment.preprocess import preprocess_activity
 from activities.providers.provider_calls import check_job
-from activities.variational.batches import prepare_batch_activity
+from activities.variational.batch_preparation import prepare_batch_activity
 from schemas import error_types
 from schemas.execution import JobState, JobStatus
 from schemas.pipeline import JobInput, PreparedExperiment, PreprocessInput

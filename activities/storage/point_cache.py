@@ -1,7 +1,7 @@
 """The fingerprint cache of sweep points, in the shared database (adapters/shared_database.py):
 one row per fingerprint (a hash of circuit, parameters, backend, shots and seed; see
-`activities.variational.batches.point_fingerprint`) with the value measured for it. A point found
-here is neither run nor paid for again, by its sweep or any later one, on any host.
+`activities.variational.point_fingerprints.point_fingerprint`) with the value measured for it.
+A point found here is neither run nor paid for again, by its sweep or any later one, on any host.
 
 The first value stored for a fingerprint wins: later stores of the same fingerprint change
 nothing. A batch is stored in one transaction, entirely or not at all; writers on several hosts

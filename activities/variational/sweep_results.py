@@ -29,13 +29,13 @@ from activities.numerics.families import family_circuit
 from activities.runtime.heartbeats import in_child_with_heartbeats
 from activities.storage import artifact_store
 from activities.storage.point_cache import cached_values, store_in_cache
-from activities.variational.batches import (
+from activities.variational.batch_sizes import (
     admit_family,
     calibration_circuits,
     circuits_per_point,
     max_points_per_batch,
-    point_fingerprint,
 )
+from activities.variational.point_fingerprints import point_fingerprint
 from schemas import activity_contracts
 from schemas.activity_contracts import implements
 from schemas.execution import Capabilities
@@ -176,7 +176,7 @@ def expand_points(request: SweepRequest) -> tuple[np.ndarray, list[int] | None]:
 
 def admit_sweep(request: SweepRequest) -> tuple[Capabilities, int]:
     """Everything the CLI checks before a sweep starts, and the workflow checks again: the
-    points, then the family on the backend (`batches.admit_family`: known, online, wide enough,
+    points, then the family on the backend (`batch_sizes.admit_family`: known, online, wide enough,
     enough shots, a classical reference qloop can compute) and the batch size. Returns the
     backend's capabilities and the points per batch: the request's batch_size, else as many as
     one job takes. Raises SweepRequestError naming every problem (TransientError when the

@@ -34,7 +34,7 @@ from activities.experiment.preprocess import preprocess
 from activities.experiment.prevalidate import estimated_fidelity
 from activities.numerics.circuits import load_qasm2, parse_qasm, to_logical
 from activities.storage import artifact_store
-from activities.variational.batches import prepare_batch
+from activities.variational.batch_preparation import prepare_batch
 from adapters import registry
 from adapters.base import Adapter
 from adapters.braket_aws import BraketAwsAdapter, task_client_token

@@ -31,7 +31,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.governance.budget_calls import set_budget_limit, show_budget
 from activities.governance.policy import evaluate_policy_activity
-from activities.variational.batches import classical_reference, prepare_batch_activity
+from activities.variational.batch_preparation import prepare_batch_activity
+from activities.variational.classical_reference import classical_reference
 from adapters.braket_aws import task_client_token
 from schemas import error_types
 from schemas.budget import SetLimit

@@ -11,7 +11,7 @@ from scipy.optimize import minimize
 from activities.experiment.prevalidate import ideal_value
 from activities.numerics import circuits, classical
 from activities.numerics.families import family_circuit, family_observable
-from activities.variational.batches import classical_reference, ground_energy
+from activities.variational.classical_reference import classical_reference, ground_energy
 from schemas.request import Graph
 from schemas.variational import QaoaFamily, ReferenceInput, VqeFamily
 

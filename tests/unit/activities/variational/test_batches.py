@@ -22,18 +22,16 @@ from activities.experiment.plan import BatchTooLargeError
 from activities.numerics.observables import expectation, standard_error
 from activities.providers import provider_calls
 from activities.storage import artifact_store
-from activities.variational import batches
-from activities.variational.batches import (
-    BatchPlan,
+from activities.variational import batch_scoring
+from activities.variational.batch_preparation import BatchPlan, fold_template, prepare_batch
+from activities.variational.batch_scoring import score_batch
+from activities.variational.batch_sizes import (
     admit_family,
     circuits_per_point,
-    classical_reference,
-    fold_template,
     max_points_per_batch,
-    point_fingerprint,
-    prepare_batch,
-    score_batch,
 )
+from activities.variational.classical_reference import classical_reference
+from activities.variational.point_fingerprints import point_fingerprint
 from adapters.aer import AerAdapter
 from adapters.braket_local import BraketLocalAdapter
 from adapters.errors import InvalidRequestError
@@ -309,7 +307,7 @@ def test_value_and_standard_error_are_those_of_the_experiment_pipeline(
     """score_batch's value and error agree with the experiment pipeline's expectation and
     standard_error on the same counts, also when the terms are gathered in small chunks."""
     if gather_elements is not None:
-        monkeypatch.setattr(batches, "_GATHER_ELEMENTS", gather_elements)
+        monkeypatch.setattr(batch_scoring, "_GATHER_ELEMENTS", gather_elements)
     batch = vqe_batch([[0.3, -0.2, 0.5, 0.1]], shots=3000)
     scored = evaluate(batch)
     counts_url = artifact_store.url_of(batch.artifact_folder, "counts.json")

@@ -17,7 +17,7 @@ import cli.start
 import starter
 from activities.storage import artifact_store
 from activities.storage.point_cache import cached_values, store_in_cache
-from activities.variational.batches import point_fingerprint
+from activities.variational.point_fingerprints import point_fingerprint
 from activities.variational.sweep_results import (
     SweepRequestError,
     admit_sweep,
