@@ -26,7 +26,7 @@ from cli.reports import (
     format_report,
     format_sweep_report,
 )
-from schemas.budget import LedgerView, format_usd
+from schemas.budget import LEDGER_WORKFLOW_PREFIX, LedgerView, format_usd
 from schemas.health import HEALTH_WORKFLOW_PREFIX, HealthView
 from schemas.loop import LoopProgress
 from schemas.pipeline import Progress
@@ -71,7 +71,7 @@ def backend_of(execution: WorkflowExecution) -> str:
 
 
 def ledger_account(execution: WorkflowExecution) -> str:
-    return f"account {execution.id.removeprefix('budget-')}"
+    return f"account {execution.id.removeprefix(LEDGER_WORKFLOW_PREFIX)}"
 
 
 def breaker_backend(execution: WorkflowExecution) -> str:

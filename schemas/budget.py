@@ -44,8 +44,11 @@ MAX_REFUSED_LIMIT_CHANGES = 20
 FIT_TOLERANCE_USD = 1e-9
 
 
+LEDGER_WORKFLOW_PREFIX = "budget-"
+
+
 def ledger_workflow_id(account: str) -> str:
-    return f"budget-{account}"
+    return f"{LEDGER_WORKFLOW_PREFIX}{account}"
 
 
 def format_usd(amount: float) -> str:
