@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import warnings
 
-from braket.aws.aws_quantum_task import _circuit_device_params_from_dict
 from braket.circuits import Circuit, Instruction
 from braket.circuits.compiler_directive import CompilerDirective
 from braket.circuits.measure import Measure
@@ -19,6 +18,11 @@ from braket.circuits.serialization import (
     QubitReferenceType,
 )
 from braket.device_schema import GateModelParameters
+from braket.device_schema.ionq import IonqDeviceParameters
+from braket.device_schema.oqc import OqcDeviceParameters
+from braket.device_schema.rigetti import RigettiDeviceParameters
+from braket.device_schema.simulators import GateModelSimulatorDeviceParameters
+from braket.schema_common import BraketSchemaBase
 from qiskit import QuantumCircuit
 from qiskit.circuit.library import get_standard_gate_name_mapping
 from qiskit_braket_provider import to_braket
@@ -116,10 +120,24 @@ def _program(name: str, circuit: QuantumCircuit, device: BraketDevice) -> Provid
     paradigm = GateModelParameters(
         qubitCount=program.qubit_count, disableQubitRewiring=device.is_qpu
     )
-    parameters = _circuit_device_params_from_dict({}, device.arn, paradigm)
+    parameters = device_parameters(device.arn, paradigm)
     return ProviderProgram(
         name=name, action=action.json(), device_parameters=parameters.json(exclude_none=True)
     )
+
+
+def device_parameters(device_arn: str, paradigm: GateModelParameters) -> BraketSchemaBase:
+    """The deviceParameters document of a gate-model task, by the device's provider as the
+    Braket SDK chooses it when it creates a task (the provider's own schema, else the
+    simulators')."""
+    provider = device_arn.lower()
+    if "ionq" in provider:
+        return IonqDeviceParameters(paradigmParameters=paradigm)
+    if "rigetti" in provider:
+        return RigettiDeviceParameters(paradigmParameters=paradigm)
+    if "oqc" in provider:
+        return OqcDeviceParameters(paradigmParameters=paradigm)
+    return GateModelSimulatorDeviceParameters(paradigmParameters=paradigm)
 
 
 def translate(circuit: QuantumCircuit, name: str, basis: set[str] | None = None) -> Circuit:

@@ -127,8 +127,9 @@ async def cmd_budget_set(args: argparse.Namespace) -> int:
         return ledger_not_answering(args.account, error)
     except WorkflowUpdateFailedError as error:
         cause = error.cause
+        # The ledger refuses a change only by the account's policy (its budget admins).
         print(f"refused: {getattr(cause, 'message', cause)}", file=sys.stderr)
-        return EXIT_INVALID
+        return EXIT_NOT_ALLOWED
     print(format_ledger(view, workflow_link(client, ledger_workflow_id(args.account))))
     return 0
 

@@ -27,7 +27,7 @@ from mitiq.zne.inference import (
     RichardsonFactory,
 )
 from mitiq.zne.scaling import fold_gates_at_random, fold_global
-from mitiq.zne.scaling.folding import _apply_fold_mask, _create_weight_mask
+from mitiq.zne.scaling.folding import UnfoldableCircuitError
 from qiskit import QuantumCircuit, transpile
 
 from activities.numerics.observables import Distribution, FloatArray
@@ -73,20 +73,27 @@ def fold_gates_in_order(
     circuit: cirq.Circuit, scale_factor: float, from_left: bool
 ) -> cirq.Circuit:
     """Local folding G -> G G^dag G, gates taken from the left (or right) end of the circuit.
-    mitiq 1.x only ships the random order; this is its algorithm with a fixed order. Identities
-    weigh nothing: mitiq pads idle qubits with them, and folding those would scale no noise."""
-    weights = [
-        0.0 if isinstance(op.gate, cirq.IdentityGate) else weight
-        for op, weight in zip(
-            _foldable_operations(circuit), _create_weight_mask(circuit, {}), strict=True
+    mitiq 1.x only ships the random order; this is its algorithm with a fixed order and its
+    default gate weights (0.99 per qubit a gate acts on). Identities weigh nothing: mitiq pads
+    idle qubits with them, and folding those would scale no noise. Measurements stay at the end."""
+    if not circuit.are_all_measurements_terminal():
+        raise UnfoldableCircuitError(
+            "Circuit contains intermediate measurements and cannot be folded."
         )
+    gates = [op for op in circuit.all_operations() if not cirq.is_measurement(op)]
+    if cirq.inverse(cirq.Circuit(gates), default=None) is None:
+        raise UnfoldableCircuitError(
+            "Circuit contains non-invertible operations and cannot be folded."
+        )
+    measurements = [op for op in circuit.all_operations() if cirq.is_measurement(op)]
+    weights = [
+        0.0 if isinstance(op.gate, cirq.IdentityGate) else 0.99 ** len(op.qubits) for op in gates
     ]
-    return _apply_fold_mask(circuit, ordered_fold_mask(weights, scale_factor, from_left))
-
-
-def _foldable_operations(circuit: cirq.Circuit) -> list[cirq.Operation]:
-    # The order and the exclusion of measurements of mitiq's _create_weight_mask.
-    return [op for op in circuit.all_operations() if not cirq.is_measurement(op)]
+    folded = cirq.Circuit()
+    for gate, folds in zip(gates, ordered_fold_mask(weights, scale_factor, from_left), strict=True):
+        folded.append([gate, *folds * [cirq.inverse(gate), gate]])
+    folded.append(measurements, strategy=cirq.InsertStrategy.NEW_THEN_INLINE)
+    return folded
 
 
 def ordered_fold_mask(weights: list[float], scale_factor: float, from_left: bool) -> list[int]:

@@ -1,11 +1,13 @@
-"""Every inspecting command on every workflow kind, through `python starter.py` in its own
+"""Every command on every workflow kind it applies to, through `python starter.py` in its own
 process on the session's dev server with a real worker: `run`, `loop` and `sweep` with
 `--wait --json` (stdout is one JSON document, progress on stderr), then `status`, `result`,
-`list --kind` and `watch` with and without `--json`, and the exit code of each failure mode
-(README, "Exit codes")."""
+`list --kind` and `watch` with and without `--json`; the steering commands (`approve`, `reject`,
+`pause`, `resume`, `reroute`, `cancel`) on running experiments, loops and sweeps with `--json`;
+and the exit code of each failure mode (README, "Exit codes")."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -23,8 +25,10 @@ from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from cli.output import EXIT_DONE, EXIT_FAILED, EXIT_INVALID, EXIT_NOT_ALLOWED
+from cli.steer import SteerOutcome
 from schemas.budget import LedgerView, ledger_workflow_id
 from schemas.health import HealthInput, HealthView, health_workflow_id
+from schemas.pipeline import Progress, Stage
 from schemas.report import ExperimentReport
 from schemas.variational import LoopReport, SweepReport
 from tests.harness import POLICY_FILE, REPO_ROOT, run_qloop
@@ -32,6 +36,10 @@ from tests.harness import POLICY_FILE, REPO_ROOT, run_qloop
 pytestmark = pytest.mark.integration
 
 TIMEOUT = 120
+# The matrix's policy file is the local stack's plus this account, whose experiments on an ideal
+# simulator wait for alice's approval: free experiments that stay running until steered.
+HELD_ACCOUNT = "matrixhold"
+NOISY = {"provider": "aer", "device": "noisy", "noise_profile": "ibm_guadalupe"}
 
 
 @dataclass
@@ -94,6 +102,17 @@ async def started(
     dev_server: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Started]:
     folder = tmp_path_factory.mktemp("cli-matrix")
+    policies = yaml.safe_load(POLICY_FILE.read_text())
+    policies["accounts"][HELD_ACCOUNT] = {
+        "approval": {
+            "required_for_tiers": ["simulator"],
+            "approvers": ["alice"],
+            "timeout": "PT1H",
+            "on_timeout": "reject",
+        }
+    }
+    policy_file = folder / "policies.yaml"
+    policy_file.write_text(yaml.safe_dump(policies))
     home = folder / "qloop-home"
     home.mkdir()
     env = {
@@ -102,7 +121,7 @@ async def started(
         "TEMPORAL_NAMESPACE": "default",
         "QLOOP_TASK_QUEUE": f"matrix-{uuid.uuid4().hex[:8]}",
         "QLOOP_HOME": str(home),
-        "QLOOP_POLICY_FILE": str(POLICY_FILE),
+        "QLOOP_POLICY_FILE": str(policy_file),
     }
     for name in ("QLOOP_ALLOW_UNGOVERNED_SPEND", "QLOOP_CODEC_KEY", "QLOOP_CODEC_KEY_FILE"):
         env.pop(name, None)
@@ -306,3 +325,194 @@ async def test_failed_workflow_exits_3(dev_server: WorkflowEnvironment, started:
         assert json.loads(stdout)["status"] == "FAILED"
     code, stdout, _ = await qloop(started, "status", workflow_id)
     assert code == EXIT_DONE and "TERMINATED" in stdout
+
+
+# --- steering ------------------------------------------------------------------------------
+
+
+async def start_held_experiment(started: Started, folder: Path) -> str:
+    """A GHZ experiment of the held account, started by `qloop run` and waiting for alice."""
+    tag = uuid.uuid4().hex[:6]
+    request = {
+        "name": f"matrix-held-{tag}",
+        "problem": {"kind": "ghz", "num_qubits": 3},
+        "execution": {"shots": 200, "seed": 5},
+        "mitigation": {"zne": None, "readout": False},
+        "policy": {"account": HELD_ACCOUNT},
+    }
+    path = folder / f"held-{tag}.yaml"
+    path.write_text(yaml.safe_dump(request))
+    code, stdout, stderr = await qloop(started, "run", str(path), "--json")
+    assert code == EXIT_DONE, stderr
+    workflow_id: str = json.loads(stdout)["workflow_id"]
+    for _ in range(150):
+        progress = await status_progress(started, workflow_id)
+        if progress.stage == Stage.AWAITING_APPROVAL:
+            return workflow_id
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{workflow_id} never awaited approval: {progress}")
+
+
+async def status_progress(started: Started, workflow_id: str) -> Progress:
+    code, stdout, stderr = await qloop(started, "status", workflow_id, "--json")
+    assert code == EXIT_DONE, stderr
+    return Progress.model_validate(json.loads(stdout)["progress"])
+
+
+async def steer(started: Started, *args: str, expect: int = EXIT_DONE) -> SteerOutcome:
+    code, stdout, stderr = await qloop(started, *args, "--json")
+    assert code == expect, (args, stderr, started.worker_log.read_text()[-2000:])
+    outcome = SteerOutcome.model_validate(json.loads(stdout))
+    assert (outcome.workflow_id, outcome.command) == (args[1], args[0])
+    return outcome
+
+
+async def test_pause_resume_and_decisions_on_an_experiment_awaiting_approval(
+    started: Started, tmp_path: Path
+) -> None:
+    workflow_id = await start_held_experiment(started, tmp_path)
+
+    paused = await steer(started, "pause", workflow_id, "--by", "ops", "--reason", "matrix")
+    assert paused.confirmed and paused.kind == "experiment"
+    assert (await status_progress(started, workflow_id)).paused
+    resumed = await steer(started, "resume", workflow_id, "--by", "ops")
+    assert resumed.confirmed
+    assert not (await status_progress(started, workflow_id)).paused
+
+    # bob is no approver of the account: refused by its policy (exit 1) and recorded.
+    refused = await steer(started, "approve", workflow_id, "--as", "bob", expect=EXIT_NOT_ALLOWED)
+    assert refused.decision is not None and refused.decision.verdict == "refused"
+    assert "bob" in refused.decision.note
+    approved = await steer(started, "approve", workflow_id, "--as", "alice", "--reason", "ok")
+    assert approved.confirmed and approved.decision is not None
+    assert (approved.decision.verdict, approved.decision.approver) == ("approved", "alice")
+
+    code, stdout, stderr = await qloop(started, "result", workflow_id, "--json")
+    assert code == EXIT_DONE, stderr
+    report = ExperimentReport.model_validate_json(stdout)
+    assert report.status == "completed" and report.governance is not None
+    assert [event.action for event in report.governance.ops] == ["pause", "resume"]
+    assert [event.by for event in report.governance.ops] == ["ops", "ops"]
+
+
+async def test_reject_ends_an_experiment_awaiting_approval(
+    started: Started, tmp_path: Path
+) -> None:
+    workflow_id = await start_held_experiment(started, tmp_path)
+    rejected = await steer(started, "reject", workflow_id, "--as", "alice", "--reason", "no")
+    assert rejected.decision is not None and rejected.decision.verdict == "rejected"
+    code, stdout, stderr = await qloop(started, "result", workflow_id, "--json")
+    assert code == EXIT_DONE, stderr
+    assert ExperimentReport.model_validate_json(stdout).status == "rejected"
+
+
+async def test_reroute_moves_an_experiment_awaiting_approval(
+    started: Started, tmp_path: Path
+) -> None:
+    """The noisy simulator needs no approval in the held account: rerouted, it runs there."""
+    workflow_id = await start_held_experiment(started, tmp_path)
+    rerouted = await steer(
+        started,
+        "reroute",
+        workflow_id,
+        "--provider",
+        "aer",
+        "--device",
+        "noisy",
+        "--noise-profile",
+        "ibm_guadalupe",
+    )
+    assert rerouted.confirmed and "noisy" in rerouted.message
+    code, stdout, stderr = await qloop(started, "result", workflow_id, "--json")
+    assert code == EXIT_DONE, stderr
+    report = ExperimentReport.model_validate_json(stdout)
+    assert report.status == "completed"
+    assert report.governance is not None and report.governance.ops[-1].action == "reroute"
+    assert report.provenance is not None and report.provenance.backend.device == "noisy"
+
+
+async def test_cancel_ends_an_experiment_with_a_cancelled_report(
+    started: Started, tmp_path: Path
+) -> None:
+    workflow_id = await start_held_experiment(started, tmp_path)
+    cancelled = await steer(started, "cancel", workflow_id, "--reason", "matrix", "--wait")
+    assert cancelled.confirmed and cancelled.ended is not None
+    assert cancelled.ended.startswith("cancelled"), cancelled.ended
+    code, stdout, stderr = await qloop(started, "result", workflow_id, "--json")
+    assert code == EXIT_DONE, stderr
+    assert ExperimentReport.model_validate_json(stdout).status == "cancelled"
+
+
+@pytest.mark.parametrize("kind", ["loop", "sweep"])
+async def test_cancel_stops_a_running_loop_or_sweep(
+    started: Started, tmp_path: Path, kind: str
+) -> None:
+    """Long enough not to end by itself first: 300 iterations, or 1,600 points on the noisy
+    simulator."""
+    path = request_files(tmp_path, uuid.uuid4().hex[:6])[kind]
+    content = yaml.safe_load(path.read_text())
+    if kind == "loop":
+        content["limits"] = {"max_iterations": 300}
+        content["optimizer"]["patience"] = 300
+    else:
+        content["points"]["grid"] = [{"start": 0.0, "stop": 1.0, "num": 40}] * 2
+        content["evaluation"]["backend"] = NOISY
+    path.write_text(yaml.safe_dump(content))
+    code, stdout, stderr = await qloop(started, kind, str(path), "--json")
+    assert code == EXIT_DONE, stderr
+    workflow_id = json.loads(stdout)["workflow_id"]
+
+    cancelled = await steer(started, "cancel", workflow_id, "--reason", "matrix", "--wait")
+    assert (cancelled.kind, cancelled.confirmed, cancelled.ended) == (kind, True, "cancelled")
+    code, stdout, stderr = await qloop(started, "status", workflow_id, "--json")
+    assert code == EXIT_DONE, stderr
+    assert json.loads(stdout)["status"] == "CANCELED"
+    code, stdout, stderr = await qloop(started, "result", workflow_id)
+    assert code == EXIT_FAILED, stderr
+
+
+STEERING_MISFITS = [
+    ("pause", "sweep"),
+    ("resume", "loop"),
+    ("approve", "sweep"),
+    ("reroute", "loop"),
+    ("cancel", "ledger"),
+    ("cancel", "health"),
+    ("pause", "ledger"),
+]
+
+
+@pytest.mark.parametrize(("command", "kind"), STEERING_MISFITS)
+async def test_steering_a_kind_it_does_not_apply_to_exits_2(
+    started: Started, command: str, kind: str
+) -> None:
+    extra = {"approve": ["--as", "alice"], "reroute": ["--provider", "aer"]}.get(command, [])
+    code, stdout, stderr = await qloop(started, command, started.ids[kind], *extra, "--json")
+    assert code == EXIT_INVALID, stderr
+    assert stdout == "" and f"{command} applies to" in stderr and f"is a {kind}" in stderr
+
+
+@pytest.mark.parametrize("command", ["pause", "resume", "cancel", "approve", "reroute"])
+async def test_steering_an_ended_or_unknown_experiment_exits_1(
+    started: Started, command: str
+) -> None:
+    extra = {"approve": ["--as", "alice"], "reroute": ["--provider", "aer"]}.get(command, [])
+    ended = started.ids["experiment"]
+    code, stdout, stderr = await qloop(started, command, ended, *extra, "--json")
+    assert code == EXIT_NOT_ALLOWED, stderr
+    assert stdout == "" and "has ended (completed)" in stderr
+    code, stdout, stderr = await qloop(started, command, "no-such-workflow", *extra, "--json")
+    assert code == EXIT_NOT_ALLOWED, stderr
+    assert stdout == "" and "not found" in stderr
+
+
+async def test_invalid_steering_arguments_exit_2(started: Started) -> None:
+    ended = started.ids["experiment"]
+    for args in (
+        ["approve", ended, "--as", "not a name!"],
+        ["reroute", ended, "--provider", "aer", "--device", "no-such-device"],
+        ["approve", ended, "--as", "alice", "--key", "missing.key"],
+    ):
+        code, stdout, stderr = await qloop(started, *args, "--json")
+        assert code == EXIT_INVALID, (args, stderr)
+        assert stdout == "" and "refused" in stderr

@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 import starter
-from cli.output import EXIT_INVALID
+from cli.output import EXIT_INVALID, EXIT_NOT_ALLOWED
 from schemas.control import ApprovalDecision
 from schemas.pipeline import ExperimentInput, Progress, Stage
 from schemas.report import ExperimentReport
@@ -132,12 +132,13 @@ async def test_only_the_approvers_signed_decision_counts(
     alice_key, mallory_key = str(tmp_path / "alice.key"), str(tmp_path / "mallory.key")
 
     # A name alone, and alice's name with mallory's key, are refused and recorded.
-    assert await qloop("approve", experiment_id, "--as", "alice") == EXIT_INVALID
-    assert "refused: approve refused: unsigned:" in capsys.readouterr().err
+    assert await qloop("approve", experiment_id, "--as", "alice") == EXIT_NOT_ALLOWED
+    assert "approve refused: unsigned:" in capsys.readouterr().err
     assert (
-        await qloop("approve", experiment_id, "--as", "alice", "--key", mallory_key) == EXIT_INVALID
+        await qloop("approve", experiment_id, "--as", "alice", "--key", mallory_key)
+        == EXIT_NOT_ALLOWED
     )
-    assert "refused: approve refused: wrong key:" in capsys.readouterr().err
+    assert "approve refused: wrong key:" in capsys.readouterr().err
     assert await qloop("approve", experiment_id, "--as", "alice", "--key", "missing.key") == 2
     assert "refused: --key missing.key: cannot read it" in capsys.readouterr().err
 
@@ -191,9 +192,12 @@ async def test_only_a_budget_admins_signed_limit_change_is_applied(
     carol_key, mallory_key = str(tmp_path / "carol.key"), str(tmp_path / "mallory.key")
     set_limit = ("budget", "set", ACCOUNT, "--limit-usd")
 
-    assert await qloop(*set_limit, "1000000", "--as", "carol") == EXIT_INVALID
+    assert await qloop(*set_limit, "1000000", "--as", "carol") == EXIT_NOT_ALLOWED
     assert "limit change refused: unsigned:" in capsys.readouterr().err
-    assert await qloop(*set_limit, "1000000", "--as", "carol", "--key", mallory_key) == EXIT_INVALID
+    assert (
+        await qloop(*set_limit, "1000000", "--as", "carol", "--key", mallory_key)
+        == EXIT_NOT_ALLOWED
+    )
     assert "limit change refused: wrong key:" in capsys.readouterr().err
 
     assert (

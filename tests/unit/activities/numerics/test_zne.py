@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 from mitiq import zne as mitiq_zne
+from mitiq.zne.scaling.folding import UnfoldableCircuitError
 from qiskit import QuantumCircuit, transpile
 from qiskit.quantum_info import Operator
 from qiskit_aer import AerSimulator
@@ -18,6 +19,7 @@ from activities.numerics.zne import (
     bootstrap,
     extrapolate,
     fold,
+    fold_gates_in_order,
     make_factory,
     percentile_interval,
     plot_fit,
@@ -108,6 +110,23 @@ def test_folding_from_the_left_and_right_folds_the_expected_end() -> None:
     right_angles, right_sx = folded("gates_from_right")
     assert right_angles[-7:] == [0.8, 0.9, -0.9, 0.9, 1.0, -1.0, 1.0]
     assert right_sx == 1
+
+
+def test_ordered_folding_keeps_measurements_at_the_end_and_refuses_mid_circuit_ones() -> None:
+    measured_circuit = physical_circuit()
+    measured_circuit.measure_all()
+    for from_left in (True, False):
+        scaled = fold_gates_in_order(measured_circuit, 3.0, from_left=from_left)
+        names = [inst.operation.name for inst in scaled.data]
+        first_measure = names.index("measure")
+        assert names[first_measure:] == ["measure"] * measured_circuit.num_qubits
+        assert scaled.count_ops()["cx"] == 3 * measured_circuit.count_ops()["cx"]
+    mid = QuantumCircuit(1, 1)
+    mid.h(0)
+    mid.measure(0, 0)
+    mid.x(0)
+    with pytest.raises(UnfoldableCircuitError, match="intermediate measurements"):
+        fold_gates_in_order(mid, 3.0, from_left=True)
 
 
 @pytest.mark.parametrize(
