@@ -61,6 +61,7 @@ from schemas.sweep import (
     StoreBatchInput,
     StoredBatch,
     SweepLayout,
+    SweepPlan,
     SweepResults,
     SweepResultsInput,
 )
@@ -361,6 +362,14 @@ async def lookup_sweep_cache(input: CacheLookupInput) -> CacheLookup:
     activities/variational/sweep_results.py.
     """
     raise _unimplemented("lookup_sweep_cache")
+
+
+@_declared("plan_sweep")
+async def plan_sweep(input: ExpandSweepInput) -> SweepPlan:
+    """expand_sweep then lookup_sweep_cache in one activity: one dispatch instead of two before
+    the first batch. Implemented in activities/variational/sweep_results.py.
+    """
+    raise _unimplemented("plan_sweep")
 
 
 @_declared("sweep_batch_points")

@@ -80,6 +80,13 @@ class CacheLookup(PipelineModel):
     pending: list[IndexRange]
 
 
+class SweepPlan(PipelineModel):
+    """What `plan_sweep` answers: the expanded points and which of them the cache holds."""
+
+    layout: SweepLayout
+    lookup: CacheLookup
+
+
 class BatchPointsInput(PipelineModel):
     layout: SweepLayout
     indices: list[IndexRange]

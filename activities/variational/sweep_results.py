@@ -55,6 +55,7 @@ from schemas.sweep import (
     StoreBatchInput,
     StoredBatch,
     SweepLayout,
+    SweepPlan,
     SweepResults,
     SweepResultsInput,
     batch_label,
@@ -253,6 +254,11 @@ def lookup_cache(input: CacheLookupInput) -> CacheLookup:
     found = cached_values(fingerprints)
     pending = [i for i, fingerprint in enumerate(fingerprints) if fingerprint not in found]
     return CacheLookup(cached=len(fingerprints) - len(pending), pending=as_ranges(pending))
+
+
+def plan_sweep(input: ExpandSweepInput) -> SweepPlan:
+    layout = expand_sweep(input)
+    return SweepPlan(layout=layout, lookup=lookup_cache(CacheLookupInput(layout=layout)))
 
 
 # --- canary -----------------------------------------------------------------------------------
@@ -500,6 +506,14 @@ async def expand_sweep_activity(input: ExpandSweepInput) -> SweepLayout:
         raise invalid_request(error) from error
 
 
+@implements(activity_contracts.plan_sweep)
+async def plan_sweep_activity(input: ExpandSweepInput) -> SweepPlan:
+    try:
+        return await in_child_with_heartbeats(plan_sweep, input)
+    except SweepRequestError as error:
+        raise invalid_request(error) from error
+
+
 @implements(activity_contracts.lookup_sweep_cache)
 async def lookup_sweep_cache_activity(input: CacheLookupInput) -> CacheLookup:
     return await in_child_with_heartbeats(lookup_cache, input)
@@ -529,6 +543,7 @@ async def write_sweep_results_activity(input: SweepResultsInput) -> SweepResults
 
 
 SWEEP_ACTIVITIES: list[Callable[..., Any]] = [
+    plan_sweep_activity,
     expand_sweep_activity,
     lookup_sweep_cache_activity,
     sweep_batch_points_activity,
