@@ -14,9 +14,10 @@ token), a reset, or a new run of the same request (the cache holds every finishe
 batches that were in flight run again). An exhausted budget stops the sweep with its partial
 results.
 
-History stays bounded: about 45 events per batch on a simulator (its points, prepare, submit, a
-poll or two with their timers, fetch, score, store, and the workflow tasks between them), so
-1,000 points in 5 batches take 210 to 216 events in `bench/sweep.py`; waiting in a QPU queue adds 8 events per poll.
+History stays bounded: about 40 events per batch on a simulator (its points, prepare, policy,
+one `simulate` activity, score, store, and the workflow tasks between them), so 1,000 points in
+5 batches take 210 to 216 events in `bench/sweep.py`; waiting in a QPU queue adds 8 events per
+poll.
 The sweep continues as new between two batches when the server suggests it, and at least every
 `batches_per_run` batches.
 """
