@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
     from schemas.request import BackendChoice, ExperimentRequest
     from workflows import search_attributes as attrs
     from workflows.activity_options import ENTITY_RETRY, QUICK_TIMEOUT
+    from workflows.cancellation import cancelled_by_request
     from workflows.experiment_approval import await_approval
     from workflows.experiment_budget import reserve_when_room
     from workflows.experiment_governance import GovernanceRecord
@@ -220,6 +221,11 @@ class ExperimentWorkflow:
         except (asyncio.CancelledError, CancelRequested) as stop:
             command = stop.command if isinstance(stop, CancelRequested) else OpsCommand()
             return await self._cancelled(request, command)
+        except ActivityError as error:
+            # Temporal's cancel while a stage's activity ran: a cancelled report, as in a wait.
+            if cancelled_by_request(error):
+                return await self._cancelled(request, OpsCommand())
+            raise
 
     async def _attempt(
         self, request: ExperimentRequest, input: ExperimentInput

@@ -63,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
         QUICK_TIMEOUT,
     )
     from workflows.batch_pass import BudgetExhausted, run_batch
+    from workflows.cancellation import cancelled_by_request
     from workflows.paid_execution import describe_backend
 FINAL_LABEL = "final"
 
@@ -116,6 +117,8 @@ class LoopWorkflow:
         try:
             return await self._run(input)
         except ActivityError as error:
+            if cancelled_by_request(error):
+                raise
             cause = error.cause
             message = cause.message if isinstance(cause, ApplicationError) else str(cause)
             error_type = cause.type if isinstance(cause, ApplicationError) else None

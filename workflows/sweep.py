@@ -78,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import search_attributes as attrs
     from workflows.activity_options import COMPUTE_RETRY, COMPUTE_TIMEOUT, HEARTBEAT_TIMEOUT
     from workflows.batch_pass import BudgetExhausted, run_batch
+    from workflows.cancellation import cancelled_by_request
     from workflows.paid_execution import MONEY_STEPS_FINISH_PATCH, describe_backend, is_remote
 
 ArgT = TypeVar("ArgT")
@@ -195,6 +196,8 @@ class SweepWorkflow:
         try:
             return await self._sweep(input, carry)
         except (ActivityError, ApplicationError) as error:
+            if cancelled_by_request(error):
+                raise
             # An activity that failed for good, or a job the provider failed (batch_pass).
             cause = error.cause if isinstance(error, ActivityError) else error
             message = cause.message if isinstance(cause, ApplicationError) else str(cause)
