@@ -17,16 +17,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import CancelledError
-from temporalio.service import RPCError
 
 from cli.connection import connect
-from cli.inspect import described, not_a_qloop_workflow
+from cli.inspect import current_view, described, not_a_qloop_workflow
 from cli.keys import read_signing_key
 from cli.output import EXIT_DONE, EXIT_INVALID, EXIT_NOT_ALLOWED, failure_message, print_json
 from cli.workflow_kinds import WorkflowKind
@@ -74,8 +73,11 @@ class SteerOutcome(BaseModel):
 
 @dataclass(frozen=True)
 class Target:
+    """The running workflow to steer: its handle (typed by its kind's report), kind and run."""
+
     handle: WorkflowHandle
     kind: WorkflowKind
+    run_id: str
 
 
 async def steering_target(client: Client, workflow_id: str, command: str) -> Target | int:
@@ -99,28 +101,22 @@ async def steering_target(client: Client, workflow_id: str, command: str) -> Tar
             file=sys.stderr,
         )
         return EXIT_NOT_ALLOWED
-    return Target(client.get_workflow_handle(workflow_id), kind)
+    handle = client.get_workflow_handle(workflow_id, result_type=kind.report_model)
+    return Target(handle, kind, description.run_id)
 
 
-async def current_governance(handle: WorkflowHandle) -> Governance | None:
+async def current_governance(target: Target) -> Governance | None:
     """None when no worker answers (all down) or the experiment is not governed yet."""
-    try:
-        progress = await handle.query(
-            "progress", result_type=Progress, rpc_timeout=timedelta(seconds=5)
-        )
-    except RPCError:
-        return None
-    return progress.governance
+    progress = await current_view(target.handle, target.kind)
+    return progress.governance if isinstance(progress, Progress) else None
 
 
-async def recorded(
-    handle: WorkflowHandle, found: Callable[[Governance], Found | None]
-) -> Found | None:
+async def recorded(target: Target, found: Callable[[Governance], Found | None]) -> Found | None:
     """What `found` sees in the governance record once a worker recorded the signal; None when
     no worker did within `decision_wait_seconds`."""
     deadline = time.monotonic() + current_settings().decision_wait_seconds
     while time.monotonic() < deadline:
-        governance = await current_governance(handle)
+        governance = await current_governance(target)
         if governance is not None and (seen := found(governance)) is not None:
             return seen
         await asyncio.sleep(0.3)
@@ -174,18 +170,17 @@ async def cmd_decide(args: argparse.Namespace) -> int:
     if isinstance(target, int):
         return target
     if key is not None:
-        run_id = (await target.handle.describe()).run_id
         verdict: Literal["approved", "rejected"] = (
             "approved" if args.command == "approve" else "rejected"
         )
         signature = sign_decision(
-            key, args.id, run_id, verdict, args.approver, args.reason, datetime.now(UTC)
+            key, args.id, target.run_id, verdict, args.approver, args.reason, datetime.now(UTC)
         )
         decision = decision.model_copy(update={"signature": signature})
     if args.print_json:
         print(decision.model_dump_json(exclude_none=True))
         return EXIT_DONE
-    before = await current_governance(target.handle)
+    before = await current_governance(target)
     refused_before = len(before.refused_decisions) if before else 0
     decided_before = len(decisions_by(before, args.approver))
 
@@ -196,7 +191,7 @@ async def cmd_decide(args: argparse.Namespace) -> int:
         return decided[-1] if len(decided) > decided_before else None
 
     await target.handle.signal(args.command, decision)
-    answer = await recorded(target.handle, settled)
+    answer = await recorded(target, settled)
     outcome = SteerOutcome(
         workflow_id=args.id,
         kind=target.kind.name,
@@ -219,10 +214,10 @@ async def signal_ops(
     target: Target, workflow_id: str, command: str, signal: OpsCommand, done: str
 ) -> SteerOutcome:
     """Sends an ops signal to an experiment and waits for a worker to record it."""
-    before = await current_governance(target.handle)
+    before = await current_governance(target)
     ops_before = len(before.ops) if before else 0
     await target.handle.signal(command, signal)
-    event = await recorded(target.handle, lambda g: g.ops[-1] if len(g.ops) > ops_before else None)
+    event = await recorded(target, lambda g: g.ops[-1] if len(g.ops) > ops_before else None)
     return SteerOutcome(
         workflow_id=workflow_id,
         kind=target.kind.name,
@@ -285,8 +280,8 @@ async def final_status(target: Target) -> str:
         if isinstance(error.cause, CancelledError):
             return "cancelled"
         return f"failed: {failure_message(error)}"
-    if target.kind.name == "experiment":
-        experiment = ExperimentReport.model_validate(report)
+    if isinstance(report, ExperimentReport):
+        experiment = report
         reason = f" ({experiment.status_reason})" if experiment.status_reason else ""
         return f"{experiment.status}{reason}"
     return "completed"

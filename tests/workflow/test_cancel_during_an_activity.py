@@ -10,6 +10,7 @@ request reached it while it ran.
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -26,11 +27,10 @@ from activities.experiment.preprocess import preprocess_activity
 from activities.variational.batch_preparation import prepare_batch_activity
 from activities.variational.sweep_results import plan_sweep_activity
 from schemas.loop import LoopInput
-from schemas.pipeline import ExperimentInput, PreparedExperiment, PreprocessInput
+from schemas.pipeline import ExperimentInput
 from schemas.report import ExperimentReport
 from schemas.request import ExperimentRequest
-from schemas.sweep import ExpandSweepInput, SweepPlan
-from schemas.variational import BatchInput, LoopRequest, PreparedBatch, SweepInput, SweepRequest
+from schemas.variational import LoopRequest, SweepInput, SweepRequest
 from tests.harness import REPO_ROOT
 from tests.workflow.conftest import StartWorker
 from worker import all_activities
@@ -52,31 +52,15 @@ class Held:
             await asyncio.sleep(0.1)
 
 
-def held_preprocess(held: Held) -> Callable[..., Any]:
-    @activity.defn(name="preprocess")
-    async def preprocess(input: PreprocessInput) -> PreparedExperiment:
+def held_version(real: Callable[..., Any], name: str, held: Held) -> Callable[..., Any]:
+    """The real activity `name`, held at its start (its type hints kept, for the payloads)."""
+
+    @functools.wraps(real, updated=())
+    async def held_activity(input: Any) -> Any:
         await held.hold()
-        return await preprocess_activity(input)
+        return await real(input)
 
-    return preprocess
-
-
-def held_prepare_batch(held: Held) -> Callable[..., Any]:
-    @activity.defn(name="prepare_batch")
-    async def prepare_batch(input: BatchInput) -> PreparedBatch:
-        await held.hold()
-        return await prepare_batch_activity(input)
-
-    return prepare_batch
-
-
-def held_plan_sweep(held: Held) -> Callable[..., Any]:
-    @activity.defn(name="plan_sweep")
-    async def plan_sweep(input: ExpandSweepInput) -> SweepPlan:
-        await held.hold()
-        return await plan_sweep_activity(input)
-
-    return plan_sweep
+    return activity.defn(name=name)(held_activity)
 
 
 async def cancel_while_held(
@@ -109,7 +93,8 @@ async def cancel_while_held(
     assert requested == [activity_name], requested
 
 
-def worker_activities(replaced: Callable[..., Any], real: Callable[..., Any]) -> list[Any]:
+def worker_activities(real: Callable[..., Any], name: str, held: Held) -> list[Any]:
+    replaced = held_version(real, name, held)
     return [replaced if candidate is real else candidate for candidate in all_activities()]
 
 
@@ -118,9 +103,7 @@ async def test_an_experiment_cancelled_in_preprocessing_reports_cancelled(
 ) -> None:
     held = Held()
     client = dev_server.client
-    queue = await start_worker(
-        client, worker_activities(held_preprocess(held), preprocess_activity)
-    )
+    queue = await start_worker(client, worker_activities(preprocess_activity, "preprocess", held))
     request = ExperimentRequest.model_validate(
         {
             "name": "cancelled-in-preprocessing",
@@ -147,7 +130,7 @@ async def test_a_loop_cancelled_while_preparing_a_batch_ends_cancelled(
     held = Held()
     client = dev_server.client
     queue = await start_worker(
-        client, worker_activities(held_prepare_batch(held), prepare_batch_activity)
+        client, worker_activities(prepare_batch_activity, "prepare_batch", held)
     )
     content = yaml.safe_load((REPO_ROOT / "examples" / "vqe_h2.yaml").read_text())
     content.update(name="cancelled-loop", limits={"max_iterations": 3})
@@ -169,9 +152,7 @@ async def test_a_sweep_cancelled_while_planning_ends_cancelled(
 ) -> None:
     held = Held()
     client = dev_server.client
-    queue = await start_worker(
-        client, worker_activities(held_plan_sweep(held), plan_sweep_activity)
-    )
+    queue = await start_worker(client, worker_activities(plan_sweep_activity, "plan_sweep", held))
     content = yaml.safe_load((REPO_ROOT / "examples" / "sweep_qaoa.yaml").read_text())
     content.update(name="cancelled-sweep")
     request = SweepRequest.model_validate(content)
