@@ -1,5 +1,6 @@
 """The qloop CLI: validate and start experiments, loops and sweeps, follow them, read their
-results, steer them, and look after budgets, breakers, schedules, keys and artifacts.
+results, steer them, and look after budgets, breakers, schedules, keys, artifacts and the
+sweep cache.
 
 `qloop` and `python starter.py` are the same program; each command group lives in cli/.
 Exit codes (cli/output.py): 0 done, 1 refused by policy or not found, 2 invalid input,
@@ -18,6 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from cli.artifacts import add_artifact_commands
 from cli.budget import add_budget_commands
+from cli.cache import add_cache_commands
 from cli.health import add_health_commands
 from cli.inspect import add_inspect_commands
 from cli.keys import add_keys_commands
@@ -42,6 +44,7 @@ def parser() -> argparse.ArgumentParser:
     add_keys_commands(commands)
     add_schedule_commands(commands)
     add_artifact_commands(commands)
+    add_cache_commands(commands)
     return root
 
 

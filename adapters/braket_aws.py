@@ -1,23 +1,24 @@
 """Real Braket devices by ARN (or the local stand-in of the Braket API), through plain boto3.
 
-A batch of n executed circuits becomes n quantum tasks (Braket tasks hold one circuit), each
-sent as the program compiled for the device where compute runs (adapters/braket_programs.py,
-stored with the batch), so this module, which the orchestration role uses to submit, poll,
-fetch and cancel, imports neither a circuit library nor the Braket SDK and its simulators.
-`JobRef.job_id` is the tasks' ARNs joined by commas (ARNs hold no commas), so status, result and
-cancel need nothing but the JobRef on any worker. Task i carries the clientToken
-`task_client_token(client_token, i)`, so the service itself returns the existing task to a
-retried submit; the job's record in the shared database (adapters/braket_task_records.py)
-spares a retry on any host even the calls. Braket counts put the first measured qubit on the
-LEFT; qloop's canonical order has clbit 0 on the right: circuits measure clbit j as the j-th
-measurement, so a result bitstring reversed is canonical.
+A batch of n executed circuits becomes quantum tasks of one circuit each, or program sets of
+several where the device runs them (adapters/program_sets.py), each sent as the program
+compiled for the device where compute runs (adapters/braket_programs.py, stored with the
+batch); a program set's `shots` is the total over its circuits. So this module, which the
+orchestration role uses to submit, poll, fetch and cancel, imports neither a circuit library
+nor the Braket SDK and its simulators. `JobRef.job_id` is the tasks' ARNs joined by commas
+(ARNs hold no commas), so status, result and cancel need nothing but the JobRef on any worker.
+Task i carries the clientToken `task_client_token(client_token, i)`, so the service itself
+returns the existing task to a retried submit; the job's record in the shared database
+(adapters/braket_task_records.py) spares a retry on any host even the calls. Results are read
+from S3 as adapters/braket_result_files.py says. A program-set task whose executables partly
+failed completes, billed for the executables that ran: the job counts as failed, and its bill
+is what Braket bills (GetQuantumTask's numSuccessfulShots).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cached_property
@@ -28,6 +29,12 @@ from botocore.config import Config
 
 from adapters.braket_device import BraketDevice
 from adapters.braket_errors import aws_errors
+from adapters.braket_result_files import (
+    ExecutableResult,
+    canonical_counts,
+    is_program_set_result,
+    program_set_results,
+)
 from adapters.braket_task_records import add_task, open_record
 from adapters.errors import InvalidRequestError, JobFailedError, RejectedError
 from adapters.pricing import DevicePrice, estimate_cost, price_table
@@ -61,10 +68,6 @@ def task_client_token(client_token: str, index: int) -> str:
         return token
     digest = hashlib.sha256(client_token.encode()).hexdigest()
     return f"{digest[: MAX_CLIENT_TOKEN - len(str(index)) - 1]}-{index}"
-
-
-def canonical_bits(braket_bits: str) -> str:
-    return braket_bits[::-1]
 
 
 def braket_client(region: str | None) -> Any:
@@ -139,10 +142,12 @@ class BraketAwsAdapter:
         return device_capabilities(self._device(), self._pricing())
 
     def estimate_cost(self, batch: CircuitBatch, shots: int) -> Cost:
-        return estimate_cost(self._price(), batch, shots)
+        return estimate_cost(self._price(), batch, shots, self._device().program_set_limits)
 
     def calibration(self) -> dict[str, str] | None:
-        device = self._device()
+        # Fresh, not the device capabilities() cached: a device recalibrates while a worker
+        # runs, and `updated_at` is the calibration epoch results are cached under.
+        device = self._device(refresh=True)
         standardized = getattr(device.properties, "standardized", None)
         if standardized is None:
             return None
@@ -189,19 +194,39 @@ class BraketAwsAdapter:
     def result(self, job: JobRef) -> JobResult:
         tasks = [self._task(arn) for arn in self._arns(job)]
         status = _aggregate(tasks)
-        if status.state in (JobState.FAILED, JobState.CANCELLED):
+        # Where only executables of program sets failed, their results say which and why.
+        executables_failed = all(task["status"] == "COMPLETED" for task in tasks)
+        if status.state is JobState.CANCELLED or (
+            status.state is JobState.FAILED and not executables_failed
+        ):
             raise JobFailedError(f"Braket job {job.client_token} {status.state}: {status.message}")
-        if status.state is not JobState.DONE:
+        if status.state not in (JobState.DONE, JobState.FAILED):
             raise InvalidRequestError(
                 f"Braket job {job.client_token} has no result yet; poll status until it is done"
             )
-        results = [self._task_result(task) for task in tasks]
-        shots = int(tasks[0]["shots"])
+        results = [self._task_results(task) for task in tasks]
+        executables = [executable for found, _ in results for executable in found]
+        failed = [i for i, executable in enumerate(executables) if executable.failure is not None]
+        if failed:
+            shown = "; ".join(f"circuit {i}: {executables[i].failure}" for i in failed[:3])
+            raise JobFailedError(
+                f"Braket job {job.client_token}: {len(failed)} of {len(executables)} circuits "
+                f"failed: {shown}"
+            )
         price = self._price_or_none()
-        cost = 0.0 if price is None else float(sum(price.task_cost(shots, d) for _, d in results))
+        cost = (
+            0.0
+            if price is None
+            else float(
+                sum(
+                    price.task_cost(_billed_shots(task), duration)
+                    for task, (_, duration) in zip(tasks, results, strict=True)
+                )
+            )
+        )
         return JobResult(
-            counts=[counts for counts, _ in results],
-            shots=shots,
+            counts=[executable.counts or {} for executable in executables],
+            shots=_shots_per_circuit(tasks[0]),
             duration_seconds=_wall_time(tasks),
             cost_usd=round(cost, 6),
         )
@@ -233,11 +258,16 @@ class BraketAwsAdapter:
         price = self._price_or_none()
         if price is None or not completed:
             return Cost(usd=0.0, detail=f"no completed task of {len(tasks)}: nothing billed")
+        # A search summary does not say how many shots succeeded; GetQuantumTask does.
+        completed = [
+            task if "numSuccessfulShots" in task else self._task(task["quantumTaskArn"])
+            for task in completed
+        ]
         durations = [
-            self._task_result(task)[1] if price.per_minute_usd else None for task in completed
+            self._task_results(task)[1] if price.per_minute_usd else None for task in completed
         ]
         total = sum(
-            price.task_cost(int(task["shots"]), duration)
+            price.task_cost(_billed_shots(task), duration)
             for task, duration in zip(completed, durations, strict=True)
         )
         return Cost(
@@ -312,7 +342,7 @@ class BraketAwsAdapter:
                 deviceArn=self.device,
                 action=program.action,
                 deviceParameters=program.device_parameters,
-                shots=shots,
+                shots=shots * program.executables,
                 outputS3Bucket=bucket,
                 outputS3KeyPrefix=configured.braket_s3_prefix,
                 clientToken=token,
@@ -343,11 +373,31 @@ class BraketAwsAdapter:
             self._final_tasks[arn] = task
         return task
 
-    def _task_result(self, task: dict[str, Any]) -> tuple[dict[str, int], float | None]:
+    def _task_results(self, task: dict[str, Any]) -> tuple[list[ExecutableResult], float | None]:
+        """The task's circuits, in order, and a simulator's execution time (None on a QPU)."""
+        arn = task["quantumTaskArn"]
         key = f"{task['outputS3Directory']}/{RESULTS_FILE}"
+        document = self._read_json(task["outputS3Bucket"], key)
+        if not is_program_set_result(document):
+            counts, duration = result_counts(document, arn)
+            return [ExecutableResult(counts=counts)], duration
+        bucket, folder = document.get("s3Location") or (
+            task["outputS3Bucket"],
+            task["outputS3Directory"],
+        )
+        found = program_set_results(
+            document,
+            lambda key: self._read_json(bucket, f"{folder}/{key}"),
+            _shots_per_circuit(task),
+            arn,
+        )
+        return found, None
+
+    def _read_json(self, bucket: str, key: str) -> dict[str, Any]:
         with aws_errors("GetObject"):
-            body = self._s3.get_object(Bucket=task["outputS3Bucket"], Key=key)["Body"].read()
-        return result_counts(json.loads(body), task["quantumTaskArn"])
+            body = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        document: dict[str, Any] = json.loads(body)
+        return document
 
     def _arns(self, job: JobRef) -> list[str]:
         if job.provider != PROVIDER or job.device != self.device:
@@ -375,32 +425,22 @@ class BraketAwsAdapter:
 
 def result_counts(result: dict[str, Any], arn: str) -> tuple[dict[str, int], float | None]:
     """Canonical counts and the simulator's execution time (None on a QPU) of a gate-model task
-    result (braket.task_result.GateModelTaskResult), read as the Braket SDK reads it: from the
-    per-shot `measurements`, else from `measurementProbabilities` times the shots."""
-    if result.get("measurements"):
-        measured = Counter("".join(str(bit) for bit in shot) for shot in result["measurements"])
-    elif result.get("measurementProbabilities"):
-        shots = int(result["taskMetadata"]["shots"])
-        drawn = {bits: round(p * shots) for bits, p in result["measurementProbabilities"].items()}
-        measured = Counter({bits: count for bits, count in drawn.items() if count})
-    else:
-        raise InvalidRequestError(f"the result of Braket task {arn} holds no measurements")
-    counts: dict[str, int] = {}
-    for bits, count in measured.items():
-        canonical = canonical_bits(bits)
-        counts[canonical] = counts.get(canonical, 0) + int(count)
+    result (braket.task_result.GateModelTaskResult)."""
+    shots = int((result.get("taskMetadata") or {}).get("shots") or 0)
+    counts = canonical_counts(result, shots, arn)
     simulator = (result.get("additionalMetadata") or {}).get("simulatorMetadata")
     duration = None if not simulator else float(simulator["executionDuration"]) / 1000
     return counts, duration
 
 
 def _aggregate(tasks: list[dict[str, Any]]) -> JobStatus:
-    """A batch is as far as its slowest task; any failure or cancellation ends it."""
+    """A batch is as far as its slowest task; any failure or cancellation ends it, and so does
+    a program set that completed with executables that failed."""
     states = [task["status"] for task in tasks]
-    failed = [task for task in tasks if task["status"] == "FAILED"]
+    failed = [task for task in tasks if task["status"] == "FAILED" or _failed_executables(task)]
     if failed:
         shown = failed[:FAILURES_SHOWN]
-        reasons = "; ".join(f"{t['quantumTaskArn']}: {t.get('failureReason', '?')}" for t in shown)
+        reasons = "; ".join(f"{t['quantumTaskArn']}: {_failure_reason(t)}" for t in shown)
         more = f"; and {len(failed) - len(shown)} more" if len(failed) > len(shown) else ""
         return JobStatus(
             state=JobState.FAILED,
@@ -418,6 +458,33 @@ def _aggregate(tasks: list[dict[str, Any]]) -> JobStatus:
     known = [p for p in positions if p is not None]
     return JobStatus(
         state=JobState.QUEUED, queue_position=max(known) if known else None, message=progress
+    )
+
+
+def _shots_per_circuit(task: dict[str, Any]) -> int:
+    executables = int((task.get("actionMetadata") or {}).get("executableCount") or 1)
+    return int(task["shots"]) // executables
+
+
+def _billed_shots(task: dict[str, Any]) -> int:
+    """What Braket bills a completed task for: the shots of its executables that ran."""
+    return int(task.get("numSuccessfulShots", task["shots"]))
+
+
+def _failed_executables(task: dict[str, Any]) -> int:
+    if task["status"] != "COMPLETED":
+        return 0
+    missing = int(task["shots"]) - _billed_shots(task)
+    return missing // _shots_per_circuit(task)
+
+
+def _failure_reason(task: dict[str, Any]) -> str:
+    if task["status"] == "FAILED":
+        return str(task.get("failureReason", "?"))
+    executables = (task.get("actionMetadata") or {}).get("executableCount")
+    return (
+        f"{_failed_executables(task)} of {executables} executables of the program set failed "
+        f"(their reasons are in s3://{task['outputS3Bucket']}/{task['outputS3Directory']})"
     )
 
 

@@ -9,8 +9,11 @@ from typing import Any
 from braket.device_schema import DeviceCapabilities
 from braket.schema_common import BraketSchemaBase
 
+from schemas.execution import ProgramSetLimits
+
 ARN_PREFIX = "arn:aws:braket:"
 OPENQASM_ACTION = "braket.ir.openqasm.program"
+PROGRAM_SET_ACTION = "braket.ir.openqasm.program_set"
 
 
 @dataclass(frozen=True)
@@ -47,3 +50,15 @@ class BraketDevice:
     def shots_range(self) -> tuple[int, int]:
         low, high = self.properties.service.shotsRange
         return int(low), int(high)
+
+    @property
+    def program_set_limits(self) -> ProgramSetLimits | None:
+        """What the device's program-set action allows; None where it offers none."""
+        action = self.properties.action.get(PROGRAM_SET_ACTION)
+        if action is None:
+            return None
+        return ProgramSetLimits(
+            max_executables=action.maximumExecutables,
+            max_total_shots=action.maximumTotalShots,
+            min_total_shots=action.minimumTotalShots,
+        )

@@ -7,6 +7,7 @@ only sends them (adapters/braket_aws.py). Also the Capabilities a device's prope
 
 from __future__ import annotations
 
+import json
 import warnings
 
 from braket.circuits import Circuit, Instruction
@@ -22,6 +23,8 @@ from braket.device_schema.ionq import IonqDeviceParameters
 from braket.device_schema.oqc import OqcDeviceParameters
 from braket.device_schema.rigetti import RigettiDeviceParameters
 from braket.device_schema.simulators import GateModelSimulatorDeviceParameters
+from braket.ir.openqasm import Program as OpenQasmProgram
+from braket.ir.openqasm import ProgramSet
 from braket.schema_common import BraketSchemaBase
 from qiskit import QuantumCircuit
 from qiskit.circuit.library import get_standard_gate_name_mapping
@@ -36,6 +39,7 @@ from adapters.braket_device import OPENQASM_ACTION, BraketDevice
 from adapters.circuits import bound_circuits, clbit_qubits, execution_name, parse_circuit
 from adapters.errors import InvalidRequestError
 from adapters.job_limits import MAX_CIRCUITS_PER_JOB, check_job_size
+from adapters.program_sets import task_sizes
 from schemas.execution import (
     Capabilities,
     CircuitBatch,
@@ -76,16 +80,41 @@ def device_capabilities(device: BraketDevice, pricing: Pricing) -> Capabilities:
         cancellable=True,
         pricing=pricing,
         status=device.status,
+        program_sets=device.program_set_limits,
     )
 
 
 def compile_programs(
     device: BraketDevice, batch: CircuitBatch, shots: int
 ) -> list[ProviderProgram]:
-    """One program per executed circuit of the batch (Braket tasks hold one circuit), every
-    circuit checked against the device before any task exists."""
+    """One program per task: a program set of several executed circuits where the device runs
+    them (adapters/program_sets.py says how many), else one circuit; every circuit checked
+    against the device before any task exists."""
     check_job_size(batch, shots, device.shots_range)
-    return [program for spec in batch.circuits for program in _programs_of(spec, device)]
+    programs = [program for spec in batch.circuits for program in _programs_of(spec, device)]
+    tasks: list[ProviderProgram] = []
+    start = 0
+    for size in task_sizes(len(programs), shots, device.program_set_limits):
+        group = programs[start : start + size]
+        tasks.append(group[0] if size == 1 else _program_set(group, device))
+        start += size
+    return tasks
+
+
+def _program_set(programs: list[ProviderProgram], device: BraketDevice) -> ProviderProgram:
+    """One task running `programs` in order. Its device parameters are those of the largest
+    program: the service reads only whether qubits may be rewired, the same for all of them."""
+    action = ProgramSet(programs=[OpenQasmProgram.parse_raw(p.action) for p in programs])
+    qubits = max(
+        int(json.loads(p.device_parameters)["paradigmParameters"]["qubitCount"]) for p in programs
+    )
+    paradigm = GateModelParameters(qubitCount=qubits, disableQubitRewiring=device.is_qpu)
+    return ProviderProgram(
+        name=f"{programs[0].name} .. {programs[-1].name}",
+        action=action.json(),
+        device_parameters=device_parameters(device.arn, paradigm).json(exclude_none=True),
+        executables=len(programs),
+    )
 
 
 def _programs_of(spec: CircuitSpec, device: BraketDevice) -> list[ProviderProgram]:

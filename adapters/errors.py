@@ -25,6 +25,12 @@ class RejectedError(ProviderError):
     error_class = ErrorClass.REJECTED
 
 
+class SpendingLimitError(RejectedError):
+    """The provider's own spending limit on the device refused the task (Braket's per-device
+    limit, which `qloop budget set --provider-backstop` sets): the device takes nothing that
+    costs more until the limit is raised or spend is released."""
+
+
 class InvalidRequestError(ProviderError):
     """The circuit or the options cannot run on this device: never retry."""
 

@@ -18,7 +18,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from adapters.errors import InvalidRequestError
-from schemas.execution import CircuitBatch, Cost, Pricing
+from adapters.program_sets import task_sizes
+from schemas.execution import CircuitBatch, Cost, Pricing, ProgramSetLimits
 
 PRICE_DIR = Path(__file__).with_name("prices")
 SECONDS_PER_MINUTE = Decimal(60)
@@ -52,6 +53,8 @@ class PriceTable(_Frozen):
     as_of: date
     currency: Literal["USD"]
     source: str
+    # How a program set (many programs in one task) is billed, with its source and date.
+    program_sets: str
     devices: list[DevicePrice]
 
     def price_for(self, device_arn: str) -> DevicePrice:
@@ -85,19 +88,28 @@ def price_table() -> PriceTable:
     return PriceTable.model_validate_json(newest.read_text())
 
 
-def estimate_cost(device: DevicePrice, batch: CircuitBatch, shots: int) -> Cost:
-    """Every executed circuit of the batch is one Braket task (ZNE's folded circuits and every
-    binding of a template included)."""
-    tasks = batch.num_executions
-    total = device.task_cost(shots) * tasks
+def estimate_cost(
+    device: DevicePrice, batch: CircuitBatch, shots: int, limits: ProgramSetLimits | None = None
+) -> Cost:
+    """Every executed circuit of the batch (ZNE's folded circuits and every binding of a
+    template included) runs `shots` times, in as many tasks as adapters/program_sets.py makes
+    of them: one each, or program sets where the device runs them (one per-task fee per program
+    set, the per-shot fee on every executable's shots: the table's `program_sets` rule)."""
+    circuits = batch.num_executions
+    tasks = len(task_sizes(circuits, shots, limits))
+    grouping = f"{circuits} circuits in {tasks} tasks" + (
+        " (program sets)" if tasks < circuits else ""
+    )
     if device.kind == "qpu":
+        total = device.per_task_usd * tasks + device.per_shot_usd * shots * circuits
         detail = (
-            f"{tasks} tasks x (${device.per_task_usd} per task + {shots} shots x "
-            f"${device.per_shot_usd}) on {device.name}"
+            f"{grouping} x ${device.per_task_usd} per task + {circuits * shots} shots x "
+            f"${device.per_shot_usd} on {device.name}"
         )
     else:
+        total = device.task_cost(shots) * tasks
         detail = (
-            f"{tasks} tasks x the {device.minimum_billed_seconds} s minimum at "
+            f"{grouping} x the {device.minimum_billed_seconds} s minimum at "
             f"${device.per_minute_usd}/min on {device.name}; billed by actual duration"
         )
     return Cost(usd=float(round(total, 6)), detail=detail)

@@ -1,5 +1,6 @@
 """`qloop budget set|show|reservations|release|reconcile`: one ledger per account
-(workflows/budget_ledger.py)."""
+(workflows/budget_ledger.py); `set --provider-backstop` also mirrors the remaining budget into
+the provider's spending limits (cli/provider_backstop.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import re
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from temporalio.client import (
     WorkflowUpdateFailedError,
@@ -18,6 +20,7 @@ from temporalio.client import (
 from temporalio.service import RPCError
 
 from activities.governance.budget_calls import set_budget_limit, show_budget
+from adapters.errors import ProviderError
 from cli.connection import connect, task_queue, workflow_link
 from cli.keys import read_signing_key
 from cli.output import EXIT_DONE, EXIT_INVALID, EXIT_NOT_ALLOWED, moment
@@ -30,6 +33,7 @@ from schemas.budget import (
     format_usd,
     ledger_workflow_id,
 )
+from schemas.policy import PolicyError, load_policy_book
 from schemas.signatures import (
     SigningKeyError,
     sign_limit_change,
@@ -130,7 +134,30 @@ async def cmd_budget_set(args: argparse.Namespace) -> int:
         # The ledger refuses a change only by the account's policy (its budget admins).
         print(f"refused: {getattr(cause, 'message', cause)}", file=sys.stderr)
         return EXIT_NOT_ALLOWED
-    print(format_ledger(view, workflow_link(client, ledger_workflow_id(args.account))))
+    if not args.json:
+        print(format_ledger(view, workflow_link(client, ledger_workflow_id(args.account))))
+    backstop: list[dict[str, Any]] | None = None
+    if args.provider_backstop:
+        # Imported here: boto3 is loaded only by the commands that talk to the provider.
+        from cli.provider_backstop import format_backstop, remaining_budget, set_provider_backstop
+
+        # What the ledger shows as available after the change: limit - committed - reserved.
+        remaining = remaining_budget(view.available_usd)
+        try:
+            policy = load_policy_book().for_account(args.account)
+            limits = set_provider_backstop(policy, args.account, remaining)
+        except (PolicyError, ProviderError) as error:
+            print(
+                f"the ledger's limit is set, but not the provider backstop: {error}",
+                file=sys.stderr,
+            )
+            return EXIT_NOT_ALLOWED
+        backstop = [limit.as_json() for limit in limits]
+        if not args.json:
+            print(format_backstop(args.account, remaining, limits))
+    if args.json:
+        ledger = view.model_dump(mode="json")
+        print(json.dumps({"ledger": ledger, "provider_backstop": backstop}, indent=2))
     return 0
 
 
@@ -251,6 +278,18 @@ def add_budget_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "--key",
         metavar="FILE",
         help="the budget admin's private key: signs the change (required by budget_admins)",
+    )
+    setter.add_argument(
+        "--provider-backstop",
+        action="store_true",
+        help="also set a Braket spending limit on every QPU the account's policy allows, "
+        "leaving on each the account's remaining budget (Braket then refuses, itself, any task "
+        "that costs more, even one submitted around qloop)",
+    )
+    setter.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"ledger": ..., "provider_backstop": [...] or null} as JSON',
     )
     setter.set_defaults(handler=cmd_budget_set)
     show = actions.add_parser("show", help="an account's limit, balance and recent entries")

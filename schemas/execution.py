@@ -36,6 +36,16 @@ class Pricing(ContractModel):
     as_of: str = ""
 
 
+class ProgramSetLimits(ContractModel):
+    """How many circuits one provider task may hold as a program set (Braket's
+    braket.ir.openqasm.program_set action): at most `max_executables`, their shots together
+    within [`min_total_shots`, `max_total_shots`]."""
+
+    max_executables: int = Field(ge=1)
+    max_total_shots: int = Field(ge=1)
+    min_total_shots: int | None = Field(default=None, ge=1)
+
+
 class Capabilities(ContractModel):
     provider: str
     device: str
@@ -51,6 +61,8 @@ class Capabilities(ContractModel):
     # A local simulator that runs a batch inside one compute activity (adapters.base
     # LocalSimulator) instead of queueing it as a provider job.
     simulated_in_activity: bool = False
+    # None: one circuit per provider task.
+    program_sets: ProgramSetLimits | None = None
 
 
 class CircuitSpec(ContractModel):
@@ -157,13 +169,15 @@ class JobStatus(ContractModel):
 
 
 class ProviderProgram(ContractModel):
-    """One executed circuit compiled for a remote device, as its API takes it (for Braket, the
-    CreateQuantumTask `action` and `deviceParameters` JSON). Compiled where compute runs, so
-    the role that submits needs no circuit library."""
+    """One provider task's program compiled for a remote device, as its API takes it (for
+    Braket, the CreateQuantumTask `action` and `deviceParameters` JSON): one executed circuit,
+    or a program set of `executables` of them, in batch order, each run `shots` times. Compiled
+    where compute runs, so the role that submits needs no circuit library."""
 
     name: str
     action: str
     device_parameters: str
+    executables: int = Field(default=1, ge=1)
 
 
 class JobResult(ContractModel):

@@ -57,7 +57,10 @@ class SweepLayout(PipelineModel):
     (num_points, num_parameters); `fingerprints_uri`: one fingerprint per line, same order.
     `grid_shape` has one length per axis (None for an explicit list of points).
     `points_per_batch` is the request's batch_size, else as many points as one job of the
-    backend takes (its max circuits per job divided by the circuits one point needs)."""
+    backend takes (its max circuits per job divided by the circuits one point needs).
+    `calibration_epoch`: the backend's calibration epoch when the sweep was planned, which every
+    fingerprint includes (None: a backend without calibration, or a sweep planned before
+    epochs); `backend` names it in the cache (provider/device[:noise profile])."""
 
     points_uri: str
     fingerprints_uri: str
@@ -67,6 +70,8 @@ class SweepLayout(PipelineModel):
     circuits_per_point: int
     max_circuits_per_job: int
     points_per_batch: int
+    backend: str = ""
+    calibration_epoch: str | None = None
 
 
 class CacheLookupInput(PipelineModel):

@@ -38,6 +38,7 @@ QUIET_FAULTS: dict[str, Any] = {
     "error_rate": 0.0,
     "lost_response_rate": 0.0,
     "task_failure_rate": 0.0,
+    "executable_failure_rate": 0.0,
     "outages": [],
 }
 

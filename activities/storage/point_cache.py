@@ -1,7 +1,10 @@
 """The fingerprint cache of sweep points, in the shared database (adapters/shared_database.py):
-one row per fingerprint (a hash of circuit, parameters, backend, shots and seed; see
-`activities.variational.point_fingerprints.point_fingerprint`) with the value measured for it.
-A point found here is neither run nor paid for again, by its sweep or any later one, on any host.
+one row per fingerprint (a hash of circuit, parameters, backend, shots, seed and the backend's
+calibration epoch; see `activities.variational.point_fingerprints`) with the value measured for
+it, and where it came from (`point_origins`: backend and calibration epoch, for
+`qloop cache ls|show|purge`; a separate table, so that databases from before it need no
+migration, and values stored then simply have no origin). A point found here is neither run nor
+paid for again, by its sweep or any later one, on any host.
 
 The first value stored for a fingerprint wins: later stores of the same fingerprint change
 nothing. A batch is stored in one transaction, entirely or not at all; writers on several hosts
@@ -27,6 +30,11 @@ CREATE TABLE IF NOT EXISTS point_values (
     label TEXT NOT NULL,
     stored_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS point_origins (
+    fingerprint TEXT PRIMARY KEY,
+    backend TEXT NOT NULL,
+    calibration_epoch TEXT
+);
 """
 # Rows per statement: SQLite allows 32,766 parameters (8 per row), PostgreSQL 65,535.
 LOOKUP_CHUNK = 1_000
@@ -51,8 +59,16 @@ def cached_values(fingerprints: Sequence[str]) -> dict[str, tuple[float, float, 
     return found
 
 
-def store_in_cache(sweep_id: str, label: str, values: Sequence[PointValue]) -> int:
-    """Stores a batch's values; says how many fingerprints were new."""
+def store_in_cache(
+    sweep_id: str,
+    label: str,
+    values: Sequence[PointValue],
+    *,
+    backend: str = "",
+    calibration_epoch: str | None = None,
+) -> int:
+    """Stores a batch's values, measured on `backend` in `calibration_epoch`; says how many
+    fingerprints were new."""
     stored_at = datetime.now(UTC).isoformat(timespec="seconds")
     rows = sorted(
         {
@@ -77,5 +93,11 @@ def store_in_cache(sweep_id: str, label: str, values: Sequence[PointValue]) -> i
             stored += tx.changed(
                 f"INSERT INTO point_values VALUES {marks} ON CONFLICT (fingerprint) DO NOTHING",
                 [field for row in chunk for field in row],
+            )
+            origin_marks = ",".join(["(?, ?, ?)"] * len(chunk))
+            tx.changed(
+                f"INSERT INTO point_origins VALUES {origin_marks}"
+                " ON CONFLICT (fingerprint) DO NOTHING",
+                [field for row in chunk for field in (row[0], backend, calibration_epoch)],
             )
     return stored

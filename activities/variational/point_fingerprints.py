@@ -41,6 +41,16 @@ def point_fingerprint(
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def with_calibration(fingerprint: str, calibration_epoch: str | None) -> str:
+    """A point's fingerprint within one calibration epoch of its backend
+    (adapters/calibration_epochs.py): a new epoch makes every point new, so a sweep measures
+    again after a recalibration. Without an epoch (an ideal simulator) the fingerprint stays
+    what `point_fingerprint` gives, so caches and histories from before epochs stay valid."""
+    if calibration_epoch is None:
+        return fingerprint
+    return hashlib.sha256(f"{fingerprint}@{calibration_epoch}".encode()).hexdigest()
+
+
 def _rounded(value: float) -> float:
     rounded = round(float(value), FINGERPRINT_DECIMALS)
     return rounded + 0.0  # -0.0 and 0.0 are the same angle

@@ -25,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from activities.experiment.admission import AdmissionError, invalid_request
+from activities.governance.policy import backend_name
 from activities.numerics.families import family_circuit
 from activities.runtime.heartbeats import in_child_with_heartbeats
 from activities.storage import artifact_store
@@ -35,7 +36,9 @@ from activities.variational.batch_sizes import (
     circuits_per_point,
     max_points_per_batch,
 )
-from activities.variational.point_fingerprints import point_fingerprint
+from activities.variational.point_fingerprints import point_fingerprint, with_calibration
+from adapters.calibration_epochs import current_epoch
+from adapters.registry import get_adapter
 from schemas import activity_contracts
 from schemas.activity_contracts import implements
 from schemas.execution import Capabilities
@@ -207,7 +210,13 @@ def expand_sweep(input: ExpandSweepInput) -> SweepLayout:
     capabilities, batch_size = admit_sweep(request)
     points, grid_shape = expand_points(request)
     evaluation = request.evaluation
-    fingerprints = [point_fingerprint(request.family, list(p), evaluation) for p in points]
+    # One reading for the whole sweep: its points are measured in the epoch it was planned in
+    # (a recalibration during the sweep makes the next run measure everything again).
+    epoch = current_epoch(get_adapter(evaluation.backend))
+    fingerprints = [
+        with_calibration(point_fingerprint(request.family, list(p), evaluation), epoch)
+        for p in points
+    ]
     buffer = io.BytesIO()
     np.save(buffer, points, allow_pickle=False)
     artifact_store.put_model(input.sweep_id, "request.json", request)
@@ -224,6 +233,8 @@ def expand_sweep(input: ExpandSweepInput) -> SweepLayout:
         circuits_per_point=circuits_per_point(request.family, evaluation),
         max_circuits_per_job=capabilities.max_circuits_per_job,
         points_per_batch=batch_size,
+        backend=backend_name(evaluation.backend),
+        calibration_epoch=epoch,
     )
 
 
@@ -310,23 +321,40 @@ def store_batch(input: StoreBatchInput) -> StoredBatch:
         raise ValueError(
             f"batch {input.label}: {len(input.values)} values for {len(indices)} points"
         )
-    expected = load_fingerprints(input.layout)
+    layout = input.layout
+    expected = load_fingerprints(layout)
     for index, value in zip(indices, input.values, strict=True):
-        if value.fingerprint != expected[index]:
+        # A batch fingerprints its points without the epoch, which only the plan knows.
+        planned = with_calibration(value.fingerprint, layout.calibration_epoch)
+        if planned != expected[index]:
             raise ValueError(
                 f"batch {input.label}: point {index} came back with fingerprint "
-                f"{value.fingerprint}, expected {expected[index]}: the batch evaluated other "
+                f"{planned}, expected {expected[index]}: the batch evaluated other "
                 "circuits than the sweep planned"
             )
+    values = [
+        value.model_copy(update={"fingerprint": expected[index]})
+        for index, value in zip(indices, input.values, strict=True)
+    ]
     partial = PartialBatch(
         label=input.label,
         indices=input.indices,
-        values=input.values,
+        values=values,
         cost_usd=input.cost_usd,
         cached=input.cache,
     )
     uri = artifact_store.put_model(input.sweep_id, partial_artifact(input.label), partial)
-    stored = store_in_cache(input.sweep_id, input.label, input.values) if input.cache else 0
+    stored = (
+        store_in_cache(
+            input.sweep_id,
+            input.label,
+            values,
+            backend=layout.backend,
+            calibration_epoch=layout.calibration_epoch,
+        )
+        if input.cache
+        else 0
+    )
     return StoredBatch(partial_uri=uri, stored_in_cache=stored)
 
 

@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     settings = load_settings(args.config)
-    service = Service(settings, TaskStore(args.db), ResultBucket(args.s3_endpoint, settings.region))
+    bucket = ResultBucket(args.s3_endpoint, settings.region)
+    service = Service(settings, TaskStore(args.db), bucket, limits_db=args.db)
     scheduler = Scheduler(service)
     server = StandinServer((args.host, args.port), service)
 

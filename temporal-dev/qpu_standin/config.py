@@ -83,6 +83,9 @@ class Faults(_Strict):
     # The call takes effect but the caller gets a 500: what an idempotent client must survive.
     lost_response_rate: dict[str, float] = Field(default_factory=lambda: {"*": 0.0})
     task_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    # Executables of a program set that fail on their own (the task still completes, billed for
+    # the shots of the executables that ran).
+    executable_failure_rate: float = Field(default=0.0, ge=0, le=1)
     outages: tuple[Outage, ...] = ()
 
     _ranges = field_validator("queue_delay_s", "run_time_s", mode="before")(_as_range)
@@ -108,6 +111,15 @@ class Faults(_Strict):
         return value
 
 
+class ProgramSetLimits(_Strict):
+    """What the device's braket.ir.openqasm.program_set action allows (GetDevice reports it as
+    OpenQASMProgramSetDeviceActionProperties)."""
+
+    max_executables: int = Field(ge=1)
+    max_total_shots: int = Field(ge=1)
+    min_total_shots: int | None = Field(default=None, ge=1)
+
+
 class Device(_Strict):
     name: str
     arn: str
@@ -124,6 +136,14 @@ class Device(_Strict):
     max_queued_tasks: int = Field(default=100_000, ge=1)
     price_per_task: float = 0.30
     price_per_shot: float = 0.00145
+    program_sets: ProgramSetLimits | None = None  # None: one program per task only
+    # Calibration epochs (qpu_standin/calibration.py): recalibrated at every multiple of the
+    # period since the Unix epoch (None: never on a schedule), and at `recalibrated_at` (epoch
+    # seconds or ISO 8601; POST /_admin/config sets it to force a recalibration).
+    calibration_period_s: float | None = Field(default=None, gt=0)
+    recalibrated_at: float | None = None
+
+    _recalibrated_epoch = field_validator("recalibrated_at", mode="before")(_as_epoch)
 
     @model_validator(mode="after")
     def _has_size(self) -> Device:
@@ -160,6 +180,7 @@ _FAULT_ENV = {
     "QLOOP_STANDIN_ERROR_RATE": "error_rate",
     "QLOOP_STANDIN_LOST_RESPONSE_RATE": "lost_response_rate",
     "QLOOP_STANDIN_TASK_FAILURE_RATE": "task_failure_rate",
+    "QLOOP_STANDIN_EXECUTABLE_FAILURE_RATE": "executable_failure_rate",
 }
 
 

@@ -1,7 +1,8 @@
 """GetDevice's deviceCapabilities for an emulated gate-model QPU.
 
 Braket's schemas have no provider-neutral top-level capabilities document, so the stand-in uses
-IQM's (`braket.device_schema.iqm.iqm_device_capabilities`): an OpenQASM action, gate-model QPU
+IQM's (`braket.device_schema.iqm.iqm_device_capabilities`): an OpenQASM action (and a program-set
+action where the device's config gives its limits), gate-model QPU
 paradigm properties (qubits, native gates, connectivity), service properties (shots range, cost,
 poll interval) and the standardized calibration block (T1, T2, readout and gate fidelities),
 none of it IQM-specific. `AwsDevice.properties` parses it like any QPU's.
@@ -9,13 +10,16 @@ none of it IQM-specific. `AwsDevice.properties` parses it like any QPU's.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from braket.device_schema.iqm import IqmDeviceCapabilities
 
 from adapters.profiles import load_profile
+from qpu_standin.calibration import calibration_start
 from qpu_standin.config import Device
 from qpu_standin.executor import OPENQASM_HEADER, device_model
+from qpu_standin.program_sets import PROGRAM_SET_HEADER
 from schemas.profile import DeviceProfile
 
 # Braket names of the gates a Qiskit/IBM-style profile calibrates.
@@ -77,7 +81,7 @@ def capabilities(device: Device, poll_interval_ms: int) -> str:
             "version": "1",
         },
         "service": _service(device, poll_interval_ms, profile),
-        "action": {OPENQASM_HEADER: _action()},
+        "action": {OPENQASM_HEADER: _action(), **_program_set_action(device)},
         "deviceParameters": {},
         "paradigm": _paradigm(device, model.qubit_count, model.coupling, model.basis_gates),
         "standardized": _standardized(profile) if profile else None,
@@ -103,7 +107,8 @@ def _service(
             f"${device.price_per_task} per task plus ${device.price_per_shot} per shot",
         },
         "deviceLocation": "local",
-        "updatedAt": profile.calibrated_at if profile else None,
+        # The current calibration epoch's start (qpu_standin/calibration.py).
+        "updatedAt": calibration_start(device, profile, time.time()),
         "getTaskPollIntervalMillis": poll_interval_ms,
     }
 
@@ -124,6 +129,21 @@ def _action() -> dict[str, Any]:
         "disabledQubitRewiringSupported": True,
         "supportedResultTypes": [],
     }
+
+
+def _program_set_action(device: Device) -> dict[str, Any]:
+    limits = device.program_sets
+    if limits is None:
+        return {}
+    action: dict[str, Any] = {
+        "actionType": PROGRAM_SET_HEADER,
+        "version": ["1"],
+        "maximumExecutables": limits.max_executables,
+        "maximumTotalShots": limits.max_total_shots,
+    }
+    if limits.min_total_shots is not None:
+        action["minimumTotalShots"] = limits.min_total_shots
+    return {PROGRAM_SET_HEADER: action}
 
 
 def _paradigm(

@@ -35,6 +35,9 @@ class FaultInjector:
     def task_fails(self) -> bool:
         return self._draw(self.faults.task_failure_rate)
 
+    def executable_fails(self) -> bool:
+        return self._draw(self.faults.executable_failure_rate)
+
     def queue_delay(self) -> float:
         return self._uniform(self.faults.queue_delay_s)
 

@@ -47,16 +47,18 @@ class ResultBucket:
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self._region}
         self._call(self._s3.create_bucket, Bucket=bucket, **kwargs)
 
-    def put(self, task: Task) -> None:
+    def put(self, task: Task, other_files: dict[str, str]) -> None:
+        """results.json last, so that whoever finds it finds every file it names."""
         assert task.result is not None
         self.ensure(task.bucket)
-        self._call(
-            self._s3.put_object,
-            Bucket=task.bucket,
-            Key=task.result_key,
-            Body=task.result.encode(),
-            ContentType="application/json",
-        )
+        for key, body in [*other_files.items(), ("results.json", task.result)]:
+            self._call(
+                self._s3.put_object,
+                Bucket=task.bucket,
+                Key=f"{task.directory}/{key}",
+                Body=body.encode(),
+                ContentType="application/json",
+            )
 
     def has(self, task: Task) -> bool:
         try:
@@ -76,7 +78,7 @@ class ResultBucket:
         restored = 0
         for task in store.in_status("COMPLETED"):
             if task.result is not None and not self.has(task):
-                self.put(task)
+                self.put(task, store.result_files(task.id))
                 restored += 1
         return restored
 

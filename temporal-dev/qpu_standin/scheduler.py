@@ -1,7 +1,8 @@
 """Moves tasks through the queue: CREATED → QUEUED → RUNNING → COMPLETED | FAILED | CANCELLED.
 
 Each device's queue is FIFO: its head starts once its queue delay has passed and one of the
-device's `concurrency` slots is free. A task is COMPLETED only once its result is in S3, so the
+device's `concurrency` slots is free. A program set runs as one task (qpu_standin/program_sets.py).
+A task is COMPLETED only once its result is in S3, so the
 SDK never sees COMPLETED without results.json; a result that could not be uploaded stays in the
 database and is retried every tick.
 """
@@ -12,9 +13,20 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+from qpu_standin.config import Device
 from qpu_standin.executor import compile_action, result_document, run
+from qpu_standin.program_sets import (
+    RESULTS_FILE,
+    Executable,
+    Outcome,
+    compile_program_set,
+    is_program_set,
+    result_files,
+)
 from qpu_standin.results import S3Unavailable
 from qpu_standin.service import Service
 from qpu_standin.store import QUEUED_STATES, Task
@@ -22,6 +34,8 @@ from qpu_standin.store import QUEUED_STATES, Task
 log = logging.getLogger("qpu_standin")
 
 TICK_S = 0.05
+# results.json, the task's other result files by key, and its successful shots (None: all).
+TaskRun = Callable[[], tuple[str, dict[str, str], int | None]]
 S3_CHECK_S = 2.0
 
 
@@ -90,29 +104,88 @@ class Scheduler:
         try:
             assert device is not None
             action = json.loads(task.action)
-            compiled = compile_action(action, json.loads(task.device_parameters), device)
-            if service.faults.task_fails():
-                raise RuntimeError("injected task failure (task_failure_rate)")
-            measurements = run(compiled, device, task.shots, service.faults.seed_for(task.seq))
+            if is_program_set(action):
+                run_task = self._program_set_runner(task, device, action)
+            else:
+                run_task = self._program_runner(task, device, action)
         except Exception as error:  # whatever went wrong, the task FAILED with its reason
             self._wait_run_time(task)
             self._finish_failed(task, str(error))
             return
         self._wait_run_time(task)
-        document = result_document(
-            task_arn=task.arn,
-            device_arn=task.device_arn,
-            shots=task.shots,
-            action=action,
-            measured_qubits=compiled.measured_qubits,
-            measurements=measurements,
-            created_at=task.created_at,
-            ended_at=time.time(),
-        )
-        if service.store.transition(task.id, ("RUNNING",), "RUNNING", result=document):
+        document, files, successful_shots = run_task()
+        if service.store.save_result(task.id, document, files, successful_shots):
             self._upload(service.store.by_arn(task.arn))
         else:
             self._cancelled(task)
+
+    def _program_runner(self, task: Task, device: Device, action: dict[str, Any]) -> TaskRun:
+        """Runs the program now; the returned call writes its results.json once the task's run
+        time has passed."""
+        service = self._service
+        compiled = compile_action(action, json.loads(task.device_parameters), device)
+        if service.faults.task_fails():
+            raise RuntimeError("injected task failure (task_failure_rate)")
+        measurements = run(compiled, device, task.shots, service.faults.seed_for(task.seq))
+
+        def results() -> tuple[str, dict[str, str], int | None]:
+            document = result_document(
+                task_arn=task.arn,
+                device_arn=task.device_arn,
+                shots=task.shots,
+                action=action,
+                measured_qubits=compiled.measured_qubits,
+                measurements=measurements,
+                created_at=task.created_at,
+                ended_at=time.time(),
+            )
+            return document, {}, None
+
+        return results
+
+    def _program_set_runner(self, task: Task, device: Device, action: dict[str, Any]) -> TaskRun:
+        """Runs every executable now, each failing on its own; the task fails only when all
+        of them did."""
+        service = self._service
+        device_parameters = json.loads(task.device_parameters)
+        executables = compile_program_set(action, device_parameters, device, task.shots)
+        if service.faults.task_fails():
+            raise RuntimeError("injected task failure (task_failure_rate)")
+        shots = task.shots // len(executables)
+        seed = service.faults.seed_for(task.seq)
+        outcomes = [
+            self._outcome(executable, device, shots, seed + index)
+            for index, executable in enumerate(executables)
+        ]
+        if all(outcome.failure is not None for outcome in outcomes):
+            raise RuntimeError(f"every executable failed; the first: {outcomes[0].failure}")
+
+        def results() -> tuple[str, dict[str, str], int | None]:
+            files, successful_shots = result_files(
+                task_arn=task.arn,
+                device_arn=task.device_arn,
+                bucket=task.bucket,
+                directory=task.directory,
+                action=action,
+                device_parameters=device_parameters,
+                shots=task.shots,
+                executables=executables,
+                outcomes=outcomes,
+                created_at=task.created_at,
+                ended_at=time.time(),
+            )
+            document = files.pop(RESULTS_FILE)
+            return document, files, successful_shots
+
+        return results
+
+    def _outcome(self, executable: Executable, device: Device, shots: int, seed: int) -> Outcome:
+        if self._service.faults.executable_fails():
+            return Outcome(failure="injected executable failure (executable_failure_rate)")
+        try:
+            return Outcome(measurements=run(executable.compiled, device, shots, seed))
+        except Exception as error:  # the executable failed; its siblings still run
+            return Outcome(failure=str(error)[:1000])
 
     def _wait_run_time(self, task: Task) -> None:
         self._stop.wait(task.run_time)
@@ -131,7 +204,7 @@ class Scheduler:
         if task is None or task.result is None:
             return
         try:
-            self._service.bucket.put(task)
+            self._service.bucket.put(task, self._service.store.result_files(task.id))
         except S3Unavailable as error:
             log.warning("result of %s not uploaded yet: %s", task.arn, error)
             return

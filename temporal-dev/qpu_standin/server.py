@@ -54,6 +54,34 @@ _ROUTES: list[tuple[str, tuple[str, ...], str, int, Handler]] = [
         200,
         lambda s, p, q, b: s.search_quantum_tasks(b),
     ),
+    (
+        "POST",
+        ("spending-limit",),
+        "CreateSpendingLimit",
+        201,
+        lambda s, p, q, b: s.create_spending_limit(b),
+    ),
+    (
+        "PATCH",
+        ("spending-limit", "*", "update"),
+        "UpdateSpendingLimit",
+        200,
+        lambda s, p, q, b: s.update_spending_limit(p[0], b),
+    ),
+    (
+        "DELETE",
+        ("spending-limit", "*", "delete"),
+        "DeleteSpendingLimit",
+        200,
+        lambda s, p, q, b: s.delete_spending_limit(p[0]),
+    ),
+    (
+        "POST",
+        ("spending-limits",),
+        "SearchSpendingLimits",
+        200,
+        lambda s, p, q, b: s.search_spending_limits(b),
+    ),
 ]
 
 _ADMIN: dict[tuple[str, str], Handler] = {
@@ -64,7 +92,13 @@ _ADMIN: dict[tuple[str, str], Handler] = {
     ("POST", "s3-sync"): lambda s, p, q, b: s.restore_results(),
 }
 
-_MUTATING = {"CreateQuantumTask", "CancelQuantumTask"}
+_MUTATING = {
+    "CreateQuantumTask",
+    "CancelQuantumTask",
+    "CreateSpendingLimit",
+    "UpdateSpendingLimit",
+    "DeleteSpendingLimit",
+}
 
 
 class StandinServer(ThreadingHTTPServer):
@@ -89,6 +123,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_PUT(self) -> None:
         self._handle("PUT")
 
+    def do_PATCH(self) -> None:
+        self._handle("PATCH")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
     def log_message(self, format: str, *args: Any) -> None:
         log.info("%s %s", self.address_string(), format % args)
 
@@ -103,7 +143,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             else:
                 status, payload = self._braket(method, segments, query, body)
         except ApiError as error:
-            self._send(error.status, {"message": error.message}, error.code)
+            self._send(error.status, error.body(), error.code)
             return
         self._send(status, payload)
 

@@ -9,6 +9,7 @@ import time
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from qpu_standin.config import Device, Settings, patched
@@ -16,17 +17,22 @@ from qpu_standin.devices import capabilities
 from qpu_standin.errors import ApiError, validation
 from qpu_standin.executor import compile_action, iso_time, parse_json_field
 from qpu_standin.faults import FaultInjector
+from qpu_standin.program_sets import compile_program_set, executable_count, is_program_set
 from qpu_standin.results import ResultBucket, S3Unavailable
+from qpu_standin.spending_limits import SpendingLimits
 from qpu_standin.store import QUEUED_STATES, Task, TaskStore
 
 QUEUE_POSITION_CAP = 2000  # Braket shows ">2000" beyond this
 
 
 class Service:
-    def __init__(self, settings: Settings, store: TaskStore, bucket: ResultBucket) -> None:
+    def __init__(
+        self, settings: Settings, store: TaskStore, bucket: ResultBucket, limits_db: Path
+    ) -> None:
         self.settings = settings
         self.store = store
         self.bucket = bucket
+        self.spending_limits = SpendingLimits(limits_db, store, lambda: self.settings, self.billed)
         self.faults = FaultInjector(settings.faults)
         self._config_lock = threading.Lock()
         self._known_buckets = set(settings.buckets) | {t.bucket for t in store.all()}
@@ -43,16 +49,21 @@ class Service:
         if existing is not None:
             return {"quantumTaskArn": self._same_request(existing, request_hash).arn}
         device = self._device_for_create(_required(body, "deviceArn"))
-        shots = self._checked_shots(body.get("shots"), device)
         action = parse_json_field(body.get("action"), "action")
         device_parameters = parse_json_field(body.get("deviceParameters"), "deviceParameters")
-        compile_action(action, device_parameters, device)
+        if is_program_set(action):
+            compile_program_set(action, device_parameters, device, body.get("shots"))
+            shots = int(body["shots"])  # checked: the total over the set's executables
+        else:
+            shots = self._checked_shots(body.get("shots"), device)
+            compile_action(action, device_parameters, device)
         bucket = self._checked_bucket(_required(body, "outputS3Bucket"))
         if self.store.queue_size(device.arn) >= device.max_queued_tasks:
             raise ApiError(
                 "ServiceQuotaExceededException",
                 f"{device.name} already has {device.max_queued_tasks} queued tasks",
             )
+        self.spending_limits.admit(device, shots, time.time())
         task = self.store.insert(
             self._new_task(
                 body, token, request_hash, device, shots, action, device_parameters, bucket
@@ -72,14 +83,14 @@ class Service:
             "outputS3Directory": task.directory,
             "createdAt": iso_time(task.created_at),
             "tags": json.loads(task.tags),
-            "actionMetadata": {"actionType": json.loads(task.action)["braketSchemaHeader"]["name"]},
+            "actionMetadata": _action_metadata(json.loads(task.action)),
         }
         if task.ended_at is not None:
             response["endedAt"] = iso_time(task.ended_at)
         if task.failure_reason:
             response["failureReason"] = task.failure_reason
         if task.status == "COMPLETED":
-            response["numSuccessfulShots"] = task.shots
+            response["numSuccessfulShots"] = task.billed_shots
         if "QueueInfo" in attributes:
             response["queueInfo"] = self._queue_info(task)
         return response
@@ -128,6 +139,19 @@ class Service:
         page, next_token = _page(summaries, body)
         return {"quantumTasks": page, **({"nextToken": next_token} if next_token else {})}
 
+    def create_spending_limit(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.spending_limits.create(body)
+
+    def update_spending_limit(self, arn: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.spending_limits.update(arn, body)
+
+    def delete_spending_limit(self, arn: str) -> dict[str, Any]:
+        return self.spending_limits.delete(arn)
+
+    def search_spending_limits(self, body: dict[str, Any]) -> dict[str, Any]:
+        page, next_token = _page(self.spending_limits.search(body), body)
+        return {"spendingLimits": page, **({"nextToken": next_token} if next_token else {})}
+
     # --- admin API --------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
@@ -157,12 +181,13 @@ class Service:
         """What Braket bills for a QPU task: its per-task fee plus its shots at the per-shot
         price once it COMPLETED; nothing for a task that FAILED or was CANCELLED, nor for one
         that has not ended (Braket's pricing page; the SDK's cost tracker,
-        braket/tracking/tracker.py, applies the same rule)."""
+        braket/tracking/tracker.py, applies the same rule). A program set is one task: one
+        per-task fee, and the shots of its executables that ran (adapters/prices/README.md)."""
         device = self.settings.device(task.device_arn)
         if task.status != "COMPLETED" or device is None:
             return Decimal(0)
         per_task = Decimal(str(device.price_per_task))
-        return per_task + Decimal(str(device.price_per_shot)) * task.shots
+        return per_task + Decimal(str(device.price_per_shot)) * task.billed_shots
 
     def restore_results(self) -> dict[str, Any]:
         try:
@@ -277,6 +302,13 @@ class Service:
             "deviceType": "QPU",
             "deviceStatus": "OFFLINE" if offline else device.status,
         }
+
+
+def _action_metadata(action: dict[str, Any]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"actionType": action["braketSchemaHeader"]["name"]}
+    if is_program_set(action):
+        metadata["programCount"], metadata["executableCount"] = executable_count(action)
+    return metadata
 
 
 def _required(body: dict[str, Any], name: str) -> Any:

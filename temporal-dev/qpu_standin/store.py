@@ -40,9 +40,17 @@ CREATE TABLE IF NOT EXISTS tasks (
     ended_at REAL,
     failure_reason TEXT,
     result TEXT,
-    uploaded INTEGER NOT NULL DEFAULT 0
+    uploaded INTEGER NOT NULL DEFAULT 0,
+    successful_shots INTEGER
 );
 CREATE INDEX IF NOT EXISTS tasks_by_device_status ON tasks (device_arn, status, seq);
+-- The files a program-set task writes besides results.json, by key under its directory.
+CREATE TABLE IF NOT EXISTS result_files (
+    task_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (task_id, key)
+);
 """
 
 
@@ -69,6 +77,13 @@ class Task:
     failure_reason: str | None
     result: str | None
     uploaded: int
+    successful_shots: int | None
+
+    @property
+    def billed_shots(self) -> int:
+        """The shots Braket bills once the task COMPLETED: all of them, except those of a
+        program set's executables that failed."""
+        return self.shots if self.successful_shots is None else self.successful_shots
 
     @property
     def directory(self) -> str:
@@ -104,6 +119,9 @@ class TaskStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        if "successful_shots" not in columns:  # a database of a stand-in before program sets
+            self._db.execute("ALTER TABLE tasks ADD COLUMN successful_shots INTEGER")
 
     @contextmanager
     def _cursor(self) -> Iterator[sqlite3.Cursor]:
@@ -174,6 +192,35 @@ class TaskStore:
         with self._cursor() as cur:
             cur.execute(f"UPDATE tasks SET {sets} WHERE id = :id AND status IN ({marks})", params)
             return cur.rowcount == 1
+
+    def save_result(
+        self, task_id: str, document: str, files: dict[str, str], successful_shots: int | None
+    ) -> bool:
+        """Keep a RUNNING task's results.json and its other files in one transaction; False if
+        the task was no longer RUNNING (it was cancelled meanwhile)."""
+        with self._cursor() as cur:
+            cur.execute("BEGIN")
+            cur.execute(
+                "UPDATE tasks SET result = ?, successful_shots = ? "
+                "WHERE id = ? AND status = 'RUNNING'",
+                (document, successful_shots, task_id),
+            )
+            if cur.rowcount != 1:
+                cur.execute("ROLLBACK")
+                return False
+            cur.executemany(
+                "INSERT OR REPLACE INTO result_files (task_id, key, body) VALUES (?, ?, ?)",
+                [(task_id, key, body) for key, body in files.items()],
+            )
+            cur.execute("COMMIT")
+            return True
+
+    def result_files(self, task_id: str) -> dict[str, str]:
+        with self._cursor() as cur:
+            rows = cur.execute(
+                "SELECT key, body FROM result_files WHERE task_id = ? ORDER BY key", (task_id,)
+            ).fetchall()
+        return {row["key"]: row["body"] for row in rows}
 
     def _one(self, sql: str, *args: Any) -> Task | None:
         with self._cursor() as cur:

@@ -23,7 +23,8 @@ from tests.harness import QPU, LocalStack
 from tests.server_helpers import wait_until
 
 EXPERIMENTS = 10
-CIRCUITS_PER_EXPERIMENT = 2  # ZNE at scale factors 1 and 3, readout correction off
+# ZNE at scale factors 1 and 3, readout correction off: two circuits, one program-set task.
+TASKS_PER_EXPERIMENT = 1
 POLLING = PollingPolicy(initial_seconds=0.25, ceiling_seconds=2.0)
 
 
@@ -87,7 +88,7 @@ def assert_one_task_per_token(stack: LocalStack, reports: list[ExperimentReport]
         for token, count in per_token.items()
         if any(token.startswith(r.provenance.client_token) for r in reports)
     }
-    assert len(mine) == len(reports) * CIRCUITS_PER_EXPERIMENT
+    assert len(mine) == len(reports) * TASKS_PER_EXPERIMENT
     assert set(mine.values()) == {1}, {t: c for t, c in mine.items() if c != 1}
 
 

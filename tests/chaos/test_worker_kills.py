@@ -374,12 +374,12 @@ async def test_thirty_kills_across_twenty_workflows(stack: LocalStack, client: C
     for report in qpu:
         assert report.produced_by == "hardware"
         assert 0.7 < report.raw.value <= 1.0, report.experiment_id
-    # Nothing paid twice: one stand-in task per circuit token of every QPU experiment.
+    # Nothing paid twice: one stand-in task per task token of every QPU experiment.
     tokens = stack.tasks_per_token()
     mine = {
         t: n for t, n in tokens.items() if any(t.startswith(r.provenance.client_token) for r in qpu)
     }
-    assert len(mine) == 2 * len(qpu)
+    assert len(mine) == len(qpu)  # two circuits each, as one program-set task
     assert set(mine.values()) == {1}, {t: n for t, n in mine.items() if n != 1}
 
     # Where the kills landed, from the histories.

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -300,7 +301,9 @@ def test_submit_is_idempotent_on_the_token(
     if backend.standin:
         per_token = request.getfixturevalue("standin").tasks_per_token()
         mine = {t: n for t, n in per_token.items() if t.startswith(same)}
-        assert mine == {task_client_token(same, i): 1 for i in range(len(names))}
+        # The stand-in runs program sets: both circuits are one task.
+        assert len(first.part_ids) == 1
+        assert mine == {task_client_token(same, 0): 1}
 
 
 def test_a_token_reused_for_another_job_is_invalid(adapter: Adapter, run: Run) -> None:
@@ -392,8 +395,8 @@ def test_a_template_runs_once_per_binding_in_binding_order(
     if backend.standin:
         per_token = request.getfixturevalue("standin").tasks_per_token()
         mine = {t: n for t, n in per_token.items() if t.startswith(same)}
-        assert mine == {task_client_token(same, i): 1 for i in range(len(points))}
-        assert prepared.cost_estimate.usd == pytest.approx(len(points) * (0.30 + SHOTS * 0.0009))
+        assert mine == {task_client_token(same, 0): 1}
+        assert prepared.cost_estimate.usd == pytest.approx(0.30 + len(points) * SHOTS * 0.0009)
 
 
 # --- the stand-in only: what only remote hardware can do ---------------------------------------
@@ -451,3 +454,83 @@ def test_throttling_is_transient(standin: LocalStack) -> None:
     standin.set_faults()
     assert len(standin.tasks()) == before
     assert wait_final(adapter, job) is JobState.DONE
+
+
+# --- the stand-in's program sets ----------------------------------------------------------------
+
+STANDIN_PROGRAM_SETS = {"max_executables": 100, "max_total_shots": 200_000}
+
+
+@pytest.fixture
+def program_set_limits(standin: LocalStack) -> Iterator[Callable[[dict[str, int] | None], None]]:
+    """Sets the stand-in QPU's program-set limits (None: it runs none); put back afterwards."""
+
+    def set_limits(limits: dict[str, int] | None) -> None:
+        standin.admin("config", {"devices": {QPU: {"program_sets": limits}}})
+
+    yield set_limits
+    set_limits(STANDIN_PROGRAM_SETS)
+
+
+def basis_state_batch(states: list[str]) -> CircuitBatch:
+    """One planned circuit per 3-qubit basis state (clbit 0 on the right), in that order."""
+    specs = []
+    for state in states:
+        flips = "".join(f"x q[{i}];\n" for i, bit in enumerate(reversed(state)) if bit == "1")
+        qasm = HEADER + f"qreg q[3];\ncreg c[3];\n{flips}measure q -> c;\n"
+        specs.append(plan_circuit(BACKENDS[-1], f"state-{state}", qasm).spec)
+    return CircuitBatch(circuits=specs)
+
+
+def standin_billed(standin: LocalStack, job: JobRef) -> Decimal:
+    mine = set(job.part_ids)
+    return sum(
+        (Decimal(t["billedUsd"]) for t in standin.tasks() if t["quantumTaskArn"] in mine),
+        Decimal(0),
+    )
+
+
+@pytest.mark.parametrize(
+    ("limits", "tasks"),
+    [(STANDIN_PROGRAM_SETS, 1), ({"max_executables": 2, "max_total_shots": 200_000}, 3), (None, 5)],
+    ids=["one-program-set", "split-at-the-limit", "no-program-sets"],
+)
+def test_a_batch_is_as_few_tasks_as_the_device_allows_and_costs_what_is_billed(
+    standin: LocalStack,
+    program_set_limits: Callable[[dict[str, int] | None], None],
+    limits: dict[str, int] | None,
+    tasks: int,
+) -> None:
+    program_set_limits(limits)
+    states = ["001", "010", "011", "100", "101"]
+    batch = basis_state_batch(states)
+    adapter = get_adapter(BackendChoice(provider="braket", device=QPU))
+    job = adapter.submit(batch, SHOTS, token(), SEED)
+    assert len(job.part_ids) == tasks
+    assert wait_final(adapter, job) is JobState.DONE, adapter.status(job).message
+    result = adapter.result(job)
+    assert [max(found, key=found.__getitem__) for found in result.counts] == states
+    assert all(sum(found.values()) == SHOTS for found in result.counts) and result.shots == SHOTS
+    billed = standin_billed(standin, job)
+    assert billed == Decimal("0.30") * tasks + Decimal("0.0009") * SHOTS * len(states)
+    assert Decimal(str(adapter.estimate_cost(batch, SHOTS).usd)) == billed
+    assert Decimal(str(result.cost_usd)) == billed
+    cost = adapter.billed(job)
+    assert cost is not None and Decimal(str(cost.usd)) == billed
+
+
+def test_failed_executables_fail_the_job_and_cost_what_is_billed(standin: LocalStack) -> None:
+    """Seed 0 draws 0.84, 0.76, 0.42, 0.26, 0.51, 0.40: at a rate of 0.5 the 3rd, 4th and
+    6th circuits of the set fail, the others run; Braket bills the task for theirs."""
+    batch = basis_state_batch(["001"] * 6)
+    adapter = get_adapter(BackendChoice(provider="braket", device=QPU))
+    standin.set_faults(seed=0, executable_failure_rate=0.5)
+    job = adapter.submit(batch, SHOTS, token(), SEED)
+    assert wait_final(adapter, job) is JobState.FAILED
+    assert "3 of 6 executables of the program set failed" in (adapter.status(job).message or "")
+    with pytest.raises(JobFailedError, match="3 of 6 circuits failed: circuit 2: injected"):
+        adapter.result(job)
+    billed = standin_billed(standin, job)
+    assert billed == Decimal("0.30") + Decimal("0.0009") * SHOTS * 3
+    cost = adapter.billed(job)
+    assert cost is not None and Decimal(str(cost.usd)) == billed

@@ -36,9 +36,9 @@ EXAMPLES = REPO_ROOT / "examples"
 # The first poll usually finds an ideal-Aer job still running, so each iteration sleeps once.
 POLLING = PollingPolicy(initial_seconds=0.5, ceiling_seconds=1.0)
 QPU_SHOTS = 100
-# One iteration of VQE H2 on the stand-in: 2 points x 2 measurement bases, one task per circuit
-# at the stand-in's Ankaa prices.
-QPU_ITERATION_USD = 4 * (0.30 + QPU_SHOTS * 0.0009)
+# One iteration of VQE H2 on the stand-in: 2 points x 2 measurement bases, four circuits in one
+# program-set task at the stand-in's Ankaa prices.
+QPU_ITERATION_USD = 0.30 + 4 * QPU_SHOTS * 0.0009
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ async def test_limits_max_cost_stops_the_loop_before_a_batch_that_would_exceed_i
     assert report.iterations == 2
     assert report.cost_usd == pytest.approx(2 * QPU_ITERATION_USD)
     assert report.final_evaluation == []
-    assert len(set(stack.tasks_per_token()) - tokens_before) == 2 * 4
+    assert len(set(stack.tasks_per_token()) - tokens_before) == 2
     found = (await handle.describe()).typed_search_attributes
     assert found.get(attrs.ESTIMATED_COST_USD) == pytest.approx(report.cost_usd)
     assert found.get(attrs.BACKEND) == f"braket/{QPU}"
@@ -179,7 +179,7 @@ async def test_an_exhausted_budget_stops_the_loop_and_says_so(
     stack: LocalStack, client: Client
 ) -> None:
     stack.set_faults()
-    await set_budget_limit(client, stack.task_queue, "loop-poor", SetLimit(limit_usd=2.0))
+    await set_budget_limit(client, stack.task_queue, "loop-poor", SetLimit(limit_usd=1.0))
     request = vqe(
         "vqe-qpu-budget",
         10,
@@ -192,7 +192,7 @@ async def test_an_exhausted_budget_stops_the_loop_and_says_so(
     )
     report = await asyncio.wait_for((await start(client, stack, request)).result(), 300)
 
-    # $2.00 pays for one iteration ($1.56); the ledger refuses the second.
+    # $1.00 pays for one iteration ($0.66); the ledger refuses the second.
     assert report.stop_reason == "budget_exhausted", report.stop_detail
     assert "loop-poor" in report.stop_detail
     assert report.iterations == 1

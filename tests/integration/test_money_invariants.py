@@ -46,6 +46,8 @@ POLICIES = {
     }
 }
 UNFINISHED = {"CREATED", "QUEUED", "RUNNING", "CANCELLING"}
+# temporal-dev/qpu-standin.yaml's program-set limits of the stand-in QPU.
+STANDIN_PROGRAM_SETS = {"max_executables": 100, "max_total_shots": 200_000}
 
 
 @pytest.fixture(scope="module")
@@ -171,8 +173,16 @@ async def test_a_released_key_is_never_accepted_as_a_new_reservation(
     assert report.cost.actual_usd == committed.actual_usd
 
 
+@pytest.fixture
+def one_task_per_circuit(stack: LocalStack) -> Iterator[None]:
+    """The stand-in QPU as a device without program sets: every circuit is a task of its own."""
+    stack.admin("config", {"devices": {QPU: {"program_sets": None}}})
+    yield
+    stack.admin("config", {"devices": {QPU: {"program_sets": STANDIN_PROGRAM_SETS}}})
+
+
 async def test_a_partial_batch_failure_cancels_queued_siblings_and_commits_what_was_billed(
-    stack: LocalStack, client: Client, quiet: None
+    stack: LocalStack, client: Client, quiet: None, one_task_per_circuit: None
 ) -> None:
     account = new_account()
     stack.set_faults(queue_delay_s=0.0, run_time_s=1.5)
@@ -192,6 +202,29 @@ async def test_a_partial_batch_failure_cancels_queued_siblings_and_commits_what_
     assert "failed" in report.produced_by_reason
     billed = await assert_books_balance(client, stack, account)
     assert billed == statuses.count("COMPLETED") * (Decimal("0.30") + 100 * Decimal("0.0009"))
+    assert report.governance is not None
+    (record,) = report.governance.budget
+    assert Decimal(str(record.committed_usd)) == billed and not record.released
+
+
+async def test_failed_executables_of_a_program_set_commit_what_was_billed(
+    stack: LocalStack, client: Client, quiet: None
+) -> None:
+    """Five ZNE circuits in one program-set task; two of them fail on the device (seed 0 draws
+    0.84, 0.76, 0.42, 0.26, 0.51 at a rate of 0.5). The task completes, Braket bills it for the
+    three that ran; qloop counts the job failed, falls back to the simulator and commits that."""
+    account = new_account()
+    stack.set_faults(seed=0, executable_failure_rate=0.5)
+    handle = await start(client, stack, ghz_on_qpu(account, scale_factors=[1, 3, 5, 7, 9]))
+    report = await asyncio.wait_for(handle.result(), 180)
+    stack.set_faults()
+
+    (task,) = tasks_of(stack, handle.id)
+    assert task["status"] == "COMPLETED"
+    assert report.status == "completed" and report.produced_by == "simulator"
+    assert "2 of 5 executables of the program set failed" in report.produced_by_reason
+    billed = await assert_books_balance(client, stack, account)
+    assert billed == Decimal("0.30") + 3 * 100 * Decimal("0.0009")
     assert report.governance is not None
     (record,) = report.governance.budget
     assert Decimal(str(record.committed_usd)) == billed and not record.released

@@ -15,6 +15,8 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from braket.aws import AwsDevice, AwsQuantumTask, AwsSession
 from braket.circuits import Circuit, Observable
+from braket.program_sets import ProgramSet
+from braket.task_result import ProgramSetExecutableFailure
+from braket.tasks import ProgramSetQuantumTaskResult
 
 from tests.server_helpers import free_ports
 
@@ -40,8 +45,14 @@ BASELINE_FAULTS = {
     "error_rate": 0.0,
     "lost_response_rate": 0.0,
     "task_failure_rate": 0.0,
+    "executable_failure_rate": 0.0,
     "outages": [],
 }
+# temporal-dev/qpu-standin.yaml's limits of Guadalupe-16.
+PROGRAM_SET_LIMITS = {"max_executables": 100, "max_total_shots": 200_000}
+PROGRAM_SET = "braket.ir.openqasm.program_set"
+PRICE_PER_TASK = Decimal("0.30")
+PRICE_PER_SHOT = Decimal("0.0009")
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +124,13 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
 
 @pytest.fixture(autouse=True)
 def baseline(standin: Standin) -> None:
-    standin.admin("config", {"faults": BASELINE_FAULTS, "devices": {DEVICE: {"status": "ONLINE"}}})
+    standin.admin(
+        "config",
+        {
+            "faults": BASELINE_FAULTS,
+            "devices": {DEVICE: {"status": "ONLINE", "program_sets": PROGRAM_SET_LIMITS}},
+        },
+    )
 
 
 @pytest.fixture
@@ -275,6 +292,36 @@ def test_get_device_is_parsed_by_aws_device(session: AwsSession) -> None:
         AwsDevice(DEVICE.replace("Guadalupe-16", "Nope-1"), session)
 
 
+def test_get_device_reports_the_calibration_epoch_and_recalibrations(
+    standin: Standin, session: AwsSession
+) -> None:
+    def updated_at() -> datetime:
+        service = AwsDevice(DEVICE, session).properties.service
+        assert AwsDevice(DEVICE, session).properties.standardized is not None
+        return service.updatedAt
+
+    def midnight() -> datetime:
+        return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    # The default configuration recalibrates daily at 00:00 UTC.
+    before = midnight()
+    assert updated_at() in {before, midnight()}
+    try:
+        forced = time.time()
+        standin.admin("config", {"devices": {DEVICE: {"recalibrated_at": forced}}})
+        assert updated_at() == datetime.fromtimestamp(forced, UTC)
+        # A one-second schedule moves the epoch on by itself.
+        standin.admin("config", {"devices": {DEVICE: {"calibration_period_s": 1}}})
+        first = updated_at()
+        time.sleep(1.1)
+        assert updated_at() > first
+    finally:
+        standin.admin(
+            "config",
+            {"devices": {DEVICE: {"recalibrated_at": None, "calibration_period_s": 86400}}},
+        )
+
+
 def test_offline_device_and_outage_refuse_tasks(standin: Standin, session: AwsSession) -> None:
     before = len(standin.tasks())
     with pytest.raises(ClientError) as error:
@@ -386,3 +433,129 @@ def test_restart_keeps_queued_tasks_and_results(standin: Standin, session: AwsSe
     assert sum(again.result().measurement_counts.values()) == 500
     tokens = [t["clientToken"] for t in standin.tasks()]
     assert len(tokens) == len(set(tokens))
+
+
+# --- program sets -------------------------------------------------------------------------------
+
+
+def _program(source: str) -> dict[str, Any]:
+    return {
+        "braketSchemaHeader": {"name": "braket.ir.openqasm.program", "version": "1"},
+        "source": source,
+    }
+
+
+def _create_program_set(client: Any, token: str, sources: list[str], shots: int) -> str:
+    action = {
+        "braketSchemaHeader": {"name": PROGRAM_SET, "version": "1"},
+        "programs": [_program(source) for source in sources],
+    }
+    response = client.create_quantum_task(
+        clientToken=token,
+        deviceArn=DEVICE,
+        shots=shots,
+        outputS3Bucket=BUCKET,
+        outputS3KeyPrefix="sets",
+        action=json.dumps(action),
+    )
+    return response["quantumTaskArn"]
+
+
+def _billed(standin: Standin, arn: str) -> Decimal:
+    (task,) = [t for t in standin.tasks() if t["quantumTaskArn"] == arn]
+    return Decimal(task["billedUsd"])
+
+
+def test_a_program_set_runs_as_one_task_the_sdk_reads(
+    standin: Standin, session: AwsSession
+) -> None:
+    device = AwsDevice(DEVICE, session)
+    limits = device.properties.action[PROGRAM_SET]
+    assert (limits.maximumExecutables, limits.maximumTotalShots) == (100, 200_000)
+    circuits = [Circuit().x(0).i(1), Circuit().i(0).x(1), Circuit().x(0).x(1)]
+    task = device.run(ProgramSet(circuits), (BUCKET, "set"), shots=900)
+
+    result = task.result()
+    assert isinstance(result, ProgramSetQuantumTaskResult)
+    assert [entry[0].counts.most_common(1)[0][0] for entry in result] == ["10", "01", "11"]
+    assert [sum(entry[0].counts.values()) for entry in result] == [300, 300, 300]
+    metadata = task.metadata()
+    assert metadata["actionMetadata"] == {
+        "actionType": PROGRAM_SET,
+        "programCount": 3,
+        "executableCount": 3,
+    }
+    assert metadata["shots"] == 900 and metadata["numSuccessfulShots"] == 900
+    # One per-task fee for the three circuits.
+    assert _billed(standin, task.id) == PRICE_PER_TASK + PRICE_PER_SHOT * 900
+
+
+def test_an_executable_that_fails_leaves_the_others_and_is_not_billed(
+    standin: Standin, session: AwsSession
+) -> None:
+    # Seed 0 draws 0.84, 0.76, 0.42, 0.26, 0.51, 0.40: the 3rd, 4th and 6th executables fail.
+    standin.admin("config", {"faults": {"seed": 0, "executable_failure_rate": 0.5}})
+    circuits = [Circuit().x(0).i(1) for _ in range(6)]
+    task = AwsDevice(DEVICE, session).run(ProgramSet(circuits), (BUCKET, "partly"), shots=600)
+
+    result = task.result()
+    failed = [
+        i for i, entry in enumerate(result) if isinstance(entry[0], ProgramSetExecutableFailure)
+    ]
+    assert failed == [2, 3, 5]
+    assert result.task_metadata.totalFailedExecutables == 3
+    assert result.task_metadata.successfulShots == 300
+    assert all(sum(result[i][0].counts.values()) == 100 for i in (0, 1, 4))
+    assert task.state() == "COMPLETED" and task.metadata()["numSuccessfulShots"] == 300
+    assert _billed(standin, task.id) == PRICE_PER_TASK + PRICE_PER_SHOT * 300
+
+
+def test_every_executable_failing_fails_the_task_unbilled(standin: Standin) -> None:
+    standin.admin("config", {"faults": {"executable_failure_rate": 1.0}})
+    client = _client()
+    arn = _create_program_set(client, f"allfail-{uuid.uuid4()}", ["qubit[1] q; x q[0];"] * 2, 20)
+    task = _wait(client, arn)
+    assert task["status"] == "FAILED" and "every executable failed" in task["failureReason"]
+    assert _billed(standin, arn) == 0
+
+
+def test_an_invalid_program_set_is_refused_whole_with_each_failure(standin: Standin) -> None:
+    client = _client()
+    before = len(standin.tasks())
+    fine = "qubit[2] q; h q[0]; cnot q[0], q[1];"
+    too_wide = "qubit[20] q; x q[19];"
+    with pytest.raises(ClientError) as error:
+        _create_program_set(client, f"bad-{uuid.uuid4()}", [fine, too_wide, fine], 30)
+    assert _error_code(error) == "ValidationException"
+    response = error.value.response
+    assert response["reason"] == "ProgramSetValidationFailed"
+    (failure,) = response["programSetValidationFailures"]
+    assert failure["programIndex"] == 1 and "20 qubits" in failure["errors"][0]
+
+    refusals = {
+        "executables": ([fine] * 101, 101 * 10),
+        "a multiple": ([fine] * 3, 31),
+        "between 1 and 200000": ([fine] * 3, 300_000),
+    }
+    for expected, (sources, shots) in refusals.items():
+        with pytest.raises(ClientError, match=expected) as error:
+            _create_program_set(client, f"limit-{uuid.uuid4()}", sources, shots)
+        assert _error_code(error) == "ValidationException"
+    assert len(standin.tasks()) == before
+
+
+def test_a_device_without_program_sets_refuses_them(standin: Standin, session: AwsSession) -> None:
+    standin.admin("config", {"devices": {DEVICE: {"program_sets": None}}})
+    assert PROGRAM_SET not in AwsDevice(DEVICE, session).properties.action
+    with pytest.raises(ClientError, match="does not run program sets"):
+        _create_program_set(_client(), f"none-{uuid.uuid4()}", ["qubit[1] q; x q[0];"], 10)
+
+
+def test_program_set_results_survive_a_restart(standin: Standin, session: AwsSession) -> None:
+    circuits = [Circuit().x(0).i(1), Circuit().i(0).x(1)]
+    task = AwsDevice(DEVICE, session).run(ProgramSet(circuits), (BUCKET, "kept"), shots=200)
+    counts = [entry[0].counts for entry in task.result()]
+    # Stops moto too: S3 comes back empty and the stand-in puts every file of the set back.
+    standin.sh("standin-restart")
+    again = AwsQuantumTask(task.id, AwsSession()).result()
+    assert [entry[0].counts for entry in again] == counts

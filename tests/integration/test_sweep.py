@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -37,7 +38,8 @@ TRIANGLE = {
 }
 QPU_SHOTS = 10
 # One task per point (one measurement basis, no ZNE, no readout calibration), Ankaa prices.
-COST_PER_POINT = 0.30 + QPU_SHOTS * 0.0009
+# A batch of two points (one circuit each) is one program-set task on the stand-in.
+COST_PER_BATCH = 0.30 + 2 * QPU_SHOTS * 0.0009
 
 
 @pytest.fixture(scope="module")
@@ -161,9 +163,9 @@ async def test_a_qpu_sweep_run_twice_pays_for_nothing_the_second_time(
     assert first.status == "completed"
     assert first.canary is not None and first.canary.passed
     assert (first.points_evaluated, first.points_cached) == (6, 0)
-    assert first.cost_usd == pytest.approx(6 * COST_PER_POINT)
+    assert first.cost_usd == pytest.approx(3 * COST_PER_BATCH)
     tasks_after_first = len(stack.tasks())
-    assert tasks_after_first - tasks_before == 6
+    assert tasks_after_first - tasks_before == 3
 
     second = await asyncio.wait_for((await start(client, stack, request, QUICK)).result(), 300)
     assert second.status == "completed"
@@ -173,20 +175,51 @@ async def test_a_qpu_sweep_run_twice_pays_for_nothing_the_second_time(
     assert second.best == first.best
 
 
+async def test_a_qpu_sweep_measures_again_after_a_recalibration_and_not_within_one(
+    stack: LocalStack, client: Client
+) -> None:
+    request = on_qpu("qpu-epochs", await with_budget(client, stack, "epochs", 100.0), seed=7)
+
+    async def run_and_count() -> tuple[SweepReport, int]:
+        before = len(stack.tasks())
+        report = await asyncio.wait_for((await start(client, stack, request, QUICK)).result(), 300)
+        assert report.status == "completed"
+        return report, len(stack.tasks()) - before
+
+    # Counted, not assumed: with program sets a batch of points is one task.
+    first, measured = await run_and_count()
+    assert (first.points_evaluated, first.points_cached) == (6, 0) and measured > 0
+    # Same calibration epoch: nothing is measured again.
+    within, tasks = await run_and_count()
+    assert (within.points_evaluated, within.points_cached, tasks) == (0, 6, 0)
+
+    stack.admin("config", {"devices": {QPU: {"recalibrated_at": time.time()}}})
+    after, tasks = await run_and_count()
+    assert (after.points_evaluated, after.points_cached, tasks) == (6, 0, measured)
+    assert after.cost_usd == pytest.approx(first.cost_usd) and first.cost_usd > 0
+
+    # `qloop cache ls` sees this sweep's points under both epochs of the device.
+    code, out, stderr = await run_qloop(stack.worker_env(), "cache", "ls", "--json")
+    assert code == 0, stderr
+    qpu_groups = [group for group in json.loads(out) if group["backend"] == f"braket/{QPU}"]
+    assert len({group["calibration_epoch"] for group in qpu_groups}) >= 2
+    assert qpu_groups[0]["entries"] == 6  # newest first: the new epoch holds this sweep's points
+
+
 @pytest.mark.parametrize(
     ("limit", "refusal"),
     [
         # Both batches after the canary start together; either may be the one refused first.
         ("ledger", r"budget: batch batch-0000[12]/[0-9a-f]{12}: "),
         # Under a cost limit batches run one at a time, each checked against what is left.
-        ("max_cost_usd", r"budget: batch batch-00001/[0-9a-f]{12} would cost \$0\.62, more "),
+        ("max_cost_usd", r"budget: batch batch-00001/[0-9a-f]{12} would cost \$0\.32, more "),
     ],
 )
 async def test_an_exhausted_budget_stops_the_sweep_with_its_partial_results(
     stack: LocalStack, client: Client, limit: str, refusal: str
 ) -> None:
     # Room for the 2-point canary, not for the batch after it.
-    room = 3 * COST_PER_POINT
+    room = 1.5 * COST_PER_BATCH
     if limit == "ledger":
         request = on_qpu("ledger", await with_budget(client, stack, "tight", room), seed=2)
     else:
@@ -197,8 +230,8 @@ async def test_an_exhausted_budget_stops_the_sweep_with_its_partial_results(
     assert report.status == "budget_exhausted"
     assert re.match(refusal, report.status_reason), report.status_reason
     assert (report.points_evaluated, report.points_pending, report.batches_done) == (2, 4, 1)
-    assert report.cost_usd == pytest.approx(2 * COST_PER_POINT)
-    assert len(stack.tasks()) - tasks_before == 2
+    assert report.cost_usd == pytest.approx(COST_PER_BATCH)
+    assert len(stack.tasks()) - tasks_before == 1
     # The stack's artifact store, not this test's QLOOP_HOME: read the file the URI names.
     rows = Path(report.table_uri.removeprefix("file://")).read_text().splitlines()
     assert len(rows) == 1 + 6

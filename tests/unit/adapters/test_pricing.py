@@ -6,7 +6,7 @@ import pytest
 
 from adapters.errors import InvalidRequestError
 from adapters.pricing import estimate_cost, price_table
-from schemas.execution import CircuitBatch, CircuitSpec
+from schemas.execution import CircuitBatch, CircuitSpec, ProgramSetLimits
 
 FORTE = "arn:aws:braket:us-east-1::device/qpu/ionq/Forte-1"
 SV1 = "arn:aws:braket:::device/quantum-simulator/amazon/sv1"
@@ -25,6 +25,27 @@ def test_zne_on_ionq_forte_counts_every_circuit() -> None:
     cost = estimate_cost(price_table().price_for(FORTE), batch(3), 1000)
     assert cost.usd == 240.90
     assert "3 tasks" in cost.detail and "IonQ Forte" in cost.detail
+
+
+def test_a_program_set_pays_the_per_task_fee_once() -> None:
+    """The QPU stand-in's example: 5 circuits x 1,000 shots at $0.30 + $0.0009 per shot cost
+    5 x $1.20 = $6.00 as five tasks, $0.30 + $4.50 = $4.80 as one program set."""
+    stand_in = price_table().price_for("arn:aws:braket:us-east-1::device/qpu/qloop/Guadalupe-16")
+    limits = ProgramSetLimits(max_executables=100, max_total_shots=200_000)
+    assert estimate_cost(stand_in, batch(5), 1000).usd == 6.00
+    one_set = estimate_cost(stand_in, batch(5), 1000, limits)
+    assert one_set.usd == 4.80
+    assert "5 circuits in 1 tasks (program sets)" in one_set.detail
+
+
+def test_program_sets_split_at_the_device_limits() -> None:
+    """2,000 circuits of 100 shots, at most 100 executables and 5,000 shots per set: 50 per
+    task, 40 tasks; the shots are billed alike either way."""
+    forte = price_table().price_for(FORTE)
+    limits = ProgramSetLimits(max_executables=100, max_total_shots=5_000)
+    cost = estimate_cost(forte, batch(2000), 100, limits)
+    assert cost.usd == pytest.approx(40 * 0.30 + 2000 * 100 * 0.08)
+    assert "2000 circuits in 40 tasks" in cost.detail
 
 
 @pytest.mark.parametrize(
@@ -58,7 +79,7 @@ def test_the_table_is_versioned_and_dated() -> None:
     assert table.version >= 1 and table.as_of.year >= 2025
     pricing = table.pricing(table.price_for(FORTE))
     assert pricing.per_task_usd == 0.30 and pricing.per_shot_usd == 0.08
-    assert pricing.as_of == table.as_of.isoformat() and "v1" in pricing.source
+    assert pricing.as_of == table.as_of.isoformat() and f"v{table.version}" in pricing.source
 
 
 def test_a_device_without_a_published_price_is_refused() -> None:
