@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from temporalio.service import RPCError, RPCStatusCode
 
+from cli.adopt import add_adopt_command
 from cli.artifacts import add_artifact_commands
 from cli.budget import add_budget_commands
 from cli.cache import add_cache_commands
@@ -37,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = root.add_subparsers(dest="command", required=True)
     add_start_commands(commands)
+    add_adopt_command(commands)
     add_inspect_commands(commands)
     add_steer_commands(commands)
     add_health_commands(commands)

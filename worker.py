@@ -47,6 +47,7 @@ from adapters.process_pool import close_shared_pool, shared_pool
 from schemas.payload_encryption import CodecKeyError, KeyRing, data_converter, load_key_ring
 from schemas.policy import PolicyError, governance_notice, load_policy_book
 from schemas.settings import SettingsError, current_settings, describe_settings
+from workflows.adopt import AdoptWorkflow
 from workflows.backend_health import BackendHealthWorkflow
 from workflows.budget_ledger import BudgetLedgerWorkflow
 from workflows.experiment import ExperimentWorkflow
@@ -62,12 +63,14 @@ WORKFLOWS = [
     LoopWorkflow,
     SweepWorkflow,
     ReservationReconcilerWorkflow,
+    AdoptWorkflow,
 ]
 ROLES = ("all", "orchestration", "compute")
 
 
 def orchestration_activities() -> list[Callable[..., Any]]:
     from activities.governance.budget_calls import (
+        record_spend_activity,
         release_budget_activity,
         reserve_budget_activity,
         settle_budget_activity,
@@ -78,6 +81,10 @@ def orchestration_activities() -> list[Callable[..., Any]]:
     )
     from activities.governance.open_reservations import settle_orphaned_reservations_activity
     from activities.governance.policy import budget_admins_activity, evaluate_policy_activity
+    from activities.providers.adoption import (
+        inspect_adopted_tasks_activity,
+        settle_adopted_task_activity,
+    )
     from activities.providers.provider_calls import (
         cancel_job_activity,
         check_job_activity,
@@ -106,6 +113,9 @@ def orchestration_activities() -> list[Callable[..., Any]]:
         save_trajectory_chunk_activity,
         write_trajectory_activity,
         settle_orphaned_reservations_activity,
+        record_spend_activity,
+        inspect_adopted_tasks_activity,
+        settle_adopted_task_activity,
     ]
 
 

@@ -275,6 +275,16 @@ class BraketAwsAdapter:
             detail=f"{len(completed)} of {len(tasks)} tasks completed and billed",
         )
 
+    def describe_task(self, arn: str) -> dict[str, Any]:
+        """GetQuantumTask of one task (a final answer is kept: it never changes)."""
+        return self._task(arn)
+
+    def task_counts(self, task: dict[str, Any]) -> list[dict[str, int] | None]:
+        """A COMPLETED task's counts per circuit in qloop's bit order (None for an executable
+        of a program set that failed)."""
+        found, _ = self._task_results(task)
+        return [executable.counts if executable.failure is None else None for executable in found]
+
     def cancel_tasks(self, arns: list[str]) -> None:
         """Cancels those of these tasks that have not ended."""
         self.cancel(

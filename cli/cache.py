@@ -71,8 +71,9 @@ async def cmd_cache_ls(args: argparse.Namespace) -> int:
     if not groups:
         print("the sweep cache is empty")
         return EXIT_DONE
+    # Experiment results kept for reuse: "values" counts results, "sweeps" experiments.
     print_table(
-        ["backend", "calibration epoch", "values", "sweeps", "oldest", "newest"],
+        ["backend", "calibration epoch", "values", "sweeps", "oldest", "newest", "kind"],
         [
             [
                 group.backend or NO_ORIGIN,
@@ -81,6 +82,7 @@ async def cmd_cache_ls(args: argparse.Namespace) -> int:
                 str(group.sweeps),
                 group.oldest,
                 group.newest,
+                group.kind,
             ]
             for group in groups
         ],
@@ -144,7 +146,7 @@ async def cmd_cache_purge(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"forgotten": forgotten})
     else:
-        print(f"forgot {forgotten:,} cached values; sweeps measure those points again")
+        print(f"forgot {forgotten:,} cached values; sweeps and experiments measure them again")
     return EXIT_DONE
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio.client import WorkflowExecution
 
+from cli.adopt_report import adopt_fraction, describe_adopt_progress, format_adopt_report
 from cli.budget import format_ledger
 from cli.health import format_health, health_note
 from cli.reports import (
@@ -26,6 +27,7 @@ from cli.reports import (
     format_report,
     format_sweep_report,
 )
+from schemas.adoption import AdoptProgress, AdoptReport
 from schemas.budget import LEDGER_WORKFLOW_PREFIX, LedgerView, format_usd
 from schemas.health import HEALTH_WORKFLOW_PREFIX, HealthView
 from schemas.loop import LoopProgress
@@ -127,6 +129,17 @@ KINDS: tuple[WorkflowKind, ...] = (
         format_report=lambda report, _link: format_sweep_report(report),
         list_detail=backend_of,
         fraction=sweep_fraction,
+    ),
+    WorkflowKind(
+        name="adopt",
+        workflow_type="AdoptWorkflow",
+        progress_query="progress",
+        progress_model=AdoptProgress,
+        describe=describe_adopt_progress,
+        report_model=AdoptReport,
+        format_report=format_adopt_report,
+        list_detail=backend_of,
+        fraction=adopt_fraction,
     ),
     WorkflowKind(
         name="ledger",

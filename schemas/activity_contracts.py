@@ -16,10 +16,12 @@ from typing import Any, TypeVar, get_type_hints
 
 from temporalio import activity
 
+from schemas.adoption import AdoptedTask, InspectTasksInput, SettleTaskInput, TaskInfo
 from schemas.budget import (
     BudgetAdmins,
     BudgetAdminsInput,
     LedgerEntry,
+    RecordSpendInput,
     ReleaseBudgetInput,
     ReservationOutcome,
     ReserveBudgetInput,
@@ -400,3 +402,30 @@ async def store_sweep_batch(input: StoreBatchInput) -> StoredBatch:
 async def write_sweep_results(input: SweepResultsInput) -> SweepResults:
     """Writes the sweep's table and plot. Implemented in activities/variational/sweep_results.py."""
     raise _unimplemented("write_sweep_results")
+
+
+# --- adoption of provider tasks submitted elsewhere ----------------------------------------------
+
+
+@_declared("record_spend")
+async def record_spend(input: RecordSpendInput) -> LedgerEntry:
+    """Commits money spent outside qloop (an adopted task) at what the provider billed.
+    Implemented in activities/governance/budget_calls.py.
+    """
+    raise _unimplemented("record_spend")
+
+
+@_declared("inspect_adopted_tasks")
+async def inspect_adopted_tasks(input: InspectTasksInput) -> list[TaskInfo]:
+    """Each task as the provider describes it; refuses a task of another device. Implemented in
+    activities/providers/adoption.py.
+    """
+    raise _unimplemented("inspect_adopted_tasks")
+
+
+@_declared("settle_adopted_task")
+async def settle_adopted_task(input: SettleTaskInput) -> AdoptedTask:
+    """An ended task's outcome, bill and stored counts. Implemented in
+    activities/providers/adoption.py.
+    """
+    raise _unimplemented("settle_adopted_task")

@@ -220,3 +220,26 @@ class SettleBudgetInput(PipelineModel):
 class ReleaseBudgetInput(PipelineModel):
     account: AccountName
     release: Release
+
+
+class ExternalSpend(PipelineModel):
+    """Money spent outside qloop (a provider task someone else submitted and qloop adopted),
+    recorded as committed at what the provider billed, whatever the limit: it is already spent.
+    `key` makes it idempotent: the same key with the same amount finds the first entry."""
+
+    key: ReservationKey
+    experiment_id: str
+    actual_usd: Usd
+    backend: str = ""
+    note: str = ""
+    reason: str = ""
+
+
+class RecordSpendInput(PipelineModel):
+    """`initial_limit_usd` / `initial_period`: as in ReserveBudgetInput, for a ledger this record
+    starts."""
+
+    account: AccountName
+    spend: ExternalSpend
+    initial_limit_usd: Usd = 0.0
+    initial_period: BudgetPeriod = "none"

@@ -22,7 +22,7 @@ from schemas.execution import (
     Tier,
 )
 from schemas.policy import BudgetDefault
-from schemas.report import ClassicalBaseline, Estimate, ScaledValue
+from schemas.report import ClassicalBaseline, Estimate, ReusedResult, ScaledValue
 from schemas.request import BackendChoice, ExperimentRequest, Observable
 
 
@@ -106,13 +106,26 @@ class PlanInput(PipelineModel):
     prepared: PreparedExperiment
 
 
+class ReuseLookup(PipelineModel):
+    """What planning found for `execution.reuse: within_calibration`: the batch's fingerprint in
+    the backend's calibration epoch read before anything ran, and the earlier result stored
+    under it, if any. After a run its counts are stored under the same fingerprint."""
+
+    fingerprint: str
+    backend: str
+    calibration_epoch: str | None = None
+    found: ReusedResult | None = None
+
+
 class ExecutionPlan(PipelineModel):
-    """The batch to submit (in `batch_uri`): each basis x scale factor, plus readout calibration."""
+    """The batch to submit (in `batch_uri`): each basis x scale factor, plus readout calibration.
+    `reuse`: the result-reuse lookup, when the request asked for one."""
 
     batch_uri: str
     num_circuits: int
     executed_circuits_sha256: list[str]
     cost_estimate: Cost
+    reuse: ReuseLookup | None = None
 
 
 class SubmitInput(PipelineModel):
@@ -191,6 +204,8 @@ class PostprocessInput(PipelineModel):
     timings_seconds: dict[str, float]
     governance: Governance | None = None
     produced_by_reason: str | None = None
+    # The earlier result that answers instead of `job` running (plan.reuse.found).
+    reused: ReusedResult | None = None
 
 
 class ClassicalReportInput(PipelineModel):

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from schemas.control import Governance
-from schemas.execution import Tier
+from schemas.execution import JobRef, Tier
 
 
 class ReportModel(BaseModel):
@@ -64,6 +64,23 @@ class BackendRecord(ReportModel):
     noise_profile: str | None = None
 
 
+class ReusedResult(ReportModel):
+    """Counts an earlier experiment measured and paid for, taken instead of running again
+    (`execution.reuse: within_calibration`): which experiment and job, in which calibration epoch
+    of which backend (None: an ideal simulator, which has none), what it paid, and when they were
+    stored under `fingerprint` (activities/experiment/result_reuse.py)."""
+
+    fingerprint: str
+    experiment_id: str
+    job: JobRef
+    counts_uri: str
+    shots: int
+    backend: str
+    calibration_epoch: str | None = None
+    paid_usd: float
+    stored_at: str
+
+
 class Provenance(ReportModel):
     backend: BackendRecord
     calibration: dict[str, str] | None = None
@@ -102,6 +119,8 @@ class ExperimentReport(ReportModel):
     timings_seconds: dict[str, float]
     provenance: Provenance | None = None
     governance: Governance | None = None
+    # The earlier experiment whose counts answered this one (cost 0); None when it ran.
+    reused: ReusedResult | None = None
 
     @model_validator(mode="after")
     def _answer_when_completed(self) -> ExperimentReport:

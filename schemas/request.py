@@ -199,6 +199,9 @@ class DepolarizingNoise(StrictModel):
 
 
 BRAKET_LOCAL_DEVICES = ("braket_sv", "braket_dm")
+# execution.reuse: whether an experiment may take an earlier experiment's counts.
+ResultReuse = Literal["never", "within_calibration"]
+RESULT_REUSE: tuple[str, ...] = ("never", "within_calibration")
 BRAKET_DEVICE_ARN = re.compile(r"arn:aws:braket:[a-z0-9-]*:[0-9]{0,12}:device/[A-Za-z0-9_./-]+")
 
 
@@ -249,7 +252,12 @@ class BackendChoice(StrictModel):
 class ExecutionSpec(StrictModel):
     """`fallback`: where the work goes when `backend` fails, is refused by its circuit breaker
     or times out waiting for approval, in order; `classical` (last) answers with the exact
-    classical value of the observable, labelled as such in the report."""
+    classical value of the observable, labelled as such in the report.
+
+    `reuse`: `never` (the default) runs and pays for every experiment; `within_calibration`
+    takes the counts an earlier experiment measured for the same planned circuits, shots and
+    backend (and seed, on a simulator) while the backend's calibration is still the one they
+    were measured in, instead of submitting and paying again (README, "Reusing a result")."""
 
     shots: Annotated[int, Field(ge=1, le=MAX_SHOTS)] = 4000
     backend: BackendChoice = BackendChoice()
@@ -257,6 +265,16 @@ class ExecutionSpec(StrictModel):
         list[BackendChoice | Literal["classical"]], Field(max_length=MAX_FALLBACKS)
     ] = []
     seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None
+    reuse: ResultReuse = "never"
+
+    @field_validator("reuse", mode="before")
+    @classmethod
+    def _known_reuse(cls, value: object) -> object:
+        if value not in RESULT_REUSE:
+            raise ValueError(
+                f"execution.reuse must be one of {', '.join(RESULT_REUSE)}; got {value!r}"
+            )
+        return value
 
     @field_validator("fallback")
     def _classical_last(

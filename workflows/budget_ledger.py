@@ -59,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         BudgetAdminsInput,
         BudgetPeriod,
         ClosedState,
+        ExternalSpend,
         LedgerEntry,
         LedgerInput,
         LedgerState,
@@ -281,6 +282,56 @@ class LedgerBook:
             )
             self._entries[entry.key] = entry
             self._remember_closed(entry.key, "released")
+        return entry
+
+    def check_spend(self, spend: ExternalSpend) -> None:
+        """Money spent outside qloop is recorded whatever the limit; only a key that closed
+        otherwise (released, or committed at another amount) is refused."""
+        entry = self._entries.get(spend.key)
+        closed = self.closed_as(spend.key)
+        if entry is None and closed != "released":
+            return
+        if entry is not None and entry.state == "committed":
+            committed = entry.actual_usd or 0.0
+            if abs(committed - spend.actual_usd) <= FIT_TOLERANCE_USD:
+                return
+            raise ApplicationError(
+                f"account '{self.account}': '{spend.key}' is already recorded at "
+                f"{format_usd(committed)}, not {format_usd(spend.actual_usd)}",
+                "committed",
+                type=RESERVATION_CLOSED,
+            )
+        raise ApplicationError(
+            f"account '{self.account}': key '{spend.key}' is "
+            f"{entry.state if entry is not None else closed} and cannot record spend",
+            closed or "reserved",
+            type=RESERVATION_CLOSED,
+        )
+
+    def record_spend(self, spend: ExternalSpend, now: datetime) -> LedgerEntry:
+        """A committed entry at what the provider billed (also $0, so that the ledger says what
+        happened to a failed or cancelled task). A repeated key returns its entry."""
+        self.check_spend(spend)
+        entry = self._entries.get(spend.key)
+        if entry is not None:
+            return entry
+        entry = LedgerEntry(
+            key=spend.key,
+            experiment_id=spend.experiment_id,
+            backend=spend.backend,
+            note=spend.note,
+            amount_usd=spend.actual_usd,
+            actual_usd=spend.actual_usd,
+            state="committed",
+            reason=spend.reason,
+            created_at=now,
+            updated_at=now,
+        )
+        if self.closed_as(spend.key) == "committed":
+            # Recorded before and dropped from the carried entries: counted once, not again.
+            return entry
+        self._entries[entry.key] = entry
+        self._remember_closed(entry.key, "committed")
         return entry
 
     def _remember_closed(self, key: str, state: ClosedState) -> None:
@@ -518,6 +569,17 @@ class BudgetLedgerWorkflow:
     @release.validator
     def validate_release(self, release: Release) -> None:
         self._book.check_release(release)
+
+    @workflow.update
+    def record_spend(self, spend: ExternalSpend) -> LedgerEntry:
+        """Money spent outside qloop (an adopted provider task), committed as billed."""
+        entry = self._book.record_spend(spend, workflow.now())
+        self._publish_details()
+        return entry
+
+    @record_spend.validator
+    def validate_record_spend(self, spend: ExternalSpend) -> None:
+        self._book.check_spend(spend)
 
     @workflow.query
     def view(self, recent: int | None = None) -> LedgerView:

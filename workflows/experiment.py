@@ -39,19 +39,20 @@ with workflow.unsafe.imports_passed_through():
         RerouteCommand,
         RouteChange,
     )
-    from schemas.execution import JobRef, JobStatus
+    from schemas.execution import Cost, JobRef, JobStatus
     from schemas.health import AcquireBackendInput, Permit, ReportOutcomeInput
     from schemas.pipeline import (
         ApprovalRequirement,
         ExecutionPlan,
         ExperimentInput,
+        FetchedResult,
         PolicyDecision,
         PolicyInput,
         PollingPolicy,
         Progress,
         Stage,
     )
-    from schemas.report import ExperimentReport
+    from schemas.report import ExperimentReport, ReusedResult
     from schemas.request import BackendChoice, ExperimentRequest
     from workflows import search_attributes as attrs
     from workflows.activity_options import ENTITY_RETRY, QUICK_TIMEOUT
@@ -74,10 +75,19 @@ with workflow.unsafe.imports_passed_through():
         Verdict,
         counted_or_raise,
     )
-    from workflows.paid_execution import PaidExecution, PaidWork, describe_backend, is_remote
+    from workflows.paid_execution import (
+        Executed,
+        PaidExecution,
+        PaidWork,
+        describe_backend,
+        is_remote,
+    )
 
 GOVERNANCE_PATCH = "governance"
 POLICY_AS_ACTIVITY_PATCH = "experiment-policy-as-activity"
+# An experiment with `execution.reuse: within_calibration` whose plan found an earlier result
+# answers from it, with no breaker, policy, approval, budget or submission (cost 0).
+REUSE_PATCH = "experiment-reuse-within-calibration"
 
 # Errors after which a backend is given up for the next one of the fallback chain.
 BACKEND_FAILURES = (
@@ -236,6 +246,9 @@ class ExperimentWorkflow:
         run = await prepare(self._progress, self._compute_queue, request)
         self._last_prepared = run
         self._steering.check_interrupts()
+        reused = self._reused(run)
+        if reused is not None:
+            return await self._reused_report(run, reused)
         if is_remote(backend):
             await self._acquire_breaker_permit(backend)
         decision = await self._evaluate_policy(run)
@@ -283,6 +296,31 @@ class ExperimentWorkflow:
             self._record_settlement(execution)
         governance = self._governed().current
         return await answered_report(self._progress, self._compute_queue, run, executed, governance)
+
+    def _reused(self, run: PreparedRun) -> ReusedResult | None:
+        """The earlier result planning found for a request that asked for reuse. The patch is
+        only asked once there is one, so histories without reuse replay untouched."""
+        lookup = run.plan.reuse
+        if lookup is None or lookup.found is None or not workflow.patched(REUSE_PATCH):
+            return None
+        return lookup.found
+
+    async def _reused_report(self, run: PreparedRun, reused: ReusedResult) -> ExperimentReport:
+        """Mitigates and reports the earlier experiment's counts; nothing is reserved,
+        submitted or paid."""
+        self._progress.set(estimated_cost_usd=0.0)
+        executed = Executed(
+            reused.job,
+            FetchedResult(
+                counts_uri=reused.counts_uri,
+                shots=reused.shots,
+                actual_cost=Cost(usd=0.0, detail=f"reused from {reused.experiment_id}"),
+            ),
+        )
+        governance = self._governed().current
+        return await answered_report(
+            self._progress, self._compute_queue, run, executed, governance, reused=reused
+        )
 
     def _next_backend(self, current: BackendChoice, leave: LeaveBackend) -> BackendChoice | str:
         following: BackendChoice | str | None = leave.to

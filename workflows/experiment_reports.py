@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
         PostprocessInput,
         Stage,
     )
-    from schemas.report import ExperimentReport
+    from schemas.report import ExperimentReport, ReusedResult
     from schemas.request import ExperimentRequest
     from workflows.experiment_details import route_summary
     from workflows.experiment_preparation import PreparedRun
@@ -40,8 +40,10 @@ async def answered_report(
     run: PreparedRun,
     executed: Executed,
     governance: Governance | None,
+    reused: ReusedResult | None = None,
 ) -> ExperimentReport:
-    """Mitigates the fetched counts and reports the answer."""
+    """Mitigates the fetched counts and reports the answer (`reused`: they are an earlier
+    experiment's, taken instead of running)."""
     experiment_id = workflow.info().workflow_id
     mitigation = await progress.run_stage(
         Stage.MITIGATING,
@@ -71,6 +73,7 @@ async def answered_report(
             timings_seconds=progress.timings,
             governance=governance,
             produced_by_reason=route_summary(governance),
+            reused=reused,
         ),
         task_queue=task_queue,
     )

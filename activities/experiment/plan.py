@@ -1,5 +1,7 @@
 """Plan: every measurement basis folded at every ZNE scale factor, plus readout calibration,
-as one batch in the device's gate set, with its cost estimate."""
+as one batch in the device's gate set, with its cost estimate; with `execution.reuse:
+within_calibration`, also the batch's fingerprint and any earlier result stored under it
+(activities/experiment/result_reuse.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections.abc import Sequence
 
 from qiskit import ClassicalRegister, QuantumCircuit, qasm2
 
+from activities.experiment.result_reuse import look_up
 from activities.numerics.zne import fold, to_device_basis
 from activities.runtime.heartbeats import in_child_with_heartbeats
 from activities.storage import artifact_store
@@ -62,6 +65,7 @@ def plan(input: PlanInput) -> ExecutionPlan:
         num_circuits=len(circuits),
         executed_circuits_sha256=[sha256(spec.qasm) for spec in batch.circuits],
         cost_estimate=adapter.estimate_cost(batch, input.request.execution.shots),
+        reuse=look_up(adapter, batch, input.request, input.prepared.capabilities.tier),
     )
 
 

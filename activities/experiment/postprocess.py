@@ -1,10 +1,13 @@
 """Postprocess: turn the mitigated numbers into the problem's objective, compare them with the
-classical baseline and the ideal reference, and write the report and its manifest."""
+classical baseline and the ideal reference, and write the report and its manifest. A run that
+asked for reuse leaves its counts for the next one (activities/experiment/result_reuse.py); a
+reused answer says whose counts it took, and costs nothing."""
 
 from __future__ import annotations
 
 from importlib import metadata
 
+from activities.experiment.result_reuse import remember, reuse_summary
 from activities.runtime.heartbeats import in_child_with_heartbeats
 from activities.storage import artifact_store
 from adapters.registry import get_adapter
@@ -76,10 +79,13 @@ def production_label(input: PostprocessInput) -> tuple[str, str]:
     where = f"{capabilities.provider}/{capabilities.device} ({capabilities.tier.value})"
     produced_by = "hardware" if capabilities.tier is Tier.QPU else "simulator"
     if input.produced_by_reason:
-        return produced_by, input.produced_by_reason
-    if capabilities.tier is Tier.QPU:
-        return produced_by, f"ran on the requested QPU {where}"
-    return produced_by, f"ran on the requested simulator {where}"
+        reason = input.produced_by_reason
+    elif capabilities.tier is Tier.QPU:
+        reason = f"ran on the requested QPU {where}"
+    else:
+        reason = f"ran on the requested simulator {where}"
+    reused = reuse_summary(input.reused) if input.reused is not None else None
+    return produced_by, reason if reused is None else f"{reason}; {reused}"
 
 
 def artifact_uris(input: PostprocessInput) -> dict[str, str]:
@@ -98,6 +104,8 @@ def artifact_uris(input: PostprocessInput) -> dict[str, str]:
 def postprocess(input: PostprocessInput) -> ExperimentReport:
     request: ExperimentRequest = input.request
     backend = request.execution.backend
+    if input.reused is None and input.plan.reuse is not None:
+        remember(input.plan.reuse, input.experiment_id, input.job, input.fetched)
     calibration = get_adapter(backend).calibration()
     artifacts = artifact_uris(input)
     if calibration is not None:
@@ -124,10 +132,12 @@ def postprocess(input: PostprocessInput) -> ExperimentReport:
         objective=objective_for(input),
         classical_baseline=input.prepared.classical_baseline,
         cost=CostSummary(
-            estimated_usd=input.plan.cost_estimate.usd, actual_usd=input.fetched.actual_cost.usd
+            estimated_usd=0.0 if input.reused else input.plan.cost_estimate.usd,
+            actual_usd=input.fetched.actual_cost.usd,
         ),
         timings_seconds=input.timings_seconds,
         governance=input.governance,
+        reused=input.reused,
         provenance=Provenance(
             backend=BackendRecord(
                 provider=backend.provider,

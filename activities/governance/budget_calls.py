@@ -33,6 +33,7 @@ from schemas.budget import (
     LedgerEntry,
     LedgerInput,
     LedgerView,
+    RecordSpendInput,
     ReleaseBudgetInput,
     ReservationOutcome,
     ReservationReceipt,
@@ -153,6 +154,26 @@ async def release_budget(client: Client, input: ReleaseBudgetInput) -> LedgerEnt
         raise
 
 
+async def record_spend(client: Client, task_queue: str, input: RecordSpendInput) -> LedgerEntry:
+    """Commits money spent outside qloop on the account's ledger (started if it does not run
+    yet); the same key with the same amount is found again, not counted twice."""
+    try:
+        entry: LedgerEntry = await client.execute_update_with_start_workflow(
+            "record_spend",
+            input.spend,
+            start_workflow_operation=start_ledger(
+                input.account, task_queue, input.initial_limit_usd, input.initial_period
+            ),
+            result_type=LedgerEntry,
+        )
+    except WorkflowUpdateFailedError as error:
+        refusal = ledger_refusal(error)
+        if refusal is None:
+            raise
+        raise refusal from error
+    return entry
+
+
 async def set_budget_limit(
     client: Client,
     task_queue: str,
@@ -199,3 +220,16 @@ async def settle_budget_activity(input: SettleBudgetInput) -> LedgerEntry:
 @implements(activity_contracts.release_budget)
 async def release_budget_activity(input: ReleaseBudgetInput) -> LedgerEntry | None:
     return await release_budget(activity.client(), input)
+
+
+@implements(activity_contracts.record_spend)
+async def record_spend_activity(input: RecordSpendInput) -> LedgerEntry:
+    # A ledger this record starts gets the limit the account's policy gives, as a first
+    # reservation would.
+    from activities.governance.policy import account_policy
+
+    budget = account_policy(input.account).budget
+    started_as = input.model_copy(
+        update={"initial_limit_usd": budget.limit_usd, "initial_period": budget.period}
+    )
+    return await record_spend(activity.client(), activity.info().task_queue, started_as)

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from qpu_standin.config import Device
-from qpu_standin.executor import compile_action, result_document, run
+from qpu_standin.executor import compile_action, result_document, run, run_together
 from qpu_standin.program_sets import (
     RESULTS_FILE,
     Executable,
@@ -152,11 +152,7 @@ class Scheduler:
         if service.faults.task_fails():
             raise RuntimeError("injected task failure (task_failure_rate)")
         shots = task.shots // len(executables)
-        seed = service.faults.seed_for(task.seq)
-        outcomes = [
-            self._outcome(executable, device, shots, seed + index)
-            for index, executable in enumerate(executables)
-        ]
+        outcomes = self._outcomes(executables, device, shots, service.faults.seed_for(task.seq))
         if all(outcome.failure is not None for outcome in outcomes):
             raise RuntimeError(f"every executable failed; the first: {outcomes[0].failure}")
 
@@ -179,13 +175,32 @@ class Scheduler:
 
         return results
 
-    def _outcome(self, executable: Executable, device: Device, shots: int, seed: int) -> Outcome:
-        if self._service.faults.executable_fails():
-            return Outcome(failure="injected executable failure (executable_failure_rate)")
+    def _outcomes(
+        self, executables: list[Executable], device: Device, shots: int, seed: int
+    ) -> list[Outcome]:
+        """Every executable's outcome: the injected failures first, the others run in one Aer
+        job; when that job fails, one by one, so only the executables that cannot run fail."""
+        injected = [self._service.faults.executable_fails() for _ in executables]
+        runnable = [e for e, fails in zip(executables, injected, strict=True) if not fails]
         try:
-            return Outcome(measurements=run(executable.compiled, device, shots, seed))
+            measured = iter(run_together([e.compiled for e in runnable], device, shots, seed))
+        except Exception:  # which executable broke the job is found by running each alone
+            measured = iter([self._alone(e, device, shots, seed) for e in runnable])
+        return [
+            Outcome(failure="injected executable failure (executable_failure_rate)")
+            if fails
+            else _outcome_of(next(measured))
+            for fails in injected
+        ]
+
+    @staticmethod
+    def _alone(
+        executable: Executable, device: Device, shots: int, seed: int
+    ) -> list[list[int]] | str:
+        try:
+            return run(executable.compiled, device, shots, seed)
         except Exception as error:  # the executable failed; its siblings still run
-            return Outcome(failure=str(error)[:1000])
+            return str(error)[:1000]
 
     def _wait_run_time(self, task: Task) -> None:
         self._stop.wait(task.run_time)
@@ -235,3 +250,9 @@ class Scheduler:
         except S3Unavailable as error:
             service.s3_in_sync = False
             log.warning("S3 unavailable: %s", error)
+
+
+def _outcome_of(measured: list[list[int]] | str) -> Outcome:
+    if isinstance(measured, str):
+        return Outcome(failure=measured)
+    return Outcome(measurements=measured)

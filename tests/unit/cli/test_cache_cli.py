@@ -99,6 +99,7 @@ def test_ls_groups_values_by_backend_and_calibration_epoch(
         "sweeps",
         "oldest",
         "newest",
+        "kind",
     ]
     assert any(line.startswith(QPU) and MONDAY in line for line in lines)
     assert any(line.startswith("(unrecorded)") for line in lines)

@@ -60,7 +60,7 @@ def test_poll_ceiling_must_be_positive(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_every_workflow_kind_has_one_entry_found_by_its_type() -> None:
-    assert KIND_NAMES == ("experiment", "loop", "sweep", "ledger", "health")
+    assert KIND_NAMES == ("experiment", "loop", "sweep", "adopt", "ledger", "health")
     types = [kind.workflow_type for kind in KINDS]
     assert len(set(types)) == len(types)
     for kind in KINDS:
