@@ -175,14 +175,29 @@ async def test_a_qpu_sweep_run_twice_pays_for_nothing_the_second_time(
     assert second.best == first.best
 
 
-async def test_a_qpu_sweep_measures_again_after_a_recalibration_and_not_within_one(
-    stack: LocalStack, client: Client
+async def test_a_scheduled_qpu_sweep_measures_again_after_a_recalibration_only(
+    stack: LocalStack, client: Client, tmp_path: Path
 ) -> None:
+    """Runs of one schedule (`qloop schedule trigger`): the second, in the same calibration
+    epoch of the device, measures nothing; the third, after a recalibration, every point."""
     request = on_qpu("qpu-epochs", await with_budget(client, stack, "epochs", 100.0), seed=7)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(request.model_dump(mode="json", exclude_none=True)))
+    name = f"epochs-{uuid.uuid4().hex[:6]}"
+    env = stack.worker_env()
+    # A yearly schedule: only the triggers below run it.
+    code, _, stderr = await run_qloop(
+        env, "schedule", "create", name, "--sweep", str(path), "--cron", "0 4 1 1 *"
+    )
+    assert code == 0, stderr
 
     async def run_and_count() -> tuple[SweepReport, int]:
         before = len(stack.tasks())
-        report = await asyncio.wait_for((await start(client, stack, request, QUICK)).result(), 300)
+        code, out, stderr = await run_qloop(env, "schedule", "trigger", name)
+        assert code == 0, stderr
+        workflow_id = out.split("triggered ", 1)[1].split()[0]
+        handle = client.get_workflow_handle(workflow_id, result_type=SweepReport)
+        report = await asyncio.wait_for(handle.result(), 300)
         assert report.status == "completed"
         return report, len(stack.tasks()) - before
 
@@ -197,6 +212,8 @@ async def test_a_qpu_sweep_measures_again_after_a_recalibration_and_not_within_o
     after, tasks = await run_and_count()
     assert (after.points_evaluated, after.points_cached, tasks) == (6, 0, measured)
     assert after.cost_usd == pytest.approx(first.cost_usd) and first.cost_usd > 0
+    code, _, stderr = await run_qloop(env, "schedule", "delete", name)
+    assert code == 0, stderr
 
     # `qloop cache ls` sees this sweep's points under both epochs of the device.
     code, out, stderr = await run_qloop(stack.worker_env(), "cache", "ls", "--json")
