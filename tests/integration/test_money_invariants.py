@@ -207,29 +207,6 @@ async def test_a_partial_batch_failure_cancels_queued_siblings_and_commits_what_
     assert Decimal(str(record.committed_usd)) == billed and not record.released
 
 
-async def test_failed_executables_of_a_program_set_commit_what_was_billed(
-    stack: LocalStack, client: Client, quiet: None
-) -> None:
-    """Five ZNE circuits in one program-set task; two of them fail on the device (seed 0 draws
-    0.84, 0.76, 0.42, 0.26, 0.51 at a rate of 0.5). The task completes, Braket bills it for the
-    three that ran; qloop counts the job failed, falls back to the simulator and commits that."""
-    account = new_account()
-    stack.set_faults(seed=0, executable_failure_rate=0.5)
-    handle = await start(client, stack, ghz_on_qpu(account, scale_factors=[1, 3, 5, 7, 9]))
-    report = await asyncio.wait_for(handle.result(), 180)
-    stack.set_faults()
-
-    (task,) = tasks_of(stack, handle.id)
-    assert task["status"] == "COMPLETED"
-    assert report.status == "completed" and report.produced_by == "simulator"
-    assert "2 of 5 executables of the program set failed" in report.produced_by_reason
-    billed = await assert_books_balance(client, stack, account)
-    assert billed == Decimal("0.30") + 3 * 100 * Decimal("0.0009")
-    assert report.governance is not None
-    (record,) = report.governance.budget
-    assert Decimal(str(record.committed_usd)) == billed and not record.released
-
-
 async def test_an_expired_max_queue_wait_cancels_what_is_still_queued(
     stack: LocalStack, client: Client, quiet: None
 ) -> None:
@@ -450,3 +427,28 @@ async def test_budget_release_frees_an_open_reservation_by_hand(
     assert (entry.state, entry.reason) == ("released", "released by dana: workflow abandoned")
     assert tasks_of(stack, handle.id) == []
     await assert_books_balance(client, stack, account)
+
+
+async def test_failed_executables_of_a_program_set_commit_what_was_billed(
+    stack: LocalStack, client: Client, quiet: None
+) -> None:
+    """Five ZNE circuits in one program-set task; two of them fail on the device (seed 0 draws
+    0.84, 0.76, 0.42, 0.26, 0.51 at a rate of 0.5). The task completes, Braket bills it for the
+    three that ran; qloop counts the job failed, falls back to the simulator and commits that.
+    Last in the module: the failure counts towards the QPU's circuit breaker, and with the two
+    failures above it would open the breaker for the tests after it."""
+    account = new_account()
+    stack.set_faults(seed=0, executable_failure_rate=0.5)
+    handle = await start(client, stack, ghz_on_qpu(account, scale_factors=[1, 3, 5, 7, 9]))
+    report = await asyncio.wait_for(handle.result(), 180)
+    stack.set_faults()
+
+    (task,) = tasks_of(stack, handle.id)
+    assert task["status"] == "COMPLETED"
+    assert report.status == "completed" and report.produced_by == "simulator"
+    assert "2 of 5 executables of the program set failed" in report.produced_by_reason
+    billed = await assert_books_balance(client, stack, account)
+    assert billed == Decimal("0.30") + 3 * 100 * Decimal("0.0009")
+    assert report.governance is not None
+    (record,) = report.governance.budget
+    assert Decimal(str(record.committed_usd)) == billed and not record.released

@@ -422,6 +422,10 @@ def test_restart_keeps_queued_tasks_and_results(standin: Standin, session: AwsSe
     done_counts = done.result().measurement_counts
     standin.admin("config", {"faults": {"queue_delay_s": 4}})
     queued = device.run(_bell(), (BUCKET, "restart"), shots=500)
+    # CREATED until the scheduler's next tick queues it, as on Braket.
+    deadline = time.monotonic() + 10
+    while queued.state() == "CREATED" and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert queued.state() == "QUEUED"
 
     # Stops moto too: S3 comes back empty and the stand-in puts stored results back.
