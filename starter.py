@@ -25,6 +25,7 @@ from cli.health import add_health_commands
 from cli.inspect import add_inspect_commands
 from cli.keys import add_keys_commands
 from cli.output import EXIT_INVALID, EXIT_NOT_ALLOWED
+from cli.plan import add_plan_command
 from cli.schedules import add_schedule_commands
 from cli.start import add_start_commands
 from cli.steer import add_steer_commands
@@ -38,6 +39,7 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = root.add_subparsers(dest="command", required=True)
     add_start_commands(commands)
+    add_plan_command(commands)
     add_adopt_command(commands)
     add_inspect_commands(commands)
     add_steer_commands(commands)

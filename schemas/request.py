@@ -371,6 +371,12 @@ class ExperimentRequest(StrictModel):
             raise ValueError(f"{len(tags):,} tags; the limit is {MAX_TAGS}")
         return tags
 
+    def on_backend(self, backend: BackendChoice) -> ExperimentRequest:
+        """The same request run on another backend (a fallback, or a device chosen for it)."""
+        return self.model_copy(
+            update={"execution": self.execution.model_copy(update={"backend": backend})}
+        )
+
     @model_validator(mode="after")
     def _finite_numbers(self) -> ExperimentRequest:
         # allow_inf_nan=False covers plain floats; this also covers angles nested in lists.

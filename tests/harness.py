@@ -14,13 +14,16 @@ import signal
 import subprocess
 import sys
 import urllib.request
+import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import yaml
 
 from activities.storage.artifact_store import store_at
 from schemas.settings import database_location
@@ -255,3 +258,30 @@ class LocalStack:
 
     def tasks_per_token(self) -> Counter[str]:
         return Counter(task["clientToken"] for task in self.tasks())
+
+
+@contextmanager
+def running_stack(
+    folder: Path,
+    name: str,
+    *,
+    policies: Mapping[str, Any] | None = None,
+    quiet: bool = False,
+    worker_env: dict[str, str] | None = None,
+) -> Iterator[LocalStack]:
+    """A test module's stack: dev server, stand-in and one worker serving every role on a queue
+    named after `name`. `policies` become the workers' policy file (else the repository's);
+    `quiet` clears the stand-in's default faults; `worker_env` adds to the worker's environment."""
+    policy_file = POLICY_FILE
+    if policies is not None:
+        policy_file = folder / "policies.yaml"
+        policy_file.write_text(yaml.safe_dump(dict(policies)))
+    local = LocalStack(folder, task_queue=f"{name}-{uuid.uuid4().hex[:8]}", policy_file=policy_file)
+    try:
+        local.start()
+        if quiet:
+            local.set_faults()
+        local.start_worker(extra_env=worker_env)
+        yield local
+    finally:
+        local.stop()

@@ -15,9 +15,7 @@ Deterministic workflow code: activities are called through their contracts.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -37,23 +35,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from schemas.budget import ExternalSpend, RecordSpendInput
     from schemas.execution import JobRef
-    from schemas.pipeline import (
-        ExecutionPlan,
-        FetchInput,
-        JobInput,
-        MitigateInput,
-        PlanInput,
-        PostprocessInput,
-        PreparedExperiment,
-        PreprocessInput,
-        PrevalidateInput,
-        Prevalidation,
-    )
+    from schemas.pipeline import ExecutionPlan, FetchInput, JobInput
     from schemas.report import ExperimentReport
-    from schemas.request import BackendChoice, ExperimentRequest
+    from schemas.request import BackendChoice
     from workflows.activity_options import (
-        COMPUTE_RETRY,
-        COMPUTE_TIMEOUT,
         ENTITY_RETRY,
         HEARTBEAT_TIMEOUT,
         POLL_TIMEOUT,
@@ -61,33 +46,20 @@ with workflow.unsafe.imports_passed_through():
         PROVIDER_TIMEOUT,
         QUICK_TIMEOUT,
     )
+    from workflows.experiment_preparation import PreparedRun, prepared_run
+    from workflows.experiment_reports import mitigated_report
+    from workflows.paid_execution import Executed
+    from workflows.timed_stages import TimedStages
 
 # The circuits of a mismatched adoption: refused before any money is recorded.
 ADOPTION_MISMATCH = "AdoptionMismatch"
-
-ArgT = TypeVar("ArgT")
-ResultT = TypeVar("ResultT")
-
-
-class Prepared:
-    def __init__(
-        self,
-        request: ExperimentRequest,
-        prepared: PreparedExperiment,
-        prevalidation: Prevalidation,
-        plan: ExecutionPlan,
-    ) -> None:
-        self.request = request
-        self.prepared = prepared
-        self.prevalidation = prevalidation
-        self.plan = plan
 
 
 @workflow.defn(name="AdoptWorkflow")
 class AdoptWorkflow:
     def __init__(self) -> None:
         self._progress = AdoptProgress()
-        self._timings: dict[str, float] = {}
+        self._stages = TimedStages()
 
     @workflow.query
     def progress(self) -> AdoptProgress:
@@ -164,31 +136,10 @@ class AdoptWorkflow:
         )
         return infos
 
-    async def _prepare(self, input: AdoptInput, backend: BackendChoice) -> Prepared:
+    async def _prepare(self, input: AdoptInput, backend: BackendChoice) -> PreparedRun:
         assert input.request is not None
-        request = input.request.model_copy(
-            update={"execution": input.request.execution.model_copy(update={"backend": backend})}
-        )
-        adoption_id = workflow.info().workflow_id
-        prepared = await self._compute(
-            input,
-            "preprocess",
-            activity_contracts.preprocess,
-            PreprocessInput(experiment_id=adoption_id, request=request),
-        )
-        prevalidation = await self._compute(
-            input,
-            "prevalidate",
-            activity_contracts.prevalidate,
-            PrevalidateInput(experiment_id=adoption_id, request=request, prepared=prepared),
-        )
-        plan = await self._compute(
-            input,
-            "plan",
-            activity_contracts.plan,
-            PlanInput(experiment_id=adoption_id, request=request, prepared=prepared),
-        )
-        return Prepared(request, prepared, prevalidation, plan)
+        request = input.request.on_backend(backend)
+        return await prepared_run(self._stages, input.compute_task_queue, request)
 
     def _check_circuits(self, plan: ExecutionPlan, infos: list[TaskInfo]) -> None:
         adopted = sum(info.executables for info in infos)
@@ -261,50 +212,26 @@ class AdoptWorkflow:
         self,
         input: AdoptInput,
         backend: BackendChoice,
-        run: Prepared,
+        run: PreparedRun,
         infos: list[TaskInfo],
     ) -> ExperimentReport:
-        adoption_id = workflow.info().workflow_id
         job = self._job(input, infos)
         fetched = await workflow.execute_activity(
             activity_contracts.fetch_result,
-            FetchInput(experiment_id=adoption_id, backend=backend, job=job),
+            FetchInput(experiment_id=workflow.info().workflow_id, backend=backend, job=job),
             start_to_close_timeout=PROVIDER_TIMEOUT,
             heartbeat_timeout=HEARTBEAT_TIMEOUT,
             retry_policy=PROVIDER_RETRY,
             summary="fetch counts in plan order",
         )
-        mitigation = await self._compute(
-            input,
-            "mitigate",
-            activity_contracts.mitigate,
-            MitigateInput(
-                experiment_id=adoption_id,
-                request=run.request,
-                prepared=run.prepared,
-                plan=run.plan,
-                counts_uri=fetched.counts_uri,
-                ideal_value=run.prevalidation.ideal_value,
-            ),
+        return await mitigated_report(
+            self._stages,
+            input.compute_task_queue,
+            run,
+            Executed(job, fetched),
+            governance=None,
+            produced_by_reason=f"adopted {len(infos)} tasks submitted outside qloop",
         )
-        report: ExperimentReport = await self._compute(
-            input,
-            "postprocess",
-            activity_contracts.postprocess,
-            PostprocessInput(
-                experiment_id=adoption_id,
-                request=run.request,
-                prepared=run.prepared,
-                prevalidation=run.prevalidation,
-                plan=run.plan,
-                job=job,
-                fetched=fetched,
-                mitigation=mitigation,
-                timings_seconds=self._timings,
-                produced_by_reason=f"adopted {len(infos)} tasks submitted outside qloop",
-            ),
-        )
-        return report
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -317,24 +244,3 @@ class AdoptWorkflow:
             client_token=f"adopted-{workflow.info().workflow_id}",
             submitted_at=min(created) if created else workflow.now(),
         )
-
-    async def _compute(
-        self,
-        input: AdoptInput,
-        stage: str,
-        activity: Callable[[ArgT], Awaitable[ResultT]],
-        arg: ArgT,
-    ) -> ResultT:
-        """One CPU stage on the compute queue, timed for the report."""
-        started = workflow.now()
-        result = await workflow.execute_activity(
-            activity,
-            arg,
-            task_queue=input.compute_task_queue,
-            start_to_close_timeout=COMPUTE_TIMEOUT,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=COMPUTE_RETRY,
-            summary=stage,
-        )
-        self._timings[stage] = (workflow.now() - started).total_seconds()
-        return result

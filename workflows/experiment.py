@@ -102,12 +102,6 @@ BACKEND_FAILURES = (
 SUBMISSION = "run"
 
 
-def on_backend(request: ExperimentRequest, backend: BackendChoice) -> ExperimentRequest:
-    return request.model_copy(
-        update={"execution": request.execution.model_copy(update={"backend": backend})}
-    )
-
-
 def backend_failure(error: ActivityError | ApplicationError) -> str | None:
     """Why the backend failed, when the error is one to fall back from (None otherwise)."""
     cause = error.cause if isinstance(error, ActivityError) else error
@@ -225,7 +219,7 @@ class ExperimentWorkflow:
                 if not isinstance(backend, BackendChoice):
                     return await self._classical_report(request)
                 try:
-                    return await self._attempt(on_backend(request, backend), input)
+                    return await self._attempt(request.on_backend(backend), input)
                 except LeaveBackend as leave:
                     backend = self._next_backend(backend, leave)
         except (asyncio.CancelledError, CancelRequested) as stop:

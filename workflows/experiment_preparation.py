@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from schemas.request import ExperimentRequest
     from workflows import search_attributes as attrs
     from workflows.experiment_progress import ExperimentProgress
+    from workflows.timed_stages import StageRunner
 
 
 @dataclass(frozen=True)
@@ -49,25 +50,36 @@ def with_resolved_seed(request: ExperimentRequest) -> ExperimentRequest:
 async def prepare(
     progress: ExperimentProgress, task_queue: str | None, request: ExperimentRequest
 ) -> PreparedRun:
+    """The run, its estimate shown in the progress and as a search attribute."""
+    run = await prepared_run(progress, task_queue, request)
+    progress.set(estimated_cost_usd=run.plan.cost_estimate.usd)
+    workflow.upsert_search_attributes(
+        [attrs.ESTIMATED_COST_USD.value_set(run.plan.cost_estimate.usd)]
+    )
+    return run
+
+
+async def prepared_run(
+    stages: StageRunner, task_queue: str | None, request: ExperimentRequest
+) -> PreparedRun:
+    """Preprocess → prevalidate → plan, under the workflow's id."""
     experiment_id = workflow.info().workflow_id
-    prepared = await progress.run_stage(
+    prepared = await stages.run_stage(
         Stage.PREPROCESSING,
         activity_contracts.preprocess,
         PreprocessInput(experiment_id=experiment_id, request=request),
         task_queue=task_queue,
     )
-    prevalidation = await progress.run_stage(
+    prevalidation = await stages.run_stage(
         Stage.PREVALIDATING,
         activity_contracts.prevalidate,
         PrevalidateInput(experiment_id=experiment_id, request=request, prepared=prepared),
         task_queue=task_queue,
     )
-    plan = await progress.run_stage(
+    plan = await stages.run_stage(
         Stage.PLANNING,
         activity_contracts.plan,
         PlanInput(experiment_id=experiment_id, request=request, prepared=prepared),
         task_queue=task_queue,
     )
-    progress.set(estimated_cost_usd=plan.cost_estimate.usd)
-    workflow.upsert_search_attributes([attrs.ESTIMATED_COST_USD.value_set(plan.cost_estimate.usd)])
     return PreparedRun(request, prepared, prevalidation, plan)

@@ -20,9 +20,10 @@ with workflow.unsafe.imports_passed_through():
     from schemas.pipeline import ApprovalRequirement, Progress, Stage
     from schemas.request import BackendChoice
     from workflows import search_attributes as attrs
-    from workflows.activity_options import COMPUTE_RETRY, COMPUTE_TIMEOUT, HEARTBEAT_TIMEOUT
+    from workflows.activity_options import COMPUTE_RETRY, COMPUTE_TIMEOUT
     from workflows.experiment_details import details_markdown
     from workflows.paid_execution import describe_backend
+    from workflows.timed_stages import TimedStages
 
 ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
@@ -32,10 +33,14 @@ JOB_STATUS_ATTRIBUTES_PATCH = "job-status-search-attributes"
 class ExperimentProgress:
     def __init__(self, pending_approval: Callable[[], ApprovalRequirement | None]) -> None:
         self.current = Progress(stage=Stage.PREPROCESSING, backend="")
-        self.timings: dict[str, float] = {}
+        self._stages = TimedStages()
         self._published_stage: Stage | None = None
         self._paid_stage: tuple[Stage, datetime] | None = None
         self._pending_approval = pending_approval
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return self._stages.timings
 
     def set(self, **changes: object) -> None:
         self.current = self.current.model_copy(update=changes)
@@ -56,22 +61,12 @@ class ExperimentProgress:
         timeout: timedelta = COMPUTE_TIMEOUT,
         retry: RetryPolicy = COMPUTE_RETRY,
     ) -> ResultT:
-        """One stage as one activity, which heartbeats; `task_queue` None runs it on the
-        workflow's own queue."""
+        """One stage published, then run and timed (workflows/timed_stages.py)."""
         self.close_paid_stage()
         self.set(stage=stage)
-        started = workflow.now()
-        result = await workflow.execute_activity(
-            activity,
-            arg,
-            task_queue=task_queue,
-            start_to_close_timeout=timeout,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=retry,
-            summary=stage.value,
+        return await self._stages.run_stage(
+            stage, activity, arg, task_queue=task_queue, timeout=timeout, retry=retry
         )
-        self._record_time(stage, started)
-        return result
 
     def switch_backend(self, backend: BackendChoice) -> None:
         name = describe_backend(backend)
@@ -94,7 +89,7 @@ class ExperimentProgress:
     def close_paid_stage(self) -> None:
         if self._paid_stage is not None:
             stage, started = self._paid_stage
-            self._record_time(stage, started)
+            self._stages.record(stage, started)
             self._paid_stage = None
 
     def job_status(self, status: JobStatus) -> None:
@@ -122,7 +117,3 @@ class ExperimentProgress:
         workflow.upsert_search_attributes(
             [attrs.JOB_STATUS.value_set(status.state.value), position]
         )
-
-    def _record_time(self, stage: Stage, started: datetime) -> None:
-        elapsed = workflow.now() - started
-        self.timings[stage.value] = round(elapsed.total_seconds(), 3)

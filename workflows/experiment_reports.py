@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.experiment_preparation import PreparedRun
     from workflows.experiment_progress import ExperimentProgress
     from workflows.paid_execution import Executed
+    from workflows.timed_stages import StageRunner
 
 # The last resort of a fallback chain, named where a backend would be.
 CLASSICAL = "classical"
@@ -44,8 +45,32 @@ async def answered_report(
 ) -> ExperimentReport:
     """Mitigates the fetched counts and reports the answer (`reused`: they are an earlier
     experiment's, taken instead of running)."""
+    report = await mitigated_report(
+        progress,
+        task_queue,
+        run,
+        executed,
+        governance=governance,
+        produced_by_reason=route_summary(governance),
+        reused=reused,
+    )
+    progress.set(stage=Stage.COMPLETED)
+    return report
+
+
+async def mitigated_report(
+    stages: StageRunner,
+    task_queue: str | None,
+    run: PreparedRun,
+    executed: Executed,
+    *,
+    governance: Governance | None,
+    produced_by_reason: str | None,
+    reused: ReusedResult | None = None,
+) -> ExperimentReport:
+    """Mitigate → postprocess of fetched counts, under the workflow's id."""
     experiment_id = workflow.info().workflow_id
-    mitigation = await progress.run_stage(
+    mitigation = await stages.run_stage(
         Stage.MITIGATING,
         activity_contracts.mitigate,
         MitigateInput(
@@ -58,7 +83,7 @@ async def answered_report(
         ),
         task_queue=task_queue,
     )
-    report = await progress.run_stage(
+    report: ExperimentReport = await stages.run_stage(
         Stage.POSTPROCESSING,
         activity_contracts.postprocess,
         PostprocessInput(
@@ -70,14 +95,13 @@ async def answered_report(
             job=executed.job,
             fetched=executed.fetched,
             mitigation=mitigation,
-            timings_seconds=progress.timings,
+            timings_seconds=stages.timings,
             governance=governance,
-            produced_by_reason=route_summary(governance),
+            produced_by_reason=produced_by_reason,
             reused=reused,
         ),
         task_queue=task_queue,
     )
-    progress.set(stage=Stage.COMPLETED)
     return report
 
 

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
-import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from schemas.pipeline import ExperimentInput, PollingPolicy
 from schemas.report import ExperimentReport
@@ -51,11 +49,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield local
     finally:
         local.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def client(stack: LocalStack) -> AsyncIterator[Client]:
-    yield await Client.connect(stack.address, data_converter=pydantic_data_converter)
 
 
 async def start_experiments(client: Client, stack: LocalStack, label: str) -> list[WorkflowHandle]:

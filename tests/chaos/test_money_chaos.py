@@ -9,12 +9,10 @@ workflow closed); no task still queues or runs; `qloop budget reconcile` finds n
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
-import pytest_asyncio
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from tests.harness import LocalStack
 from tests.money_mix import MixPlan, run_money_mix, write_policy
@@ -34,11 +32,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield local
     finally:
         local.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def client(stack: LocalStack) -> AsyncIterator[Client]:
-    yield await Client.connect(stack.address, data_converter=pydantic_data_converter)
 
 
 async def test_every_dollar_is_accounted_for_through_every_fault(

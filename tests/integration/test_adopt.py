@@ -7,25 +7,21 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
-import pytest_asyncio
 import yaml
 from braket.aws import AwsDevice, AwsQuantumTask, AwsSession
 from braket.circuits import Circuit
 from braket.ir.openqasm import Program as OpenQasmProgram
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.governance.budget_calls import show_budget
 from schemas.adoption import AdoptReport, ledger_key
 from schemas.budget import LedgerView, ledger_workflow_id
-from schemas.request import ExperimentRequest
-from tests.harness import QPU, LocalStack, record_history, run_qloop
+from tests.harness import QPU, LocalStack, record_history, run_qloop, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -36,16 +32,8 @@ ENDED = {"COMPLETED", "FAILED", "CANCELLED"}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    folder = tmp_path_factory.mktemp("adopt")
-    policy_file = folder / "policies.yaml"
-    policy_file.write_text(yaml.safe_dump(POLICIES))
-    local = LocalStack(folder, task_queue=f"adopt-{uuid.uuid4().hex[:8]}", policy_file=policy_file)
-    local.start()
-    local.start_worker()
-    try:
+    with running_stack(tmp_path_factory.mktemp("adopt"), "adopt", policies=POLICIES) as local:
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +46,6 @@ def notebook(stack: LocalStack) -> Iterator[dict[str, str]]:
             if key.startswith(("AWS_", "QLOOP_BRAKET", "QLOOP_S3", "QLOOP_HOME")):
                 patch.setenv(key, value)
         yield env
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def client(stack: LocalStack) -> AsyncIterator[Client]:
-    yield await Client.connect(stack.address, data_converter=pydantic_data_converter)
 
 
 def bell() -> Circuit:
@@ -199,21 +182,6 @@ async def test_five_notebook_tasks_one_failed_one_cancelled_are_adopted_to_the_c
     await record_history(client, ledger_workflow_id(ACCOUNT), "budget-ledger-external-spend")
 
 
-def planned_programs(request: ExperimentRequest, folder: str) -> tuple[int, list[Any]]:
-    """What qloop plans for the request on the stand-in: the programs it would submit, in
-    order (the notebook user runs `plan` the same way, or the circuits in this order)."""
-    from activities.experiment.plan import plan
-    from activities.experiment.preprocess import preprocess
-    from activities.storage import artifact_store
-    from schemas.pipeline import PlanInput, PlannedBatch, PreprocessInput
-
-    prepared = preprocess(PreprocessInput(experiment_id=folder, request=request))
-    planned = plan(PlanInput(experiment_id=folder, request=request, prepared=prepared))
-    batch = artifact_store.read_model(planned.batch_uri, PlannedBatch)
-    assert batch.programs is not None
-    return planned.num_circuits, batch.programs
-
-
 async def test_a_request_file_maps_adopted_tasks_to_the_plan_and_mitigates(
     stack: LocalStack, notebook: dict[str, str], client: Client
 ) -> None:
@@ -227,20 +195,26 @@ async def test_a_request_file_maps_adopted_tasks_to_the_plan_and_mitigates(
     }
     request_file = stack.folder / "adopted-ghz.yaml"
     request_file.write_text(yaml.safe_dump(document))
-    request = ExperimentRequest.model_validate(document)
-    num_circuits, programs = planned_programs(request, f"notebook-{uuid.uuid4().hex[:6]}")
-    assert num_circuits == 3
+    # The notebook user asks qloop which circuits to run (`qloop plan`), runs them with the
+    # plain SDK, and the kernel dies.
+    folder = stack.folder / "adopted-ghz-plan"
+    code, stdout, stderr = await run_qloop(
+        notebook, "plan", str(request_file), "--out", str(folder), "--json"
+    )
+    assert code == 0, stderr
+    planned = json.loads(stdout)
+    assert [(c["kind"], c["scale_factor"]) for c in planned["circuits"]] == [
+        ("observable", 1.0),
+        ("observable", 3.0),
+        ("observable", 5.0),
+    ]
+    assert json.loads((folder / "plan.json").read_text()) == planned
+    assert len(planned["tasks"]) == 1  # qloop itself would send one program set
     device = AwsDevice(QPU, AwsSession())
     circuits = [
-        OpenQasmProgram.parse_obj(single)
-        for program in programs
-        for single in (
-            json.loads(program.action)["programs"]
-            if program.executables > 1
-            else [json.loads(program.action)]
-        )
+        OpenQasmProgram(source=(folder / circuit["file"]).read_text())
+        for circuit in planned["circuits"]
     ]
-    assert len(circuits) == 3
     arns = [
         device.run(circuit, bucket(notebook), shots=200, disable_qubit_rewiring=True).id
         for circuit in circuits

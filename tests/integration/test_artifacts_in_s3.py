@@ -10,14 +10,12 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
-import pytest_asyncio
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from schemas.pipeline import PollingPolicy
 from schemas.report import ExperimentReport
@@ -54,11 +52,6 @@ def artifact_url(stack: LocalStack) -> str:
     url = f"s3://{bucket}/{PREFIX}"
     stack.start_worker(extra_env={"QLOOP_ARTIFACT_URL": url})
     return url
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def client(stack: LocalStack) -> AsyncIterator[Client]:
-    yield await Client.connect(stack.address, data_converter=pydantic_data_converter)
 
 
 def elsewhere(stack: LocalStack, artifact_url: str, tmp_path: Path) -> dict[str, str]:

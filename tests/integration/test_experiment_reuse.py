@@ -8,19 +8,16 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
-import pytest_asyncio
-import yaml
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from schemas.pipeline import ExperimentInput, PollingPolicy
 from schemas.report import ExperimentReport
 from schemas.request import ExperimentRequest
-from tests.harness import QPU, LocalStack, record_history, run_qloop
+from tests.harness import QPU, LocalStack, record_history, run_qloop, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -31,22 +28,10 @@ POLICIES = {"accounts": {ACCOUNT: {"budget": {"limit_usd": 100}}}}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    folder = tmp_path_factory.mktemp("reuse")
-    policy_file = folder / "policies.yaml"
-    policy_file.write_text(yaml.safe_dump(POLICIES))
-    local = LocalStack(folder, task_queue=f"reuse-{uuid.uuid4().hex[:8]}", policy_file=policy_file)
-    local.start()
-    local.set_faults()
-    local.start_worker()
-    try:
+    with running_stack(
+        tmp_path_factory.mktemp("reuse"), "reuse", policies=POLICIES, quiet=True
+    ) as local:
         yield local
-    finally:
-        local.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def client(stack: LocalStack) -> AsyncIterator[Client]:
-    yield await Client.connect(stack.address, data_converter=pydantic_data_converter)
 
 
 def ghz_on_qpu(reuse: str) -> ExperimentRequest:
@@ -88,6 +73,9 @@ async def run(
 async def test_an_experiment_reuses_its_result_within_a_calibration_and_not_after(
     stack: LocalStack, client: Client
 ) -> None:
+    # Only the recalibration below moves the epoch, not the device's daily one at 00:00 UTC,
+    # which a run near midnight would otherwise cross between two steps.
+    stack.admin("config", {"devices": {QPU: {"calibration_period_s": None}}})
     request = ghz_on_qpu("within_calibration")
     first, tasks, billed = await run(client, stack, request, "experiment-reuse-paid")
     assert first.reused is None and tasks >= 1 and billed > 0

@@ -8,12 +8,10 @@ from __future__ import annotations
 import asyncio
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
-import yaml
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -24,7 +22,7 @@ from schemas.health import HealthView, health_workflow_id
 from schemas.pipeline import ExperimentInput, PollingPolicy, Progress, Stage
 from schemas.report import ExperimentReport
 from schemas.request import BackendChoice, ExperimentRequest
-from tests.harness import QPU, LocalStack, record_history, run_qloop
+from tests.harness import QPU, LocalStack, record_history, run_qloop, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -50,27 +48,10 @@ POLICIES = {
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    breaker = {"QLOOP_BREAKER_FAILURES": "2", "QLOOP_BREAKER_OPEN_SECONDS": "4"}
     folder = tmp_path_factory.mktemp("governance")
-    local = LocalStack(folder, task_queue=f"gov-{uuid.uuid4().hex[:8]}")
-    policy_file = folder / "policies.yaml"
-    policy_file.write_text(yaml.safe_dump(POLICIES))
-    local.start()
-    local.start_worker(
-        extra_env={
-            "QLOOP_POLICY_FILE": str(policy_file),
-            "QLOOP_BREAKER_FAILURES": "2",
-            "QLOOP_BREAKER_OPEN_SECONDS": "4",
-        }
-    )
-    try:
+    with running_stack(folder, "gov", policies=POLICIES, worker_env=breaker) as local:
         yield local
-    finally:
-        local.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def client(stack: LocalStack) -> AsyncIterator[Client]:
-    yield await Client.connect(stack.address, data_converter=pydantic_data_converter)
 
 
 def ghz(account: str, backend: BackendChoice, **execution: object) -> ExperimentRequest:

@@ -8,14 +8,12 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 import yaml
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
 import cli.start
@@ -27,7 +25,7 @@ from schemas.budget import SetLimit
 from schemas.loop import LoopInput, LoopProgress, TrajectoryEntry, TrajectoryView
 from schemas.pipeline import PollingPolicy
 from schemas.variational import LoopReport, LoopRequest
-from tests.harness import QPU, REPO_ROOT, LocalStack, record_history, run_qloop
+from tests.harness import QPU, REPO_ROOT, LocalStack, record_history, run_qloop, running_stack
 from workflows import search_attributes as attrs
 
 pytestmark = pytest.mark.integration
@@ -43,19 +41,8 @@ QPU_ITERATION_USD = 0.30 + 4 * QPU_SHOTS * 0.0009
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    folder = tmp_path_factory.mktemp("loop")
-    local = LocalStack(folder, task_queue=f"loop-{uuid.uuid4().hex[:8]}")
-    local.start()
-    local.start_worker()
-    try:
+    with running_stack(tmp_path_factory.mktemp("loop"), "loop") as local:
         yield local
-    finally:
-        local.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def client(stack: LocalStack) -> AsyncIterator[Client]:
-    yield await Client.connect(stack.address, data_converter=pydantic_data_converter)
 
 
 def vqe(name: str, iterations: int, **changes: object) -> LoopRequest:

@@ -11,19 +11,17 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
-import pytest_asyncio
 import yaml
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from schemas.pipeline import ExperimentInput, PollingPolicy
 from schemas.report import ExperimentReport
 from schemas.request import ExperimentRequest
-from tests.harness import QPU, REPO_ROOT, LocalStack
+from tests.harness import QPU, REPO_ROOT, LocalStack, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -37,21 +35,8 @@ PER_TASK, PER_SHOT = Decimal("0.30"), Decimal("0.0009")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    local = LocalStack(
-        tmp_path_factory.mktemp("program-sets"), task_queue=f"sets-{uuid.uuid4().hex[:8]}"
-    )
-    local.start()
-    local.start_worker()
-    try:
-        local.set_faults()
+    with running_stack(tmp_path_factory.mktemp("program-sets"), "sets", quiet=True) as local:
         yield local
-    finally:
-        local.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def client(stack: LocalStack) -> AsyncIterator[Client]:
-    yield await Client.connect(stack.address, data_converter=pydantic_data_converter)
 
 
 async def run_example(client: Client, stack: LocalStack) -> ExperimentReport:

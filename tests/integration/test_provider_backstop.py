@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import pytest_asyncio
-from botocore.config import Config
-from botocore.exceptions import ClientError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -35,6 +31,14 @@ from cli.output import EXIT_NOT_ALLOWED
 from schemas import error_types
 from schemas.budget import Reservation, ReserveBudgetInput
 from schemas.execution import ProviderProgram
+from tests.braket_calls import (
+    BELL_PROGRAM,
+    create_bell_task,
+    delete_spending_limits,
+    plain_client,
+    refusal_of_bell_task,
+    task_when_ended,
+)
 from tests.harness import OFFLINE_QPU, QPU, LocalStack
 from tests.server_helpers import free_ports
 from worker import WORKFLOWS, orchestration_activities
@@ -42,29 +46,16 @@ from workflows.experiment import backend_failure
 
 pytestmark = pytest.mark.integration
 
-BELL = {
-    "braketSchemaHeader": {"name": "braket.ir.openqasm.program", "version": "1"},
-    "source": "OPENQASM 3.0;\nqubit[2] q;\nh q[0];\ncnot q[0], q[1];\n",
-}
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
-
 
 @pytest.fixture
 def braket(standin: LocalStack) -> Iterator[Any]:
     """A plain boto3 client of the stand-in (what someone going around qloop would use); no
     device has a spending limit before or after."""
-    client = boto3.client(
-        "braket",
-        region_name="us-east-1",
-        endpoint_url=standin.standin_url,
-        aws_access_key_id="outside",
-        aws_secret_access_key="outside",
-        config=Config(retries={"mode": "standard", "max_attempts": 1}),
-    )
+    client = plain_client(standin.standin_url)
     standin.set_faults()
-    _delete_limits(client)
+    delete_spending_limits(client)
     yield client
-    _delete_limits(client)
+    delete_spending_limits(client)
 
 
 @pytest_asyncio.fixture
@@ -84,11 +75,6 @@ async def task_queue(
         yield queue
 
 
-def _delete_limits(client: Any) -> None:
-    for limit in client.search_spending_limits()["spendingLimits"]:
-        client.delete_spending_limit(spendingLimitArn=limit["spendingLimitArn"])
-
-
 async def qloop(*argv: str) -> int:
     # main() runs its own event loop, so it runs in a thread beside the test's (and the worker's).
     return await asyncio.to_thread(starter.main, list(argv))
@@ -102,35 +88,6 @@ async def backstop(account: str, limit_usd: str, capsys: pytest.CaptureFixture[s
     out, err = capsys.readouterr()
     assert code == 0, err
     return json.loads(out)
-
-
-def _create(client: Any, shots: int) -> str:
-    arn: str = client.create_quantum_task(
-        clientToken=str(uuid.uuid4()),
-        deviceArn=QPU,
-        shots=shots,
-        outputS3Bucket="qloop-results",
-        outputS3KeyPrefix="around-qloop",
-        action=json.dumps(BELL),
-    )["quantumTaskArn"]
-    return arn
-
-
-def _refused(client: Any, shots: int) -> str:
-    with pytest.raises(ClientError) as raised:
-        _create(client, shots)
-    assert raised.value.response["Error"]["Code"] == "ValidationException"
-    message: str = raised.value.response["Error"]["Message"]
-    return message
-
-
-def _ended(client: Any, arn: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.get_quantum_task(quantumTaskArn=arn)["status"] in TERMINAL:
-            return
-        time.sleep(0.1)
-    pytest.fail(f"{arn} did not end within {timeout}s")
 
 
 def _by_device(output: Any) -> dict[str, dict[str, Any]]:
@@ -154,12 +111,12 @@ async def test_a_task_around_qloop_over_the_remaining_budget_is_refused_by_the_p
     assert limits[QPU]["previous_limit_usd"] is None
 
     # $1.20 is more than the account has left: the stand-in refuses it, qloop never saw it.
-    message = _refused(braket, shots=1000)
+    message = refusal_of_bell_task(braket, shots=1000)
     assert f"on device {QPU}" in message
     assert "estimated cost $1.20 exceeds the remaining $1.00 of the $1.00 spending limit" in message
     # What fits goes through.
-    fits = _create(braket, shots=100)
-    _ended(braket, fits)
+    fits = create_bell_task(braket, shots=100)
+    task_when_ended(braket, fits)
 
     # Money the ledger holds for a submission in flight is no longer available: after the next
     # `set` the limit is what it already counted ($0.39) plus what remains ($1.00 - $0.50).
@@ -177,9 +134,13 @@ async def test_a_task_around_qloop_over_the_remaining_budget_is_refused_by_the_p
         "0.50",
     )
     assert again["limit_usd"] == "0.89"
-    assert "the remaining $0.50 of the $0.89 spending limit" in _refused(braket, shots=1000)
-    _ended(braket, _create(braket, shots=100))
-    assert "estimated cost $0.39 exceeds the remaining $0.11" in _refused(braket, shots=100)
+    assert "the remaining $0.50 of the $0.89 spending limit" in refusal_of_bell_task(
+        braket, shots=1000
+    )
+    task_when_ended(braket, create_bell_task(braket, shots=100))
+    assert "estimated cost $0.39 exceeds the remaining $0.11" in refusal_of_bell_task(
+        braket, shots=100
+    )
 
 
 async def test_the_backstop_follows_the_accounts_policy(
@@ -221,7 +182,7 @@ def test_qloop_classifies_the_refusal_as_the_provider_spending_limit(
     braket: Any, standin: LocalStack
 ) -> None:
     braket.create_spending_limit(clientToken=str(uuid.uuid4()), deviceArn=QPU, spendingLimit="1")
-    program = ProviderProgram(name="bell", action=json.dumps(BELL), device_parameters="{}")
+    program = ProviderProgram(name="bell", action=json.dumps(BELL_PROGRAM), device_parameters="{}")
     adapter = BraketAwsAdapter(QPU)
     with pytest.raises(SpendingLimitError) as raised:
         adapter.submit_programs([program], shots=1000, client_token=f"backstop-{uuid.uuid4()}")

@@ -10,91 +10,31 @@ Guadalupe-16 costs $0.30 per task plus $0.0009 per shot: 100 shots are $0.39.
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import Iterator
 
-import boto3
 import pytest
-import pytest_asyncio
-import yaml
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from schemas.budget import LedgerView
 from schemas.pipeline import ExperimentInput, PollingPolicy
 from schemas.report import ExperimentReport
 from schemas.request import ExperimentRequest
-from tests.harness import QPU, LocalStack, run_qloop
+from tests.braket_calls import create_bell_task, plain_client, task_when_ended
+from tests.harness import QPU, LocalStack, run_qloop, running_stack
 
 pytestmark = pytest.mark.integration
 
 ACCOUNT = "backstopped"
-BELL = {
-    "braketSchemaHeader": {"name": "braket.ir.openqasm.program", "version": "1"},
-    "source": "OPENQASM 3.0;\nqubit[2] q;\nh q[0];\ncnot q[0], q[1];\n",
-}
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    policies = {"accounts": {ACCOUNT: {"allowed_backends": [f"braket/{QPU}", "aer/*"]}}}
     folder = tmp_path_factory.mktemp("backstop")
-    policy_file = folder / "policies.yaml"
-    policy_file.write_text(
-        yaml.safe_dump({"accounts": {ACCOUNT: {"allowed_backends": [f"braket/{QPU}", "aer/*"]}}})
-    )
-    local = LocalStack(
-        folder, task_queue=f"backstop-{uuid.uuid4().hex[:8]}", policy_file=policy_file
-    )
-    local.start()
-    local.set_faults()
-    local.start_worker()
-    try:
+    with running_stack(folder, "backstop", policies=policies, quiet=True) as local:
         yield local
-    finally:
-        local.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def client(stack: LocalStack) -> AsyncIterator[Client]:
-    yield await Client.connect(stack.address, data_converter=pydantic_data_converter)
-
-
-def around_qloop(stack: LocalStack) -> Any:
-    """A plain boto3 client of the stand-in, as someone with the AWS account's keys has."""
-    return boto3.client(
-        "braket",
-        region_name="us-east-1",
-        endpoint_url=stack.standin_url,
-        aws_access_key_id="someone",
-        aws_secret_access_key="else",
-        config=Config(retries={"mode": "standard", "max_attempts": 1}),
-    )
-
-
-def create(braket: Any, shots: int) -> str:
-    arn: str = braket.create_quantum_task(
-        clientToken=str(uuid.uuid4()),
-        deviceArn=QPU,
-        shots=shots,
-        outputS3Bucket="qloop-results",
-        outputS3KeyPrefix="around-qloop",
-        action=json.dumps(BELL),
-    )["quantumTaskArn"]
-    return arn
-
-
-def wait_ended(braket: Any, arn: str, timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status: str = braket.get_quantum_task(quantumTaskArn=arn)["status"]
-        if status in ("COMPLETED", "FAILED", "CANCELLED"):
-            return status
-        time.sleep(0.1)
-    pytest.fail(f"{arn} did not end within {timeout}s")
 
 
 async def test_money_spent_around_qloop_is_caught_by_the_provider_backstop(
@@ -108,14 +48,14 @@ async def test_money_spent_around_qloop_is_caught_by_the_provider_backstop(
     (limit,) = json.loads(out)["provider_backstop"]  # the one QPU the policy allows
     assert (limit["device_arn"], limit["limit_usd"]) == (QPU, "1.00")
 
-    braket = around_qloop(stack)
+    braket = plain_client(stack.standin_url)
     with pytest.raises(ClientError) as refused:
-        create(braket, shots=1000)  # $1.20: more than the account has
+        create_bell_task(braket, shots=1000)  # $1.20: more than the account has
     assert refused.value.response["Error"]["Code"] == "ValidationException"
     assert "exceeds the remaining $1.00" in refused.value.response["Error"]["Message"]
     # $0.78 go around qloop: the ledger still shows $1.00 available, the provider $0.22.
     for _ in range(2):
-        assert wait_ended(braket, create(braket, shots=100)) == "COMPLETED"
+        assert task_when_ended(braket, create_bell_task(braket))["status"] == "COMPLETED"
     tasks_before = len(stack.tasks())
 
     request = ExperimentRequest.model_validate(

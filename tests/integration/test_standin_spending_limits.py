@@ -4,48 +4,38 @@ device. Guadalupe-16 costs $0.30 per task plus $0.0009 per shot, so 100 shots ar
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from tests.braket_calls import (
+    create_bell_task,
+    delete_spending_limits,
+    plain_client,
+    refusal_of_bell_task,
+    task_when_ended,
+)
 from tests.harness import OFFLINE_QPU, QPU, LocalStack
 
 pytestmark = pytest.mark.integration
 
-BUCKET = "qloop-results"
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 HUNDRED_SHOTS = Decimal("0.39")
 
 
 @pytest.fixture
 def braket(standin: LocalStack) -> Iterator[Any]:
     """A plain boto3 client of the stand-in; the device has no spending limit before or after."""
-    client = boto3.client(
-        "braket",
-        region_name="us-east-1",
-        endpoint_url=standin.standin_url,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        config=Config(retries={"mode": "standard", "max_attempts": 1}),
-    )
+    client = plain_client(standin.standin_url)
     standin.set_faults()
-    _delete_limits(client)
+    delete_spending_limits(client)
     yield client
     standin.set_faults()
-    _delete_limits(client)
-
-
-def _delete_limits(client: Any) -> None:
-    for limit in client.search_spending_limits()["spendingLimits"]:
-        client.delete_spending_limit(spendingLimitArn=limit["spendingLimitArn"])
+    delete_spending_limits(client)
 
 
 def _limit(client: Any, amount: str, **extra: Any) -> str:
@@ -68,41 +58,6 @@ def _spend(client: Any) -> tuple[Decimal, Decimal]:
     """(queuedSpend, totalSpend) of the device's limit."""
     summary = _summary(client)
     return Decimal(summary["queuedSpend"]), Decimal(summary["totalSpend"])
-
-
-def _create(client: Any, shots: int = 100) -> str:
-    program = {
-        "braketSchemaHeader": {"name": "braket.ir.openqasm.program", "version": "1"},
-        "source": "OPENQASM 3.0;\nqubit[2] q;\nh q[0];\ncnot q[0], q[1];\n",
-    }
-    arn: str = client.create_quantum_task(
-        clientToken=str(uuid.uuid4()),
-        deviceArn=QPU,
-        shots=shots,
-        outputS3Bucket=BUCKET,
-        outputS3KeyPrefix="spending-limits",
-        action=json.dumps(program),
-    )["quantumTaskArn"]
-    return arn
-
-
-def _ended(client: Any, arn: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task: dict[str, Any] = client.get_quantum_task(quantumTaskArn=arn)
-        if task["status"] in TERMINAL:
-            return task
-        time.sleep(0.1)
-    pytest.fail(f"{arn} did not end within {timeout}s")
-
-
-def _refused(client: Any, shots: int = 100) -> str:
-    with pytest.raises(ClientError) as raised:
-        _create(client, shots)
-    assert raised.value.response["Error"]["Code"] == "ValidationException"
-    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    message: str = raised.value.response["Error"]["Message"]
-    return message
 
 
 def _error_code(call: Any) -> str:
@@ -202,28 +157,32 @@ def test_a_task_over_the_remaining_limit_is_rejected_and_spend_moves_from_queued
     braket: Any, standin: LocalStack
 ) -> None:
     standin.set_faults(queue_delay_s=1.5)
-    before = _create(braket)  # a task from before the limit existed does not count against it
+    before = create_bell_task(
+        braket
+    )  # a task from before the limit existed does not count against it
     _limit(braket, "1.00")
-    first, second = _create(braket), _create(braket)
+    first, second = create_bell_task(braket), create_bell_task(braket)
     assert _spend(braket) == (2 * HUNDRED_SHOTS, 0)
     # $0.22 remain: a task of $0.39 is over it, and so is one of $0.30 + 1 shot.
-    message = _refused(braket)
+    message = refusal_of_bell_task(braket)
     assert f"spending limit {_summary(braket)['spendingLimitArn']}" in message
     assert f"device {QPU}" in message
     assert "estimated cost $0.39 exceeds the remaining $0.22 of the $1.00 spending limit" in message
-    assert "estimated cost $0.30 exceeds the remaining $0.22" in _refused(braket, shots=1)
-    assert _ended(braket, before)["status"] == "COMPLETED"
-    assert _ended(braket, first)["status"] == "COMPLETED"
-    assert _ended(braket, second)["status"] == "COMPLETED"
+    assert "estimated cost $0.30 exceeds the remaining $0.22" in refusal_of_bell_task(
+        braket, shots=1
+    )
+    assert task_when_ended(braket, before)["status"] == "COMPLETED"
+    assert task_when_ended(braket, first)["status"] == "COMPLETED"
+    assert task_when_ended(braket, second)["status"] == "COMPLETED"
     assert _spend(braket) == (0, 2 * HUNDRED_SHOTS)
-    assert "total spend $0.78, queued spend $0.00" in _refused(braket, shots=1)
+    assert "total spend $0.78, queued spend $0.00" in refusal_of_bell_task(braket, shots=1)
     # Raising the limit makes room at once.
     braket.update_spending_limit(
         spendingLimitArn=_summary(braket)["spendingLimitArn"],
         clientToken=str(uuid.uuid4()),
         spendingLimit="1.17",
     )
-    assert _ended(braket, _create(braket))["status"] == "COMPLETED"
+    assert task_when_ended(braket, create_bell_task(braket))["status"] == "COMPLETED"
     assert _spend(braket) == (0, 3 * HUNDRED_SHOTS)
     billed = {t["quantumTaskArn"]: Decimal(t["billedUsd"]) for t in standin.tasks()}
     assert billed[first] == billed[second] == HUNDRED_SHOTS
@@ -232,16 +191,16 @@ def test_a_task_over_the_remaining_limit_is_rejected_and_spend_moves_from_queued
 def test_a_cancelled_task_releases_its_queued_estimate(braket: Any, standin: LocalStack) -> None:
     standin.set_faults(queue_delay_s=30)
     _limit(braket, "0.50")
-    queued = _create(braket)
+    queued = create_bell_task(braket)
     assert _spend(braket) == (HUNDRED_SHOTS, 0)
-    assert "remaining $0.11" in _refused(braket)
+    assert "remaining $0.11" in refusal_of_bell_task(braket)
     braket.cancel_quantum_task(quantumTaskArn=queued, clientToken=str(uuid.uuid4()))
-    assert _ended(braket, queued)["status"] == "CANCELLED"
+    assert task_when_ended(braket, queued)["status"] == "CANCELLED"
     assert _spend(braket) == (0, 0)
-    replacement = _create(braket)
+    replacement = create_bell_task(braket)
     assert _spend(braket) == (HUNDRED_SHOTS, 0)
     braket.cancel_quantum_task(quantumTaskArn=replacement, clientToken=str(uuid.uuid4()))
-    _ended(braket, replacement)
+    task_when_ended(braket, replacement)
 
 
 def test_a_failed_task_bills_nothing_and_gives_its_estimate_back(
@@ -249,17 +208,17 @@ def test_a_failed_task_bills_nothing_and_gives_its_estimate_back(
 ) -> None:
     standin.set_faults(task_failure_rate=1.0)
     _limit(braket, "0.50")
-    assert _ended(braket, _create(braket))["status"] == "FAILED"
+    assert task_when_ended(braket, create_bell_task(braket))["status"] == "FAILED"
     assert _spend(braket) == (0, 0)
     standin.set_faults()
-    assert _ended(braket, _create(braket))["status"] == "COMPLETED"
+    assert task_when_ended(braket, create_bell_task(braket))["status"] == "COMPLETED"
     assert _spend(braket) == (0, HUNDRED_SHOTS)
 
 
 def test_outside_its_time_period_a_limited_device_takes_no_task(braket: Any) -> None:
     later = int(time.time()) + 3600
     _limit(braket, "100", timePeriod={"startAt": later, "endAt": later + 3600})
-    assert "accepts tasks only from" in _refused(braket)
+    assert "accepts tasks only from" in refusal_of_bell_task(braket)
     assert _spend(braket) == (0, 0)
 
 

@@ -12,20 +12,18 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 import yaml
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from activities.governance.budget_calls import set_budget_limit
 from schemas.budget import SetLimit
 from schemas.pipeline import PollingPolicy
 from schemas.variational import SweepInput, SweepProgress, SweepReport, SweepRequest
-from tests.harness import QPU, LocalStack, record_history, run_qloop
+from tests.harness import QPU, LocalStack, record_history, run_qloop, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -44,20 +42,8 @@ COST_PER_BATCH = 0.30 + 2 * QPU_SHOTS * 0.0009
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    folder = tmp_path_factory.mktemp("sweeps")
-    local = LocalStack(folder, task_queue=f"sweep-{uuid.uuid4().hex[:8]}")
-    local.start()
-    local.set_faults()
-    local.start_worker()
-    try:
+    with running_stack(tmp_path_factory.mktemp("sweeps"), "sweep", quiet=True) as local:
         yield local
-    finally:
-        local.stop()
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def client(stack: LocalStack) -> AsyncIterator[Client]:
-    yield await Client.connect(stack.address, data_converter=pydantic_data_converter)
 
 
 def grid_sweep(name: str, gammas: int, **fields: object) -> SweepRequest:
@@ -180,6 +166,9 @@ async def test_a_scheduled_qpu_sweep_measures_again_after_a_recalibration_only(
 ) -> None:
     """Runs of one schedule (`qloop schedule trigger`): the second, in the same calibration
     epoch of the device, measures nothing; the third, after a recalibration, every point."""
+    # Only the recalibration below moves the epoch, not the device's daily one at 00:00 UTC,
+    # which a run near midnight would otherwise cross between two triggers.
+    stack.admin("config", {"devices": {QPU: {"calibration_period_s": None}}})
     request = on_qpu("qpu-epochs", await with_budget(client, stack, "epochs", 100.0), seed=7)
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(request.model_dump(mode="json", exclude_none=True)))
