@@ -8,7 +8,9 @@ is started, reserved or submitted; the device is read with GetDevice). The folde
 OpenQASM 3 file per circuit (`circuit-000.qasm`, ...) and `plan.json`: what each circuit is for
 (measurement basis and ZNE scale factor, or readout calibration), the estimate, and the tasks
 exactly as qloop would create them (CreateQuantumTask's action, deviceParameters and shots:
-program sets where the device runs them).
+program sets where the device runs them). The folder must be new or empty, so that no file of
+an earlier plan is taken for one of this plan. The prepared circuits and the batch stay in the
+artifact store under `plan-<name>-<id>`, as an experiment's do under its id.
 
 Exit codes: 0 planned, 1 the device cannot be read or runs none of it, 2 invalid request or
 arguments.
@@ -64,6 +66,13 @@ async def cmd_plan(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_INVALID
+    folder = Path(args.out or f"{request.name}-plan")
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        print(
+            f"refused: {folder} exists and is not an empty folder; give a new --out",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
     from adapters.errors import InvalidRequestError, ProviderError
 
     try:
@@ -74,7 +83,6 @@ async def cmd_plan(args: argparse.Namespace) -> int:
     except ProviderError as error:
         print(f"not planned: {error}", file=sys.stderr)
         return EXIT_NOT_ALLOWED
-    folder = Path(args.out or f"{request.name}-plan")
     document = write_plan(folder, request, plan, batch)
     if args.json:
         print_json(document)

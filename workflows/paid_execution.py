@@ -87,6 +87,9 @@ LOCAL_SIMULATION_PATCH = "local-simulation-as-compute-activity"
 # Histories recorded before every money step finished through cancellations cancelled a ledger
 # call, or a submission cancelled twice, where the cancellation found it.
 MONEY_STEPS_FINISH_PATCH = "money-steps-finish-through-cancellation"
+# Histories recorded before a cancellation that arrived with a money step's result was held for
+# the next wait counted it against that step.
+CANCEL_WITH_RESULT_PATCH = "cancel-with-result-lands-after-the-step"
 
 
 def is_remote(choice: BackendChoice) -> bool:
@@ -506,7 +509,15 @@ class PaidExecution:
         done would leave money unaccounted for. A cancellation that arrived is remembered in
         `cancel_deferred` for the caller to act on once the step is booked. Histories recorded
         before rode out `ridden_out_before_patch` cancellations and cancelled the activity at
-        the next."""
+        the next.
+
+        A cancellation that arrives together with the step's result (both in one workflow task)
+        is held for the workflow's next wait, as if it had arrived just after. Temporal does not
+        always hand such a pair to the workflow in one activation: a worker meeting them for
+        the first time may run the step's result before it sees the cancellation, while a
+        worker replaying that history sees both at once. Only if both readings take the same
+        path does the replay issue the commands the first run recorded."""
+        cancel_with_result_waits = workflow.patched(CANCEL_WITH_RESULT_PATCH)
         cancellations = 0
         while True:
             try:
@@ -514,6 +525,9 @@ class PaidExecution:
             except asyncio.CancelledError:
                 if handle.cancelled():
                     raise
+                if handle.done() and cancel_with_result_waits:
+                    _cancel_at_next_wait()
+                    return handle.result()
                 cancellations += 1
                 self.cancel_deferred = True
                 if cancellations > ridden_out_before_patch and not workflow.patched(
@@ -530,6 +544,13 @@ def why(error: BaseException) -> str:
     if isinstance(error, ActivityError) and error.cause is not None:
         return str(error.cause)
     return str(error)
+
+
+def _cancel_at_next_wait() -> None:
+    """Cancels the running task again: asyncio delivers it where the task next waits."""
+    task = asyncio.current_task()
+    assert task is not None  # workflow code always runs in a task
+    task.cancel()
 
 
 async def _cancelled(handle: workflow.ActivityHandle[ResultT]) -> None:

@@ -91,6 +91,12 @@ def test_invalid_requests_and_devices_are_refused_before_planning(
     assert code == 2 and "the request's backend is aer (give --device ARN)" in stderr
     assert not (tmp_path / "never").exists()
 
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "circuit-000.qasm").write_text("OPENQASM 3.0;")
+    code, _, stderr = plan(capsys, path, "--device", QPU, "--out", str(taken))
+    assert code == 2 and "exists and is not an empty folder" in stderr
+
     broken = request_file(tmp_path, {**GHZ_WITH_READOUT, "problem": {"kind": "ghz"}}, "broken")
     code, _, stderr = plan(capsys, broken, "--device", QPU)
     assert code == 2 and "num_qubits" in stderr

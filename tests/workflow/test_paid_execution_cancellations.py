@@ -24,10 +24,10 @@ import pytest_asyncio
 from temporalio import activity, workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.exceptions import ActivityError, CancelledError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.governance.budget_calls import (
@@ -100,6 +100,9 @@ class CancellableBatchTestWorkflow:
             self._batch.cancel()
 
 
+TEST_WORKFLOWS = [*WORKFLOWS, CancellableBatchTestWorkflow]
+
+
 @dataclass
 class Gate:
     """Holds an activity at its start until the test opens it."""
@@ -146,23 +149,47 @@ class Bench:
     account: str
     task_queue: str = field(default_factory=lambda: f"held-{uuid.uuid4().hex[:10]}")
 
-    def worker(self, replaced: Callable[..., Any], real: Callable[..., Any]) -> Worker:
+    def worker(
+        self,
+        replaced: Callable[..., Any],
+        real: Callable[..., Any],
+        *,
+        workflows: bool = True,
+        task_queue: str | None = None,
+    ) -> Worker:
+        """Every activity (`replaced` instead of `real`), and the workflows unless told not,
+        on `task_queue` (the bench's unless given)."""
         activities: Sequence[Callable[..., Any]] = [
             replaced if candidate is real else candidate for candidate in all_activities()
         ]
         return Worker(
             self.client,
-            task_queue=self.task_queue,
-            workflows=[*WORKFLOWS, CancellableBatchTestWorkflow],
+            task_queue=task_queue or self.task_queue,
+            workflows=TEST_WORKFLOWS if workflows else [],
             activities=activities,
             workflow_runner=SandboxedWorkflowRunner(
                 restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
             ),
         )
 
-    async def start(self) -> WorkflowHandle[Any, str]:
+    def workflow_worker(self) -> Worker:
+        return Worker(
+            self.client,
+            task_queue=self.task_queue,
+            workflows=TEST_WORKFLOWS,
+            workflow_runner=SandboxedWorkflowRunner(
+                restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
+            ),
+        )
+
+    async def start(self, ledger_queue: str | None = None) -> WorkflowHandle[Any, str]:
+        """The batch on `task_queue`; the account's ledger on `ledger_queue` (the same queue
+        unless given)."""
         await set_budget_limit(
-            self.client, self.task_queue, self.account, SetLimit(limit_usd=10.0, by="test")
+            self.client,
+            ledger_queue or self.task_queue,
+            self.account,
+            SetLimit(limit_usd=10.0, by="test"),
         )
         batch = BatchInput(
             owner_id=f"held-{uuid.uuid4().hex[:8]}",
@@ -290,6 +317,79 @@ async def test_a_cancel_during_the_reservation_releases_what_was_reserved(
         view = await show_budget(bench.client, bench.account)
         assert view is not None and [e.state for e in view.entries] == ["released"]
         assert await bench.assert_books_balance() == 0
+
+
+async def test_a_cancel_that_arrives_with_the_reservation_lands_after_it_and_replays(
+    bench: Bench,
+) -> None:
+    """The reservation completes and Temporal's cancel arrives while no worker runs the
+    workflow, so the next workflow task holds both. A worker meeting such a pair may run the
+    result before it sees the cancellation (as it did in the money chaos suite, where the replay
+    then failed with "scheduled event 'submit' does not match 'ended_report'"); the workflow
+    takes that path whichever way the pair is handed to it: the batch is submitted, its job
+    cancelled at once, and the history replays."""
+    gate = Gate()
+    # The ledger's workflow keeps running on a queue of its own while the batch's stops.
+    ledgers = f"{bench.task_queue}-ledgers"
+    async with (
+        bench.worker(held_reserve(gate), reserve_budget_activity, workflows=False),
+        bench.worker(reserve_budget_activity, reserve_budget_activity, task_queue=ledgers),
+    ):
+        workflows = bench.workflow_worker()
+        running = asyncio.create_task(workflows.run())
+        handle = await bench.start(ledger_queue=ledgers)
+        await asyncio.wait_for(gate.entered.wait(), 60)
+        await workflows.shutdown()
+        await running
+        gate.opened.set()
+        await until_in_history(handle, reserved)
+        await handle.cancel()
+        cancel = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
+        await until_in_history(handle, lambda history: bool(indexes(history, cancel)))
+        async with bench.workflow_worker():
+            outcome = await asyncio.wait_for(handle.result(), 60)
+        history = await history_of(handle)
+        # Asked while the ledger's worker still runs.
+        billed = await bench.assert_books_balance()
+    assert (outcome, billed) == ("cancelled", 0)
+    _, completed = activity_events(history, "reserve_budget")
+    (workflow_cancel,) = indexes(history, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED)
+    tasks_done = indexes(history, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    # One workflow task met both: none completed between the result and the cancellation.
+    assert completed < workflow_cancel
+    assert not [i for i in tasks_done if completed < i < workflow_cancel]
+    submitted, _ = activity_events(history, "submit")
+    assert submitted > workflow_cancel
+    assert activity_events(history, "cancel_job")[0] > submitted
+    assert [t["status"] for t in bench.tasks(handle)] == ["CANCELLED"]
+    replayed = await Replayer(
+        workflows=TEST_WORKFLOWS,
+        data_converter=bench.client.data_converter,
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
+        ),
+    ).replay_workflow(WorkflowHistory(handle.id, history), raise_on_replay_failure=False)
+    assert replayed.replay_failure is None
+
+
+async def until_in_history(
+    handle: WorkflowHandle[Any, str], holds: Callable[[list[HistoryEvent]], bool]
+) -> None:
+    deadline = asyncio.get_running_loop().time() + 60
+    while not holds(await history_of(handle)):
+        assert asyncio.get_running_loop().time() < deadline, "the history never showed it"
+        await asyncio.sleep(0.1)
+
+
+def reserved(history: list[HistoryEvent]) -> bool:
+    return any(
+        e.activity_task_completed_event_attributes.scheduled_event_id == s.event_id
+        for s in history
+        if s.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and s.activity_task_scheduled_event_attributes.activity_type.name == "reserve_budget"
+        for e in history
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+    )
 
 
 async def test_cancels_during_the_settlement_commit_what_was_billed(bench: Bench) -> None:
