@@ -18,6 +18,7 @@ and progress for experiments, nothing for loops and sweeps). The money rules it 
 - Money steps finish: a cancellation that arrives while `reserve`, `submit`, `cancel_job`,
   `settle` or `release` runs lets the step finish (so the reservation, the job and what was
   billed are known), however often it arrives, and takes effect once the books are straight.
+  One that arrives with the step's result takes effect where the workflow next waits.
 - Waiting: short polls on durable timers while the interval doubles; once it reaches its
   ceiling one `wait_for_job` activity retries at the ceiling until the job ended, which adds
   nothing to history per poll (samples-python `polling/infrequent`), so a wait of weeks stays
