@@ -108,7 +108,10 @@ async def test_a_loop_killed_at_random_iterations_follows_the_uninterrupted_traj
     reference_trajectory = await trajectory_of(reference)
 
     chooser = random.Random()
-    kills = sorted(chooser.sample(range(1, 11), chooser.choice([2, 3])))
+    # Kills at iterations 1 to 7 of 12: an iteration of this loop takes about a second, and a
+    # restarted worker on a loaded machine can run several before a query sees one, so a later
+    # target could be seen only once the loop had ended (a CI run met [2, 3, 10] seen as 12).
+    kills = sorted(chooser.sample(range(1, 8), chooser.choice([2, 3])))
     handle = await start(client, stack, request)
     killed_at = []
     for target in kills:
