@@ -134,6 +134,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 if lines:
                     tail = "\n".join(lines[-WORKER_LOG_LINES_ON_FAILURE:])
                     report.sections.append((f"worker log {log.name} (warnings)", tail))
+        if stacks and call.excinfo is not None:
+            # CI shows the end of its output: the failure once more, after the logs.
+            report.sections.append(("the failure, again", str(call.excinfo.value)[-4000:]))
     return report
 
 

@@ -41,6 +41,7 @@ from schemas.pipeline import ExperimentInput, PollingPolicy, Progress, Stage
 from schemas.request import BackendChoice, ExperimentRequest
 from schemas.variational import LoopRequest, SweepInput, SweepRequest
 from tests.harness import QPU, REPO_ROOT, LocalStack, run_qloop
+from tests.stuck_workflows import why_still_running
 
 POLLING = PollingPolicy(initial_seconds=0.25, ceiling_seconds=1.0)
 QPU_CHOICE = {"provider": "braket", "device": QPU}
@@ -240,7 +241,7 @@ async def finished(handle: WorkflowHandle, timeout: float = 900) -> str:
         if description != "RUNNING":
             return description
         await asyncio.sleep(0.5)
-    raise AssertionError(f"{handle.id} still running after {timeout} s")
+    raise AssertionError(f"still running after {timeout} s: {await why_still_running(handle)}")
 
 
 async def client_describe(handle: WorkflowHandle) -> str:
