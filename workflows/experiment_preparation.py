@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from schemas.request import ExperimentRequest
     from workflows import search_attributes as attrs
     from workflows.experiment_progress import ExperimentProgress
-    from workflows.timed_stages import StageRunner
+    from workflows.timed_stages import TimedStages
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ async def prepare(
     progress: ExperimentProgress, task_queue: str | None, request: ExperimentRequest
 ) -> PreparedRun:
     """The run, its estimate shown in the progress and as a search attribute."""
-    run = await prepared_run(progress, task_queue, request)
+    run = await prepared_run(progress.stages, task_queue, request)
     progress.set(estimated_cost_usd=run.plan.cost_estimate.usd)
     workflow.upsert_search_attributes(
         [attrs.ESTIMATED_COST_USD.value_set(run.plan.cost_estimate.usd)]
@@ -60,7 +60,7 @@ async def prepare(
 
 
 async def prepared_run(
-    stages: StageRunner, task_queue: str | None, request: ExperimentRequest
+    stages: TimedStages, task_queue: str | None, request: ExperimentRequest
 ) -> PreparedRun:
     """Preprocess → prevalidate → plan, under the workflow's id."""
     experiment_id = workflow.info().workflow_id

@@ -2,45 +2,37 @@
 Web UI and `qloop list` filter on, the markdown details of the Web UI, and how long each stage
 took (for the report).
 
-Stages that are one activity run through `run_stage`; the paid execution's stages (reserve,
-submit, wait, fetch) are timed from `enter_paid_stage` until the next stage begins.
+Stages that are one activity run through `stages` (workflows/timed_stages.py), which publishes
+each as it begins; the paid execution's stages (reserve, submit, wait, fetch) are timed from
+`enter_paid_stage` until the next stage begins.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
-from typing import TypeVar
+from collections.abc import Callable
+from datetime import datetime
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from schemas.execution import JobState, JobStatus
     from schemas.pipeline import ApprovalRequirement, Progress, Stage
     from schemas.request import BackendChoice
     from workflows import search_attributes as attrs
-    from workflows.activity_options import COMPUTE_RETRY, COMPUTE_TIMEOUT
     from workflows.experiment_details import details_markdown
     from workflows.paid_execution import describe_backend
     from workflows.timed_stages import TimedStages
 
-ArgT = TypeVar("ArgT")
-ResultT = TypeVar("ResultT")
 JOB_STATUS_ATTRIBUTES_PATCH = "job-status-search-attributes"
 
 
 class ExperimentProgress:
     def __init__(self, pending_approval: Callable[[], ApprovalRequirement | None]) -> None:
         self.current = Progress(stage=Stage.PREPROCESSING, backend="")
-        self._stages = TimedStages()
+        self.stages = TimedStages(on_stage=self._enter_stage)
         self._published_stage: Stage | None = None
         self._paid_stage: tuple[Stage, datetime] | None = None
         self._pending_approval = pending_approval
-
-    @property
-    def timings(self) -> dict[str, float]:
-        return self._stages.timings
 
     def set(self, **changes: object) -> None:
         self.current = self.current.model_copy(update=changes)
@@ -51,22 +43,9 @@ class ExperimentProgress:
             details_markdown(self.current, self._pending_approval(), workflow.info().workflow_id)
         )
 
-    async def run_stage(
-        self,
-        stage: Stage,
-        activity: Callable[[ArgT], Awaitable[ResultT]],
-        arg: ArgT,
-        *,
-        task_queue: str | None,
-        timeout: timedelta = COMPUTE_TIMEOUT,
-        retry: RetryPolicy = COMPUTE_RETRY,
-    ) -> ResultT:
-        """One stage published, then run and timed (workflows/timed_stages.py)."""
+    def _enter_stage(self, stage: Stage) -> None:
         self.close_paid_stage()
         self.set(stage=stage)
-        return await self._stages.run_stage(
-            stage, activity, arg, task_queue=task_queue, timeout=timeout, retry=retry
-        )
 
     def switch_backend(self, backend: BackendChoice) -> None:
         name = describe_backend(backend)
@@ -89,7 +68,7 @@ class ExperimentProgress:
     def close_paid_stage(self) -> None:
         if self._paid_stage is not None:
             stage, started = self._paid_stage
-            self._stages.record(stage, started)
+            self.stages.record(stage, started)
             self._paid_stage = None
 
     def job_status(self, status: JobStatus) -> None:

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.experiment_preparation import PreparedRun
     from workflows.experiment_progress import ExperimentProgress
     from workflows.paid_execution import Executed
-    from workflows.timed_stages import StageRunner
+    from workflows.timed_stages import TimedStages
 
 # The last resort of a fallback chain, named where a backend would be.
 CLASSICAL = "classical"
@@ -46,7 +46,7 @@ async def answered_report(
     """Mitigates the fetched counts and reports the answer (`reused`: they are an earlier
     experiment's, taken instead of running)."""
     report = await mitigated_report(
-        progress,
+        progress.stages,
         task_queue,
         run,
         executed,
@@ -59,7 +59,7 @@ async def answered_report(
 
 
 async def mitigated_report(
-    stages: StageRunner,
+    stages: TimedStages,
     task_queue: str | None,
     run: PreparedRun,
     executed: Executed,
@@ -115,7 +115,7 @@ async def ended_report(
     governance: Governance,
 ) -> ExperimentReport:
     """Rejected (by policy, a person or the budget) or cancelled before a quantum answer."""
-    report = await progress.run_stage(
+    report = await progress.stages.run_stage(
         Stage.POSTPROCESSING,
         activity_contracts.ended_report,
         EndedReportInput(
@@ -125,7 +125,7 @@ async def ended_report(
             reason=reason,
             estimated_cost_usd=plan.cost_estimate.usd if plan else 0.0,
             actual_cost_usd=0.0,
-            timings_seconds=progress.timings,
+            timings_seconds=progress.stages.timings,
             governance=governance,
         ),
         task_queue=task_queue,
@@ -142,7 +142,7 @@ async def classical_report(
 ) -> ExperimentReport:
     """The exact value of the observable, computed classically and labelled as such."""
     progress.set(backend=CLASSICAL)
-    report = await progress.run_stage(
+    report = await progress.stages.run_stage(
         Stage.POSTPROCESSING,
         activity_contracts.classical_report,
         ClassicalReportInput(
@@ -150,7 +150,7 @@ async def classical_report(
             request=run.request,
             prepared=run.prepared,
             prevalidation=run.prevalidation,
-            timings_seconds=progress.timings,
+            timings_seconds=progress.stages.timings,
             governance=governance,
             reason=route_summary(governance) or "the fallback chain ends with classical",
         ),

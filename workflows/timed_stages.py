@@ -1,9 +1,9 @@
 """CPU stages run one activity each, timed for the report.
 
-`TimedStages` is the whole mechanism (the activity's options, the timing); an experiment's
-progress (workflows/experiment_progress.py) also publishes each stage, an adoption's
-(workflows/adopt.py) does not. `StageRunner` is what both offer the functions that run the same
-stages for both: preparation (workflows/experiment_preparation.py) and the answer's report
+`TimedStages` is the whole mechanism (the activity's options, the timing). An experiment's
+progress (workflows/experiment_progress.py) publishes each stage as it begins (`on_stage`); an
+adoption (workflows/adopt.py) publishes none. Both run the same stages through the same
+functions: preparation (workflows/experiment_preparation.py) and the answer's report
 (workflows/experiment_reports.py).
 
 Deterministic workflow code.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -26,27 +26,16 @@ ArgT = TypeVar("ArgT")
 ResultT = TypeVar("ResultT")
 
 
-class StageRunner(Protocol):
-    @property
-    def timings(self) -> dict[str, float]: ...
-
-    async def run_stage(
-        self,
-        stage: Stage,
-        activity: Callable[[ArgT], Awaitable[ResultT]],
-        arg: ArgT,
-        *,
-        task_queue: str | None,
-        timeout: timedelta = COMPUTE_TIMEOUT,
-        retry: RetryPolicy = COMPUTE_RETRY,
-    ) -> ResultT: ...
+StageListener = Callable[[Stage], None]
 
 
 class TimedStages:
-    """Runs stages and keeps how long each took, in seconds by stage name."""
+    """Runs stages and keeps how long each took, in seconds by stage name; `on_stage` hears of
+    each stage before its activity starts."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_stage: StageListener | None = None) -> None:
         self._timings: dict[str, float] = {}
+        self._on_stage = on_stage
 
     @property
     def timings(self) -> dict[str, float]:
@@ -64,6 +53,8 @@ class TimedStages:
     ) -> ResultT:
         """One stage as one activity, which heartbeats; `task_queue` None runs it on the
         workflow's own queue."""
+        if self._on_stage is not None:
+            self._on_stage(stage)
         started = workflow.now()
         result = await workflow.execute_activity(
             activity,
