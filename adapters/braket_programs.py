@@ -35,7 +35,7 @@ from qiskit_braket_provider.providers.target import (
     native_gate_set,
 )
 
-from adapters.braket_device import OPENQASM_ACTION, BraketDevice
+from adapters.braket_device import OPENQASM_ACTION, PROGRAM_SET_ACTION, BraketDevice
 from adapters.circuits import bound_circuits, clbit_qubits, execution_name, parse_circuit
 from adapters.errors import InvalidRequestError
 from adapters.job_limits import MAX_CIRCUITS_PER_JOB, check_job_size
@@ -99,6 +99,14 @@ def compile_programs(
         tasks.append(group[0] if size == 1 else _program_set(group, device))
         start += size
     return tasks
+
+
+def program_sources(program: ProviderProgram) -> list[str]:
+    """The OpenQASM source of each circuit a task's program runs, in order."""
+    header = json.loads(program.action)["braketSchemaHeader"]["name"]
+    if header == PROGRAM_SET_ACTION:
+        return [single.source for single in ProgramSet.parse_raw(program.action).programs]
+    return [OpenQasmProgram.parse_raw(program.action).source]
 
 
 def _program_set(programs: list[ProviderProgram], device: BraketDevice) -> ProviderProgram:

@@ -27,7 +27,6 @@ from typing import Any
 
 from cli.output import EXIT_DONE, EXIT_INVALID, EXIT_NOT_ALLOWED, print_json, print_table
 from cli.start import admitted_or_exit
-from schemas.execution import ProviderProgram
 from schemas.loading import load_request
 from schemas.pipeline import ExecutionPlan, PlannedBatch
 from schemas.request import BRAKET_DEVICE_ARN, BackendChoice, ExperimentRequest
@@ -137,8 +136,10 @@ def write_plan(
     folder: Path, request: ExperimentRequest, plan: ExecutionPlan, batch: PlannedBatch
 ) -> dict[str, Any]:
     """The circuit files and plan.json in `folder` (created); returns plan.json's document."""
+    from adapters.braket_programs import program_sources
+
     assert batch.programs is not None  # planned for a Braket device
-    sources = [source for program in batch.programs for source in circuit_sources(program)]
+    sources = [source for program in batch.programs for source in program_sources(program)]
     folder.mkdir(parents=True, exist_ok=True)
     circuits = []
     for index, (source, role) in enumerate(zip(sources, batch.roles, strict=True)):
@@ -163,13 +164,3 @@ def write_plan(
     }
     (folder / PLAN_FILE).write_text(json.dumps(document, indent=2) + "\n")
     return document
-
-
-def circuit_sources(program: ProviderProgram) -> list[str]:
-    """The OpenQASM source of each circuit a task's program runs, in order."""
-    from adapters.braket_device import PROGRAM_SET_ACTION
-
-    action = json.loads(program.action)
-    if action["braketSchemaHeader"]["name"] == PROGRAM_SET_ACTION:
-        return [str(single["source"]) for single in action["programs"]]
-    return [str(action["source"])]
