@@ -77,7 +77,9 @@ class Scheduler:
         for task in store.in_status("CREATED"):
             store.transition(task.id, ("CREATED",), "QUEUED")
         for task in store.in_status("CANCELLING"):
-            if task.started_at is None:
+            # Nothing runs for a task that never started, or whose run ended with its result
+            # kept but not yet in S3: no executor will come back to end it.
+            if task.started_at is None or task.result is not None:
                 store.transition(task.id, ("CANCELLING",), "CANCELLED", ended_at=now)
         self._watch_s3(now)
         for device in self._service.settings.devices:
@@ -113,7 +115,12 @@ class Scheduler:
             self._finish_failed(task, str(error))
             return
         self._wait_run_time(task)
-        document, files, successful_shots = run_task()
+        try:
+            document, files, successful_shots = run_task()
+        except Exception as error:  # a task never stays RUNNING: it FAILED with the reason
+            log.exception("writing the results of %s failed", task.arn)
+            self._finish_failed(task, f"writing the results failed: {error}")
+            return
         if service.store.save_result(task.id, document, files, successful_shots):
             self._upload(service.store.by_arn(task.arn))
         else:

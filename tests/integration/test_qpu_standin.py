@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -437,6 +438,33 @@ def test_restart_keeps_queued_tasks_and_results(standin: Standin, session: AwsSe
     assert sum(again.result().measurement_counts.values()) == 500
     tokens = [t["clientToken"] for t in standin.tasks()]
     assert len(tokens) == len(set(tokens))
+
+
+def test_a_task_cancelled_while_its_result_waits_for_s3_ends_cancelled(standin: Standin) -> None:
+    """A task whose run ended while S3 did not answer keeps its result until S3 is back. A
+    cancel meanwhile ends it CANCELLED and unbilled, as a task cancelled before it completed;
+    it does not stay CANCELLING for good (qloop's cancel waits for the task to end)."""
+    client = _client()
+    standin.admin("config", {"faults": {"queue_delay_s": 0.1, "run_time_s": 1.0}})
+    arn = _create(client, f"s3-down-{uuid.uuid4().hex[:8]}")
+    deadline = time.monotonic() + 30
+    while client.get_quantum_task(quantumTaskArn=arn)["status"] != "RUNNING":
+        assert time.monotonic() < deadline, "the task never ran"
+        time.sleep(0.05)
+    moto = int((standin.data_dir / "s3.pid").read_text())
+    os.kill(moto, signal.SIGKILL)
+    try:
+        log = standin.data_dir / "qpu-standin.log"
+        while f"result of {arn} not uploaded yet" not in log.read_text():
+            assert time.monotonic() < deadline, "the result was never held back"
+            time.sleep(0.1)
+        assert client.get_quantum_task(quantumTaskArn=arn)["status"] == "RUNNING"
+        client.cancel_quantum_task(quantumTaskArn=arn)
+        ended = _wait(client, arn, timeout=10)
+        assert ended["status"] == "CANCELLED"
+        assert _billed(standin, arn) == 0
+    finally:
+        standin.sh("standin-restart")
 
 
 # --- program sets -------------------------------------------------------------------------------
