@@ -59,11 +59,14 @@ class Scheduler:
 
     def _recover(self) -> None:
         """Tasks that were executing when the last process died run again (they were never
-        reported COMPLETED); they keep their place at the head of the queue."""
+        reported COMPLETED); they keep their place at the head of the queue. Those that were
+        being cancelled end CANCELLED: nothing runs them any more."""
         store = self._service.store
         for task in store.in_status("RUNNING"):
             if task.result is None:
                 store.transition(task.id, ("RUNNING",), "QUEUED", started_at=None)
+        for task in store.in_status("CANCELLING"):
+            store.transition(task.id, ("CANCELLING",), "CANCELLED", ended_at=time.time())
 
     def _loop(self) -> None:
         while not self._stop.wait(TICK_S):

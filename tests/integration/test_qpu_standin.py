@@ -467,6 +467,26 @@ def test_a_task_cancelled_while_its_result_waits_for_s3_ends_cancelled(standin: 
         standin.sh("standin-restart")
 
 
+def test_a_task_being_cancelled_when_the_standin_dies_ends_cancelled(standin: Standin) -> None:
+    """The run of a task in CANCELLING dies with the stand-in's process; the restarted stand-in
+    ends it CANCELLED (unbilled) rather than leaving it CANCELLING for good."""
+    client = _client()
+    standin.admin("config", {"faults": {"queue_delay_s": 0.1, "run_time_s": 120.0}})
+    arn = _create(client, f"dies-cancelling-{uuid.uuid4().hex[:8]}")
+    deadline = time.monotonic() + 30
+    while client.get_quantum_task(quantumTaskArn=arn)["status"] != "RUNNING":
+        assert time.monotonic() < deadline, "the task never ran"
+        time.sleep(0.05)
+    client.cancel_quantum_task(quantumTaskArn=arn)
+    assert client.get_quantum_task(quantumTaskArn=arn)["status"] == "CANCELLING"
+
+    standin.sh("standin-restart")
+
+    ended = _wait(_client(), arn, timeout=10)
+    assert ended["status"] == "CANCELLED"
+    assert _billed(standin, arn) == 0
+
+
 # --- program sets -------------------------------------------------------------------------------
 
 
