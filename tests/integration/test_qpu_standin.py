@@ -445,12 +445,8 @@ def test_a_task_cancelled_while_its_result_waits_for_s3_ends_cancelled(standin: 
     cancel meanwhile ends it CANCELLED and unbilled, as a task cancelled before it completed;
     it does not stay CANCELLING for good (qloop's cancel waits for the task to end)."""
     client = _client()
-    standin.admin("config", {"faults": {"queue_delay_s": 0.1, "run_time_s": 1.0}})
-    arn = _create(client, f"s3-down-{uuid.uuid4().hex[:8]}")
+    arn = _running_task(standin, client, "s3-down", run_time_s=1.0)
     deadline = time.monotonic() + 30
-    while client.get_quantum_task(quantumTaskArn=arn)["status"] != "RUNNING":
-        assert time.monotonic() < deadline, "the task never ran"
-        time.sleep(0.05)
     moto = int((standin.data_dir / "s3.pid").read_text())
     os.kill(moto, signal.SIGKILL)
     try:
@@ -471,12 +467,7 @@ def test_a_task_being_cancelled_when_the_standin_dies_ends_cancelled(standin: St
     """The run of a task in CANCELLING dies with the stand-in's process; the restarted stand-in
     ends it CANCELLED (unbilled) rather than leaving it CANCELLING for good."""
     client = _client()
-    standin.admin("config", {"faults": {"queue_delay_s": 0.1, "run_time_s": 120.0}})
-    arn = _create(client, f"dies-cancelling-{uuid.uuid4().hex[:8]}")
-    deadline = time.monotonic() + 30
-    while client.get_quantum_task(quantumTaskArn=arn)["status"] != "RUNNING":
-        assert time.monotonic() < deadline, "the task never ran"
-        time.sleep(0.05)
+    arn = _running_task(standin, client, "dies-cancelling", run_time_s=120.0)
     client.cancel_quantum_task(quantumTaskArn=arn)
     assert client.get_quantum_task(quantumTaskArn=arn)["status"] == "CANCELLING"
 
@@ -485,6 +476,17 @@ def test_a_task_being_cancelled_when_the_standin_dies_ends_cancelled(standin: St
     ended = _wait(_client(), arn, timeout=10)
     assert ended["status"] == "CANCELLED"
     assert _billed(standin, arn) == 0
+
+
+def _running_task(standin: Standin, client: Any, name: str, *, run_time_s: float) -> str:
+    """A new task that runs for `run_time_s`, once it is RUNNING."""
+    standin.admin("config", {"faults": {"queue_delay_s": 0.1, "run_time_s": run_time_s}})
+    arn = _create(client, f"{name}-{uuid.uuid4().hex[:8]}")
+    deadline = time.monotonic() + 30
+    while client.get_quantum_task(quantumTaskArn=arn)["status"] != "RUNNING":
+        assert time.monotonic() < deadline, f"{arn} never ran"
+        time.sleep(0.05)
+    return arn
 
 
 # --- program sets -------------------------------------------------------------------------------
