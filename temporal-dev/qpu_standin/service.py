@@ -37,8 +37,7 @@ class Service:
         self._config_lock = threading.Lock()
         self._known_buckets = set(settings.buckets) | {t.bucket for t in store.all()}
         self.s3_in_sync = False  # set by the scheduler once S3 holds every stored result
-        # By task id: an action never changes, and a program set's is long to parse per poll.
-        self._action_metadata: dict[str, dict[str, Any]] = {}
+        store.fill_action_metadata(lambda action: json.dumps(_action_metadata(json.loads(action))))
 
     # --- Braket API -------------------------------------------------------------------------
 
@@ -85,7 +84,7 @@ class Service:
             "outputS3Directory": task.directory,
             "createdAt": iso_time(task.created_at),
             "tags": json.loads(task.tags),
-            "actionMetadata": self._metadata_of(task),
+            "actionMetadata": json.loads(task.action_metadata or "{}"),
         }
         if task.ended_at is not None:
             response["endedAt"] = iso_time(task.ended_at)
@@ -281,14 +280,8 @@ class Service:
             "created_at": now,
             "ready_at": now + self.faults.queue_delay(),
             "run_time": self.faults.run_time(),
+            "action_metadata": json.dumps(_action_metadata(action)),
         }
-
-    def _metadata_of(self, task: Task) -> dict[str, Any]:
-        known = self._action_metadata.get(task.id)
-        if known is None:
-            known = _action_metadata(json.loads(task.action))
-            self._action_metadata[task.id] = known
-        return known
 
     def _queue_info(self, task: Task) -> dict[str, Any]:
         info: dict[str, Any] = {"queue": "QUANTUM_TASKS_QUEUE", "queuePriority": "Normal"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 QUEUED_STATES = ("CREATED", "QUEUED")
 TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED")
 
+# action_metadata: GetQuantumTask's actionMetadata, worked out from the action once, at create.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -41,7 +42,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     failure_reason TEXT,
     result TEXT,
     uploaded INTEGER NOT NULL DEFAULT 0,
-    successful_shots INTEGER
+    successful_shots INTEGER,
+    action_metadata TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_by_device_status ON tasks (device_arn, status, seq);
 -- The files a program-set task writes besides results.json, by key under its directory.
@@ -78,6 +80,7 @@ class Task:
     result: str | None
     uploaded: int
     successful_shots: int | None
+    action_metadata: str | None
 
     @property
     def billed_shots(self) -> int:
@@ -122,6 +125,8 @@ class TaskStore:
         columns = {row["name"] for row in self._db.execute("PRAGMA table_info(tasks)")}
         if "successful_shots" not in columns:  # a database of a stand-in before program sets
             self._db.execute("ALTER TABLE tasks ADD COLUMN successful_shots INTEGER")
+        if "action_metadata" not in columns:  # filled in by fill_action_metadata
+            self._db.execute("ALTER TABLE tasks ADD COLUMN action_metadata TEXT")
 
     @contextmanager
     def _cursor(self) -> Iterator[sqlite3.Cursor]:
@@ -146,6 +151,15 @@ class TaskStore:
                 "SELECT * FROM tasks WHERE client_token = ?", (fields["client_token"],)
             ).fetchone()
         return Task(**row)
+
+    def fill_action_metadata(self, metadata_of: Callable[[str], str]) -> None:
+        """Sets the action metadata of tasks stored before it was kept: `metadata_of(action)`."""
+        for task in self._many("SELECT * FROM tasks WHERE action_metadata IS NULL"):
+            with self._cursor() as cur:
+                cur.execute(
+                    "UPDATE tasks SET action_metadata = ? WHERE id = ?",
+                    (metadata_of(task.action), task.id),
+                )
 
     def by_token(self, token: str) -> Task | None:
         return self._one("SELECT * FROM tasks WHERE client_token = ?", token)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -603,6 +604,27 @@ def test_a_device_without_program_sets_refuses_them(standin: Standin, session: A
     assert PROGRAM_SET not in AwsDevice(DEVICE, session).properties.action
     with pytest.raises(ClientError, match="does not run program sets"):
         _create_program_set(_client(), f"none-{uuid.uuid4()}", ["qubit[1] q; x q[0];"], 10)
+
+
+def test_a_database_of_an_older_standin_gets_its_action_metadata(
+    standin: Standin, session: AwsSession
+) -> None:
+    """Tasks stored before the stand-in kept GetQuantumTask's actionMetadata on each task get it
+    when the stand-in starts on their database."""
+    circuits = [Circuit().x(0).i(1), Circuit().i(0).x(1)]
+    task = AwsDevice(DEVICE, session).run(ProgramSet(circuits), (BUCKET, "older"), shots=200)
+    task.result()
+    standin.sh("standin-stop")
+    try:
+        with sqlite3.connect(standin.data_dir / "qpu-standin.db") as database:
+            database.execute("ALTER TABLE tasks DROP COLUMN action_metadata")
+    finally:
+        standin.sh("standin-start")
+    assert AwsQuantumTask(task.id, AwsSession()).metadata()["actionMetadata"] == {
+        "actionType": PROGRAM_SET,
+        "programCount": 2,
+        "executableCount": 2,
+    }
 
 
 def test_program_set_results_survive_a_restart(standin: Standin, session: AwsSession) -> None:
