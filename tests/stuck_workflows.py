@@ -14,14 +14,22 @@ from temporalio.api.enums.v1 import (
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHandle
 
-LAST_EVENTS = 20
+LAST_EVENTS = 12
 TEXT_LIMIT = 300
 
 
 async def why_still_running(handle: WorkflowHandle) -> str:
+    """Most telling last, since CI shows the end of its output: the last events, then what the
+    workflow waits on, then its failed workflow tasks."""
     description = await handle.describe()
     raw = description.raw_description
-    lines = [f"{handle.id} (run {description.run_id}), {description.history_length} events"]
+    events = [event async for event in handle.fetch_history_events()]
+    lines = [f"{handle.id} (run {description.run_id}), {description.history_length} events; last:"]
+    lines.extend(f"    {_event_line(event)}" for event in events[-LAST_EVENTS:])
+    if raw.HasField("pending_workflow_task"):
+        task = raw.pending_workflow_task
+        state = PendingWorkflowTaskState.Name(task.state)
+        lines.append(f"  pending workflow task: {state}, attempt {task.attempt}")
     for pending in raw.pending_activities:
         failure = pending.last_failure.message[:TEXT_LIMIT]
         lines.append(
@@ -29,11 +37,6 @@ async def why_still_running(handle: WorkflowHandle) -> str:
             f"{PendingActivityState.Name(pending.state)}, attempt {pending.attempt}, "
             f"last worker {pending.last_worker_identity or '-'}, last failure {failure or '-'}"
         )
-    if raw.HasField("pending_workflow_task"):
-        task = raw.pending_workflow_task
-        state = PendingWorkflowTaskState.Name(task.state)
-        lines.append(f"  pending workflow task: {state}, attempt {task.attempt}")
-    events = [event async for event in handle.fetch_history_events()]
     for event in events:
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
             failed = event.workflow_task_failed_event_attributes
@@ -42,8 +45,6 @@ async def why_still_running(handle: WorkflowHandle) -> str:
                 f"  workflow task failed at event {event.event_id}: {cause}: "
                 f"{failed.failure.message[:TEXT_LIMIT]}"
             )
-    lines.append(f"  last {min(LAST_EVENTS, len(events))} events:")
-    lines.extend(f"    {_event_line(event)}" for event in events[-LAST_EVENTS:])
     return "\n".join(lines)
 
 
